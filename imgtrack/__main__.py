@@ -1,0 +1,3 @@
+from imgtrack.cli import main
+
+main()

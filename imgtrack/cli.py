@@ -1,0 +1,190 @@
+"""The command line: parse options, call a command function, render its result, map errors to exit codes.
+
+Exit codes (DESIGN §4): 0 ok, 1 a check failed, 2 bad usage or input, 3 registry or network failure,
+70 internal error. No traceback reaches a user without --debug.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from imgtrack.errors import ImgtrackError
+
+app = typer.Typer(
+    name="imgtrack",
+    help="Track container images like git tracks code: digest -> commit -> version, under a tagging policy.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")] = False,
+) -> None:
+    """imgtrack keeps a ledger of built images in your git repository (.imgtrack/)."""
+
+
+@app.command()
+def init(force: Annotated[bool, typer.Option("--force", help="Rewrite the config with the defaults.")] = False) -> None:
+    """Create .imgtrack/config.toml with commented defaults in this git work tree."""
+    from imgtrack import output
+    from imgtrack.commands.init import init_project
+
+    result = init_project(Path.cwd(), force=force)
+    if result.created:
+        output.emit(f"initialised {result.config}; add your images under [images] there")
+    else:
+        output.emit(f"{result.config} exists already; left as it is (--force rewrites it)")
+
+
+@app.command()
+def record(
+    source: Annotated[Optional[Path], typer.Argument(help="OCI layout directory, OCI layout tar, or buildx metadata JSON.")] = None,
+    image: Annotated[str, typer.Option("--image", help="Image name from .imgtrack/config.toml.")] = ...,  # type: ignore[assignment]
+    version: Annotated[Optional[str], typer.Option("--version", help="Semantic version (default: derived from git tags).")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Extra tag (repeatable).")] = None,
+    commit: Annotated[Optional[str], typer.Option("--commit", help="Commit the image was built from (default HEAD).")] = None,
+    digest: Annotated[Optional[str], typer.Option("--digest", help="Record a build another tool pushed, by digest.")] = None,
+    ref_name: Annotated[Optional[str], typer.Option("--ref-name", help="Which image of a layout holding several.")] = None,
+    allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="Record a dev build from uncommitted changes.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Record a built image: its digest, commit, version and tags."""
+    from imgtrack import output
+    from imgtrack.commands.record import RecordRequest, record_image
+    from imgtrack.project import Project
+
+    req = RecordRequest(
+        image=image, source=source, digest=digest, version=version, tags=tuple(tag or ()),
+        commit=commit, allow_dirty=allow_dirty, ref_name=ref_name,
+    )
+    result = record_image(Project.open(), req)
+    if json_:
+        output.emit_json({**result.record.to_json(), "path": str(result.path), "created": result.created})
+    else:
+        output.emit(output.record_summary(result.record, result.created))
+
+
+@app.command()
+def log(
+    image: Annotated[Optional[str], typer.Argument(help="Only this image.")] = None,
+    n: Annotated[Optional[int], typer.Option("-n", help="At most N records.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Recorded images, newest first."""
+    from imgtrack import output
+    from imgtrack.commands.query import log_records
+    from imgtrack.project import Project
+
+    records = log_records(Project.open().ledger, image, n)
+    if json_:
+        output.emit_json([r.to_json() for r in records])
+    else:
+        output.emit("\n".join(output.log_line(r) for r in records))
+
+
+@app.command()
+def show(
+    ref: Annotated[str, typer.Argument(help="Digest (prefix), version, tag or commit (prefix); IMAGE@REF narrows.")],
+    json_: JsonOpt = False,
+) -> None:
+    """Show the record a digest, version, tag or commit names."""
+    from imgtrack import output
+    from imgtrack.commands.query import show_record
+    from imgtrack.project import Project
+
+    record_ = show_record(Project.open().ledger, ref)
+    if json_:
+        output.emit_json(record_.to_json())
+    else:
+        output.emit(output.record_details(record_))
+
+
+@app.command()
+def resolve(
+    spec: Annotated[str, typer.Argument(metavar="IMAGE@RANGE", help="e.g. api@^1.4, api@~1.4.2, api@1.x")],
+    repository: Annotated[Optional[str], typer.Option("--repository", help="Print REPOSITORY@digest for deployment.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Print the digest-pinned reference of the highest recorded version in a range."""
+    from imgtrack import output
+    from imgtrack.commands.query import resolve_range
+    from imgtrack.project import Project
+
+    resolved = resolve_range(Project.open().ledger, spec, repository)
+    if json_:
+        output.emit_json({"reference": resolved.pinned, **resolved.record.to_json()})
+    else:
+        output.emit(resolved.pinned)
+
+
+@app.command()
+def verify(json_: JsonOpt = False) -> None:
+    """Check the whole ledger: schema, commits, versions against git tags, tag policy."""
+    from imgtrack import output
+    from imgtrack.commands.verify import verify_ledger
+    from imgtrack.project import Project
+
+    report = verify_ledger(Project.open())
+    if json_:
+        output.emit_json({
+            "ok": report.ok, "records": report.records,
+            "findings": [{"file": f.file, "message": f.message} for f in report.findings],
+        })
+    else:
+        for finding in report.findings:
+            output.emit(str(finding))
+        output.error(f"verify: {report.records} records, {len(report.findings)} findings")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app and turn every outcome into an exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if debug:
+        args = [a for a in args if a != "--debug"]
+    from imgtrack import output
+
+    try:
+        status = app(args=args, prog_name="imgtrack", standalone_mode=False)
+    except ImgtrackError as exc:
+        output.error(str(exc))
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        output.error("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        output.error("interrupted")
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as exc:  # the last line of defence: one line, details with --debug
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            # click's own usage errors (typer may vendor click, so match by shape): exit 2.
+            exc.show()
+            sys.exit(exc.exit_code)
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        output.error(f"internal error: {type(exc).__name__}: {exc}; run again with --debug and report it")
+        sys.exit(70)
+    # click hands back the status of typer.Exit instead of raising it when not standalone.
+    sys.exit(status if isinstance(status, int) else 0)

@@ -1,0 +1,1 @@
+"""One module per verb: a plain function that takes parsed options and returns a result."""

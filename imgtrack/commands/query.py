@@ -1,0 +1,48 @@
+"""`imgtrack log`, `show` and `resolve`: answers from the ledger, offline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from imgtrack.errors import InvalidReference, NotFound, UsageError
+from imgtrack.ledger import Ledger
+from imgtrack.record import Record
+from imgtrack.versions import parse_range
+
+
+def log_records(ledger: Ledger, image: str | None, limit: int | None) -> list[Record]:
+    """Records newest first, optionally of one image."""
+    if limit is not None and limit < 0:
+        raise UsageError(f"-n {limit} is negative; give how many records to show")
+    if image is not None and image not in ledger.index().images():
+        raise InvalidReference(f"no records of image {image!r} in the ledger; see `imgtrack log` for what is recorded")
+    return ledger.log(image, limit)
+
+
+def show_record(ledger: Ledger, ref: str) -> Record:
+    try:
+        return ledger.find_one(ref)
+    except InvalidReference as exc:
+        if "matches no record" in str(exc):
+            raise NotFound(str(exc)) from None
+        raise
+
+
+@dataclass(frozen=True)
+class Resolved:
+    record: Record
+    pinned: str  # IMAGE@sha256:… or REPOSITORY@sha256:…
+
+
+def resolve_range(ledger: Ledger, spec: str, repository: str | None = None) -> Resolved:
+    """The highest recorded version in `IMAGE@RANGE`, as a digest-pinned reference."""
+    image, sep, text = spec.partition("@")
+    if not sep or not image or not text:
+        raise UsageError(f"{spec!r} is not IMAGE@RANGE; write e.g. api@^1.4, api@~1.4.2 or api@1.x")
+    version_range = parse_range(text)
+    if image not in ledger.index().images():
+        raise InvalidReference(f"no records of image {image!r} in the ledger; see `imgtrack log` for what is recorded")
+    record = ledger.resolve(image, version_range)
+    if record is None:
+        raise NotFound(f"no recorded version of {image} satisfies {text!r}; see `imgtrack log {image}`")
+    return Resolved(record=record, pinned=f"{repository or image}@{record.digest}")

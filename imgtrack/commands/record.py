@@ -1,0 +1,134 @@
+"""`imgtrack record`: bind a built image digest to its commit and version, under the tag policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from imgtrack.errors import GitStateError, InvalidVersion, PolicyViolation, UsageError
+from imgtrack.oci.layout import ImageDescription
+from imgtrack.policy import Candidate, check_tags, check_version_unique, drop_tags_of_earlier_build, render_tags
+from imgtrack.project import Project
+from imgtrack.record import Record, now
+from imgtrack.sources import digest_only, read_source
+from imgtrack.versions import (
+    check_explicit_version,
+    derive_version,
+    parse_version,
+    release_tags_at,
+    same_release,
+    version_from_tag,
+)
+
+
+@dataclass(frozen=True)
+class RecordRequest:
+    image: str
+    source: Path | None = None
+    digest: str | None = None
+    version: str | None = None
+    tags: tuple[str, ...] = ()
+    commit: str | None = None
+    allow_dirty: bool = False
+    ref_name: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    record: Record
+    path: Path
+    created: bool  # False: this digest was recorded already (idempotent success)
+
+
+def describe_request(req: RecordRequest) -> ImageDescription:
+    """The image a request names, read and verified (no ledger involved)."""
+    if req.source is not None and req.digest is not None:
+        raise UsageError("give SOURCE or --digest, not both; --digest is for builds another tool pushed")
+    if req.source is None:
+        if req.digest is None:
+            raise UsageError("nothing to record: give SOURCE (an OCI layout, layout tar or buildx metadata) or --digest")
+        return digest_only(req.digest)
+    description, layout = read_source(req.source, req.ref_name)
+    if layout is not None:
+        layout.close()
+    return description
+
+
+def record_image(project: Project, req: RecordRequest, description: ImageDescription | None = None) -> RecordResult:
+    """Record one build; idempotent for a digest already recorded with the same commit and version."""
+    config, repo, ledger = project.config, project.repo, project.ledger
+    config.image(req.image, project.config_path)
+    head = repo.head_commit()
+    commit = repo.resolve_commit(req.commit) if req.commit else head
+    description = description or describe_request(req)
+    dirty = commit == head and repo.is_dirty()
+    if dirty and not req.allow_dirty:
+        raise GitStateError(
+            f"{repo.work_tree} has uncommitted changes, so this build is not traceable to {commit[:7]}; "
+            "commit them, or pass --allow-dirty for a dev record"
+        )
+    version = _version(project, commit, req.version, dirty)
+    candidate = Candidate(image=req.image, digest=description.digest, version=version, commit=commit, dirty=dirty)
+    rendered = render_tags(config.rules, candidate)
+
+    with ledger.locked():
+        index = ledger.index()
+        existing = ledger.get(req.image, description.digest)
+        holders = {t: index.tag_holders(req.image, t) for t in (*rendered, *req.tags)}
+        tags = drop_tags_of_earlier_build(config.rules, candidate, rendered, holders)
+        tags += [t for t in req.tags if t not in tags]
+        if existing is not None:
+            if existing.commit != commit or existing.version != version:
+                raise PolicyViolation(
+                    f"{description.digest[:19]}… is already recorded as {req.image} {existing.version} from "
+                    f"{existing.commit[:7]}; a digest has one commit and one version"
+                )
+            new_tags = [t for t in tags if t not in existing.tags]
+            if not new_tags:
+                return RecordResult(existing, ledger.path_of(req.image, description.digest), created=False)
+            tags = [*existing.tags, *new_tags]
+        problems = check_tags(config.rules, candidate, tags, holders)
+        problems += check_version_unique(candidate, index.version_holders(req.image, version))
+        if problems:
+            raise PolicyViolation("\n".join(problems))
+        if existing is not None:
+            record = replace(existing, tags=tuple(tags))
+        else:
+            record = Record(
+                image=req.image,
+                digest=description.digest,
+                media_type=description.media_type,
+                version=version,
+                commit=commit,
+                tree="dirty" if dirty else "clean",
+                tags=tuple(tags),
+                recorded_at=now(),
+                recorded_by=repo.identity(),
+                manifests=description.manifests,
+            )
+        ledger.write(record)
+    return RecordResult(record, ledger.path_of(req.image, description.digest), created=existing is None)
+
+
+def _version(project: Project, commit: str, explicit: str | None, dirty: bool) -> str:
+    prefix = project.config.tag_prefix
+    repo = project.repo
+    if explicit is None:
+        return derive_version(repo, commit, prefix, dirty)
+    parsed = parse_version(explicit, "--version")
+    release_tags = release_tags_at(repo, commit, prefix)
+    tagged_elsewhere = None
+    for tag, tag_commit in repo.tag_commits(prefix).items():
+        v = version_from_tag(tag, prefix)
+        if v is not None and same_release(v, parsed) and tag_commit != commit:
+            tagged_elsewhere = tag_commit
+    check_explicit_version(explicit, commit, release_tags, tagged_elsewhere)
+    if dirty:
+        if not parsed.prerelease:
+            raise InvalidVersion(
+                f"--version {explicit} is a release, and a build from a dirty tree cannot be one; "
+                "commit your changes, or give a pre-release such as 1.5.0-dev.1"
+            )
+        if "dirty" not in (parsed.build or "").split("."):
+            parsed = parsed.replace(build=f"{parsed.build}.dirty" if parsed.build else "dirty")
+    return str(parsed)

@@ -1,0 +1,120 @@
+"""`imgtrack verify`: check the whole ledger against itself, git and the policy."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from imgtrack.errors import InvalidTag
+from imgtrack.policy import Candidate, TagHolder, TagKind, check_tags, floating_moves_backwards, tag_kind
+from imgtrack.project import Project
+from imgtrack.record import Record
+from imgtrack.versions import parse_version, same_release, version_from_tag
+
+_BUILD_SHA_RE = re.compile(r"^g([0-9a-f]{7,40})$")
+
+
+@dataclass(frozen=True)
+class Finding:
+    file: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.message}"
+
+
+@dataclass
+class VerifyReport:
+    records: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+def verify_ledger(project: Project) -> VerifyReport:
+    """Every check of DESIGN §1–2 over every record file (read from the files, not the cache)."""
+    ledger, repo, config = project.ledger, project.repo, project.config
+    loaded, errors = ledger.load_all()
+    report = VerifyReport(records=len(loaded))
+    report.findings += [Finding(*_split(e)) for e in errors]
+    root = project.ledger.root.relative_to(repo.work_tree)
+
+    def add(rel: str, message: str) -> None:
+        report.findings.append(Finding(f"{root}/{rel}", message))
+
+    # Commits exist (one git process for all of them).
+    missing = repo.missing_commits(r.commit for _, r in loaded)
+    if missing and repo.is_shallow():
+        report.findings.append(Finding(
+            str(repo.work_tree),
+            f"shallow clone: {len(missing)} recorded commits are outside the fetched history and cannot be "
+            "checked; fetch the full history (git fetch --unshallow --tags, or fetch-depth: 0 in CI)",
+        ))
+        missing = set()
+
+    # Release tags, read once: commit -> versions, version -> commit.
+    prefix = config.tag_prefix
+    tags_by_commit: dict[str, list[str]] = defaultdict(list)
+    for tag, commit in repo.tag_commits(prefix).items():
+        if version_from_tag(tag, prefix) is not None:
+            tags_by_commit[commit].append(tag)
+    commit_of_release = {
+        str(v.replace(build=None)): c
+        for c, tags in tags_by_commit.items() for t in tags if (v := version_from_tag(t, prefix)) is not None
+    }
+
+    tag_history: dict[tuple[str, str], list[tuple[str, TagHolder]]] = defaultdict(list)
+    versions: dict[tuple[str, str], list[tuple[str, Record]]] = defaultdict(list)
+    for rel, record in loaded:
+        if record.commit in missing:
+            add(rel, f"commit {record.commit[:12]} is not in this repository; fetch it, or the record is untraceable")
+        version = parse_version(record.version)
+        tagged = tags_by_commit.get(record.commit, [])
+        if tagged and not any(same_release(version, v) for t in tagged if (v := version_from_tag(t, prefix))):
+            add(rel, f"version {record.version} contradicts the release tag {', '.join(tagged)} on {record.commit[:7]}")
+        released_from = commit_of_release.get(str(version.replace(build=None)))
+        if released_from is not None and released_from != record.commit:
+            add(rel, f"version {record.version} is released from {released_from[:7]} by its git tag, "
+                     f"but recorded from {record.commit[:7]}")
+        for part in (version.build or "").split("."):
+            m = _BUILD_SHA_RE.match(part)
+            if m and not record.commit.startswith(m.group(1)):
+                add(rel, f"version {record.version} names commit g{m.group(1)}, but the record says {record.commit[:7]}")
+        candidate = Candidate(record.image, record.digest, record.version, record.commit, record.dirty)
+        try:
+            for problem in check_tags(config.rules, candidate, record.tags, {}):
+                add(rel, problem)
+        except InvalidTag as exc:
+            add(rel, str(exc))
+        holder = TagHolder(record.digest, record.version, record.commit, record.recorded_at)
+        for tag in record.tags:
+            tag_history[(record.image, tag)].append((rel, holder))
+        versions[(record.image, record.version)].append((rel, record))
+
+    for (image, tag), history in sorted(tag_history.items()):
+        kind, _ = tag_kind(tag, config.rules)
+        if kind is TagKind.IMMUTABLE:
+            digests = {h.digest for _, h in history}
+            if len(digests) > 1:
+                files = ", ".join(sorted(rel for rel, _ in history))
+                add(history[0][0], f"immutable tag {tag!r} of {image} names {len(digests)} digests ({files})")
+        else:
+            by_holder = {h: rel for rel, h in history}
+            for earlier, later in floating_moves_backwards([h for _, h in history]):
+                add(by_holder[later], f"floating tag {tag!r} of {image} moved back from {earlier.version} "
+                                      f"to {later.version}")
+    for (image, version), entries in sorted(versions.items()):
+        if len({r.digest for _, r in entries}) > 1:
+            add(entries[0][0], f"version {version} of {image} names {len(entries)} digests; each needs its own version")
+
+    # Refresh the lookup cache from the files, so that in-place edits are seen from here on.
+    ledger.index(refresh=False).refresh(full=True)
+    return report
+
+
+def _split(error: str) -> tuple[str, str]:
+    where, sep, message = error.partition(": ")
+    return (where, message) if sep else ("ledger", error)

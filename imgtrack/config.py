@@ -1,0 +1,175 @@
+"""`.imgtrack/config.toml`: the policy, the images and the registries, tracked in git.
+
+Precedence, written down once: command-line flag > environment > this file > built-in default.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imgtrack.errors import ConfigError
+
+CONFIG_DIR = ".imgtrack"
+CONFIG_FILE = "config.toml"
+LEDGER_DIR = "ledger"
+
+DEFAULT_TEMPLATES = ("{version}", "{major}.{minor}", "sha-{short}")
+DEFAULT_IMMUTABLE = ("{version}", "sha-*")
+DEFAULT_FLOATING = ("{major}.{minor}", "{major}")
+
+IMAGE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+DEFAULT_CONFIG_TEXT = """\
+# imgtrack configuration, tracked in git with the ledger beside it (.imgtrack/ledger/).
+# Precedence: command-line flag > environment > this file > built-in default.
+schema = 1
+
+[versions]
+# A git tag named prefix + semver (v1.4.0) marks a release; the version of every other
+# commit is derived from the nearest such tag: 1.4.1-dev.3+g1a2b3c4.
+tag_prefix = "v"
+
+[tags]
+# Tags given to every recorded build. Placeholders: {version} (with "+" written "_"),
+# {major} {minor} {patch} {short} (7-hex commit) {commit} (40-hex).
+templates = ["{version}", "{major}.{minor}", "sha-{short}"]
+# Immutable tags name one digest forever. Any tag that is neither immutable nor floating
+# is treated as immutable too.
+immutable = ["{version}", "sha-*"]
+# Floating tags go to releases only (never to a pre-release or dev build) and only move
+# forward in semver order.
+floating = ["{major}.{minor}", "{major}"]
+# Bare `latest` is refused. true makes `latest` a computed alias: always the highest
+# non-prerelease version in the ledger, given at push time, never pushed alone.
+latest = false
+
+# One table per image you build; `record --image NAME` takes NAME from here.
+# [images.api]
+# repositories = ["registry.example.com/team/api"]
+[images]
+
+# Registries that speak plain HTTP (loopback hosts always may).
+# [registries."registry.internal:5000"]
+# insecure = true
+[registries]
+"""
+
+
+@dataclass(frozen=True)
+class TagRules:
+    """The tagging policy's settings."""
+
+    templates: tuple[str, ...] = DEFAULT_TEMPLATES
+    immutable: tuple[str, ...] = DEFAULT_IMMUTABLE
+    floating: tuple[str, ...] = DEFAULT_FLOATING
+    latest: bool = False
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    name: str
+    repositories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    host: str
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    """The parsed configuration of one project."""
+
+    tag_prefix: str = "v"
+    rules: TagRules = field(default_factory=TagRules)
+    images: dict[str, ImageConfig] = field(default_factory=dict)
+    registries: dict[str, RegistryConfig] = field(default_factory=dict)
+
+    def image(self, name: str, config_path: Path) -> ImageConfig:
+        """The configured image `name`, or a ConfigError saying how to add it."""
+        found = self.images.get(name)
+        if found is None:
+            known = ", ".join(sorted(self.images)) or "none yet"
+            raise ConfigError(
+                f"image {name!r} is not configured in {config_path} (configured: {known}); "
+                f"add a [images.{name}] table there"
+            )
+        return found
+
+
+def config_path(work_tree: Path) -> Path:
+    return work_tree / CONFIG_DIR / CONFIG_FILE
+
+
+def ledger_root(work_tree: Path) -> Path:
+    return work_tree / CONFIG_DIR / LEDGER_DIR
+
+
+def load_config(work_tree: Path) -> Config:
+    """Read `.imgtrack/config.toml` under `work_tree`."""
+    path = config_path(work_tree)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist; run `imgtrack init` in {work_tree} first") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}); fix it or recreate it with `imgtrack init --force`") from None
+    return parse_config(data, path)
+
+
+def _strings(value: Any, where: str, path: Path) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{path}: {where} must be a list of strings; fix that entry")
+    return tuple(value)
+
+
+def _table(data: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: [{key}] must be a table; fix that entry")
+    return value
+
+
+def parse_config(data: dict[str, Any], path: Path) -> Config:
+    """Validate a parsed config document."""
+    schema = data.get("schema", 1)
+    if schema != 1:
+        raise ConfigError(f"{path}: schema {schema!r} is not supported by this imgtrack (schema 1); upgrade imgtrack")
+    versions = _table(data, "versions", path)
+    prefix = versions.get("tag_prefix", "v")
+    if not isinstance(prefix, str):
+        raise ConfigError(f"{path}: versions.tag_prefix must be a string; fix that entry")
+    tags = _table(data, "tags", path)
+    latest = tags.get("latest", False)
+    if not isinstance(latest, bool):
+        raise ConfigError(f"{path}: tags.latest must be true or false; fix that entry")
+    rules = TagRules(
+        templates=_strings(tags.get("templates", list(DEFAULT_TEMPLATES)), "tags.templates", path),
+        immutable=_strings(tags.get("immutable", list(DEFAULT_IMMUTABLE)), "tags.immutable", path),
+        floating=_strings(tags.get("floating", list(DEFAULT_FLOATING)), "tags.floating", path),
+        latest=latest,
+    )
+    from imgtrack.policy import validate_templates
+
+    validate_templates(rules, str(path))
+    images: dict[str, ImageConfig] = {}
+    for name, table in _table(data, "images", path).items():
+        if not IMAGE_NAME_RE.match(name):
+            raise ConfigError(
+                f"{path}: image name {name!r} must be lowercase letters, digits, '.', '_' or '-' (64 at most); rename it"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [images.{name}] must be a table; fix that entry")
+        repos = _strings(table.get("repositories", []), f"images.{name}.repositories", path)
+        images[name] = ImageConfig(name=name, repositories=repos)
+    registries: dict[str, RegistryConfig] = {}
+    for host, table in _table(data, "registries", path).items():
+        if not isinstance(table, dict) or not isinstance(table.get("insecure", False), bool):
+            raise ConfigError(f"{path}: [registries.{host!r}] must be a table with insecure = true|false")
+        registries[host] = RegistryConfig(host=host, insecure=bool(table.get("insecure", False)))
+    return Config(tag_prefix=prefix, rules=rules, images=images, registries=registries)

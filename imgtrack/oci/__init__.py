@@ -1,0 +1,1 @@
+"""imgtrack's own OCI client: digests, references, layouts, registry API, auth and transfers."""

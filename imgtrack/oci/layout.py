@@ -1,0 +1,383 @@
+"""OCI image layouts on disk: directories and tars (read), directories (write).
+
+Nothing here trusts a digest before checking it: digests are validated before they become paths,
+every blob is hashed before it counts, and a blob written into a layout becomes visible only by an
+atomic rename after its bytes matched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from imgtrack.errors import LayoutError
+from imgtrack.fsutil import write_atomic
+from imgtrack.oci.digest import check_digest, digest_bytes, hasher, is_digest
+from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES, INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, OCI_INDEX
+from imgtrack.record import PlatformManifest
+
+REF_NAME = "org.opencontainers.image.ref.name"
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    platform: str = ""
+    annotations: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> Descriptor:
+        if not isinstance(data, dict):
+            raise LayoutError(f"{where}: a descriptor must be an object; the layout is malformed, rebuild it")
+        digest, size, media_type = data.get("digest"), data.get("size"), data.get("mediaType", "")
+        if not isinstance(digest, str) or not is_digest(digest):
+            raise LayoutError(f"{where}: descriptor digest {str(digest)[:80]!r} is not a digest; rebuild the layout")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise LayoutError(f"{where}: descriptor {digest[:19]}… has no valid size; rebuild the layout")
+        if not isinstance(media_type, str):
+            raise LayoutError(f"{where}: descriptor {digest[:19]}… has a non-string mediaType; rebuild the layout")
+        annotations = data.get("annotations") or {}
+        if not isinstance(annotations, dict):
+            annotations = {}
+        return cls(media_type, digest, size, _platform(data.get("platform")), annotations)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.annotations:
+            out["annotations"] = self.annotations
+        if self.platform:
+            parts = self.platform.split("/")
+            plat = {"os": parts[0], "architecture": parts[1] if len(parts) > 1 else ""}
+            if len(parts) > 2:
+                plat["variant"] = parts[2]
+            out["platform"] = plat
+        return out
+
+
+def _platform(data: Any) -> str:
+    if not isinstance(data, dict):
+        return ""
+    parts = [str(data.get("os", "")), str(data.get("architecture", ""))]
+    if data.get("variant"):
+        parts.append(str(data["variant"]))
+    return "/".join(parts)
+
+
+class Layout(ABC):
+    """Read access to an OCI image layout (`blobs/<algo>/<hex>`, `index.json`)."""
+
+    name: str
+
+    @abstractmethod
+    def open_blob(self, digest: str) -> IO[bytes]: ...
+
+    @abstractmethod
+    def has_blob(self, digest: str) -> bool: ...
+
+    @abstractmethod
+    def read_index_json(self) -> bytes: ...
+
+    def close(self) -> None:
+        pass
+
+    def read_blob(self, digest: str, limit: int = MAX_MANIFEST_BYTES) -> bytes:
+        """A small blob (a manifest or config), verified against its digest."""
+        if not self.has_blob(digest):
+            raise LayoutError(f"{self.name}: blob {digest} is missing; the layout is incomplete, rebuild or re-pull it")
+        with self.open_blob(digest) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise LayoutError(f"{self.name}: blob {digest[:19]}… is over {limit} bytes, too big for a manifest")
+        if digest_bytes(data, digest.split(":")[0]) != digest:
+            raise LayoutError(
+                f"{self.name}: blob {digest} does not match its digest (corrupt); rebuild or re-pull the layout"
+            )
+        return data
+
+    def verify_blob(self, desc: Descriptor) -> None:
+        """Hash a blob of any size, streaming, against its descriptor."""
+        if not self.has_blob(desc.digest):
+            raise LayoutError(
+                f"{self.name}: blob {desc.digest} is missing; the layout is incomplete, rebuild or re-pull it"
+            )
+        h, size = hasher(desc.digest), 0
+        with self.open_blob(desc.digest) as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+        if f"{desc.digest.split(':')[0]}:{h.hexdigest()}" != desc.digest:
+            raise LayoutError(
+                f"{self.name}: blob {desc.digest} does not match its digest (corrupt); rebuild or re-pull the layout"
+            )
+        if size != desc.size:
+            raise LayoutError(f"{self.name}: blob {desc.digest[:19]}… is {size} bytes, its descriptor says {desc.size}")
+
+    def entries(self) -> list[Descriptor]:
+        """The descriptors `index.json` lists."""
+        try:
+            doc = json.loads(self.read_index_json())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LayoutError(f"{self.name}: index.json is not valid JSON ({exc}); rebuild the layout") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
+            raise LayoutError(f"{self.name}: index.json has no manifests list; rebuild the layout")
+        return [Descriptor.from_json(d, f"{self.name}: index.json") for d in doc["manifests"]]
+
+
+class DirLayout(Layout):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = str(path)
+
+    def _blob_path(self, digest: str) -> Path:
+        algo, _, hexpart = check_digest(digest).partition(":")
+        return self.path / "blobs" / algo / hexpart
+
+    def has_blob(self, digest: str) -> bool:
+        p = self._blob_path(digest)
+        return p.is_file() and not p.is_symlink()
+
+    def open_blob(self, digest: str) -> IO[bytes]:
+        return open(self._blob_path(digest), "rb")
+
+    def read_index_json(self) -> bytes:
+        try:
+            return (self.path / "index.json").read_bytes()
+        except FileNotFoundError:
+            raise LayoutError(
+                f"{self.path} has no index.json, so it is not an OCI image layout; "
+                "build one with `docker buildx build --output type=oci,tar=false,dest=DIR`"
+            ) from None
+
+
+class TarLayout(Layout):
+    """An OCI layout tar, read in place: nothing is extracted."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = str(path)
+        try:
+            self._tar = tarfile.open(path, "r:*")
+            self._members = {m.name.removeprefix("./"): m for m in self._tar.getmembers()}
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise LayoutError(f"{path} is not a readable tar ({exc}); check the file") from None
+
+    def _member(self, name: str) -> tarfile.TarInfo | None:
+        m = self._members.get(name)
+        return m if m is not None and m.isfile() else None
+
+    def has_blob(self, digest: str) -> bool:
+        algo, _, hexpart = check_digest(digest).partition(":")
+        return self._member(f"blobs/{algo}/{hexpart}") is not None
+
+    def open_blob(self, digest: str) -> IO[bytes]:
+        algo, _, hexpart = check_digest(digest).partition(":")
+        member = self._member(f"blobs/{algo}/{hexpart}")
+        assert member is not None
+        f = self._tar.extractfile(member)
+        assert f is not None
+        return f
+
+    def read_index_json(self) -> bytes:
+        member = self._member("index.json")
+        if member is None:
+            raise LayoutError(
+                f"{self.path} holds no index.json, so it is not an OCI layout tar; "
+                "use `docker buildx build --output type=oci,dest=FILE.tar` or `docker save` (Docker 25+)"
+            )
+        f = self._tar.extractfile(member)
+        assert f is not None
+        return f.read(MAX_MANIFEST_BYTES + 1)
+
+    def close(self) -> None:
+        self._tar.close()
+
+
+@dataclass(frozen=True)
+class ImageDescription:
+    """What a build produced: the digest a registry will serve, its platforms, and every blob."""
+
+    digest: str
+    media_type: str
+    size: int
+    manifests: tuple[PlatformManifest, ...]
+    # Every blob in push order: layers and configs first, then child manifests, then the top manifest.
+    blobs: tuple[Descriptor, ...] = ()
+    ref_name: str = ""
+
+
+def open_layout(path: Path) -> Layout:
+    """A directory or tar OCI layout at `path`."""
+    if path.is_dir():
+        return DirLayout(path)
+    if tarfile.is_tarfile(path):
+        return TarLayout(path)
+    raise LayoutError(
+        f"{path} is neither an OCI image layout directory nor an OCI layout tar; "
+        "pass a layout, a layout tar, or a `docker buildx --metadata-file` JSON"
+    )
+
+
+def select_entry(layout: Layout, ref_name: str | None) -> Descriptor:
+    entries = layout.entries()
+    if ref_name is not None:
+        chosen = [d for d in entries if d.annotations.get(REF_NAME) == ref_name
+                  or d.annotations.get("io.containerd.image.name") == ref_name]
+        if not chosen:
+            names = ", ".join(sorted({d.annotations.get(REF_NAME, "") for d in entries} - {""})) or "none"
+            raise LayoutError(f"{layout.name}: no manifest has ref name {ref_name!r} (ref names: {names})")
+        return chosen[0]
+    if not entries:
+        raise LayoutError(f"{layout.name}: index.json lists no manifests; the layout holds no image")
+    if len(entries) > 1:
+        names = ", ".join(d.annotations.get(REF_NAME, d.digest[:19] + "…") for d in entries)
+        raise LayoutError(
+            f"{layout.name}: index.json lists {len(entries)} manifests ({names}); choose one with --ref-name"
+        )
+    return entries[0]
+
+
+def describe(layout: Layout, ref_name: str | None = None, verify: bool = True) -> ImageDescription:
+    """Read the image a layout holds: its digests, platforms and blobs, every blob verified."""
+    top = select_entry(layout, ref_name)
+    blobs: list[Descriptor] = []
+    manifests: list[PlatformManifest] = []
+    media_type = _walk(layout, top, blobs, manifests, verify, depth=0)
+    return ImageDescription(
+        digest=top.digest,
+        media_type=media_type,
+        size=top.size,
+        manifests=tuple(manifests),
+        blobs=tuple(dict.fromkeys(blobs)),
+        ref_name=top.annotations.get(REF_NAME, ""),
+    )
+
+
+def _json_blob(layout: Layout, desc: Descriptor) -> tuple[dict[str, Any], bytes]:
+    data = layout.read_blob(desc.digest)
+    try:
+        doc = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise LayoutError(f"{layout.name}: manifest {desc.digest[:19]}… is not valid JSON; rebuild the layout") from None
+    if not isinstance(doc, dict):
+        raise LayoutError(f"{layout.name}: manifest {desc.digest[:19]}… is not a JSON object; rebuild the layout")
+    return doc, data
+
+
+def _walk(
+    layout: Layout, desc: Descriptor, blobs: list[Descriptor], manifests: list[PlatformManifest],
+    verify: bool, depth: int,
+) -> str:
+    if depth > 2:
+        raise LayoutError(f"{layout.name}: indexes nest deeper than two levels; rebuild the layout")
+    doc, data = _json_blob(layout, desc)
+    media_type = doc.get("mediaType") or desc.media_type
+    if media_type not in ALL_MANIFEST_TYPES:
+        media_type = OCI_INDEX if "manifests" in doc else desc.media_type
+    if media_type in INDEX_TYPES or "manifests" in doc:
+        children = doc.get("manifests")
+        if not isinstance(children, list):
+            raise LayoutError(f"{layout.name}: index {desc.digest[:19]}… has no manifests list")
+        for child in children:
+            cd = Descriptor.from_json(child, f"{layout.name}: index {desc.digest[:19]}…")
+            _walk(layout, cd, blobs, manifests, verify, depth + 1)
+    elif media_type in MANIFEST_TYPES or "layers" in doc:
+        config = Descriptor.from_json(doc.get("config"), f"{layout.name}: manifest {desc.digest[:19]}…")
+        layers = doc.get("layers", [])
+        if not isinstance(layers, list):
+            raise LayoutError(f"{layout.name}: manifest {desc.digest[:19]}… has no layers list")
+        layer_descs = [Descriptor.from_json(x, f"{layout.name}: manifest {desc.digest[:19]}…") for x in layers]
+        for d in (config, *layer_descs):
+            if verify:
+                layout.verify_blob(d)
+            elif not layout.has_blob(d.digest):
+                raise LayoutError(f"{layout.name}: blob {d.digest} is missing; the layout is incomplete")
+            blobs.append(d)
+        platform = desc.platform or _config_platform(layout, config)
+        manifests.append(PlatformManifest(platform=platform, digest=desc.digest, config=config.digest))
+    else:
+        raise LayoutError(
+            f"{layout.name}: {desc.digest[:19]}… has media type {media_type!r}, not an image manifest or index"
+        )
+    if len(data) != desc.size:
+        raise LayoutError(f"{layout.name}: manifest {desc.digest[:19]}… is {len(data)} bytes, its descriptor says {desc.size}")
+    blobs.append(Descriptor(media_type, desc.digest, desc.size, desc.platform))
+    return str(media_type)
+
+
+def _config_platform(layout: Layout, config: Descriptor) -> str:
+    try:
+        doc = json.loads(layout.read_blob(config.digest))
+    except (json.JSONDecodeError, UnicodeDecodeError, LayoutError):
+        return "unknown/unknown"
+    return _platform(doc) if isinstance(doc, dict) and doc.get("os") else "unknown/unknown"
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+class LayoutWriter:
+    """Writes an OCI image layout directory; blobs appear only complete and verified."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        (path / "blobs").mkdir(parents=True, exist_ok=True)
+        marker = path / "oci-layout"
+        if not marker.exists():
+            marker.write_text('{"imageLayoutVersion":"1.0.0"}')
+        self.reader = DirLayout(path)
+
+    def has_blob(self, digest: str) -> bool:
+        return self.reader.has_blob(digest)
+
+    def put_bytes(self, data: bytes, algo: str = "sha256") -> str:
+        digest = digest_bytes(data, algo)
+        self.put_stream(digest, iter([data]))
+        return digest
+
+    def put_stream(self, digest: str, chunks: Iterator[bytes]) -> None:
+        """Write a blob from `chunks`, hashing as it goes; renamed into place only if it matches."""
+        final = self.reader._blob_path(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{final.name}.{os.getpid()}.partial"
+        h = hasher(digest)
+        try:
+            with open(tmp, "wb") as f:
+                for chunk in chunks:
+                    h.update(chunk)
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            actual = f"{digest.split(':')[0]}:{h.hexdigest()}"
+            if actual != digest:
+                raise LayoutError(f"blob {digest} arrived as {actual}: content does not match its digest; nothing was kept")
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def copy_from(self, source: Layout, digest: str) -> None:
+        with source.open_blob(digest) as f:
+            self.put_stream(digest, iter(lambda: f.read(CHUNK), b""))
+
+    def set_index(self, entries: list[Descriptor]) -> None:
+        """Write `index.json` atomically."""
+        doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [d.to_json() for d in entries]}
+        write_atomic(self.path / "index.json", json.dumps(doc, indent=2).encode())
+
+    def add_to_index(self, desc: Descriptor) -> None:
+        """Add (or replace, by ref name) an entry of `index.json`."""
+        try:
+            entries = self.reader.entries()
+        except LayoutError:
+            entries = []
+        name = desc.annotations.get(REF_NAME)
+        entries = [e for e in entries if not (name and e.annotations.get(REF_NAME) == name) and e.digest != desc.digest]
+        self.set_index([*entries, desc])

@@ -1,0 +1,60 @@
+"""Rendering results for people (text) and scripts (JSON). Only the CLI layer calls this module."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from imgtrack.record import Record, iso
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def emit(text: str) -> None:
+    sys.stdout.write(text + ("" if text.endswith("\n") or not text else "\n"))
+
+
+def error(message: str) -> None:
+    """One line per line of `message`, on stderr, each marked as imgtrack's."""
+    for line in str(message).splitlines() or [""]:
+        sys.stderr.write(f"imgtrack: {line}\n")
+
+
+def short_digest(digest: str) -> str:
+    algo, _, hexpart = digest.partition(":")
+    return f"{algo}:{hexpart[:12]}"
+
+
+def record_summary(record: Record, created: bool) -> str:
+    verb = "recorded" if created else "already recorded"
+    return (
+        f"{verb} {record.image} {record.version} {record.digest}\n"
+        f"  commit {record.commit[:12]} ({record.tree})  tags {' '.join(record.tags) or '-'}"
+    )
+
+
+def record_details(record: Record) -> str:
+    lines = [
+        f"image        {record.image}",
+        f"version      {record.version}",
+        f"digest       {record.digest}",
+        f"media type   {record.media_type or 'unknown'}",
+        f"commit       {record.commit} ({record.tree})",
+        f"tags         {' '.join(record.tags) or '-'}",
+        f"recorded     {iso(record.recorded_at)} by {record.recorded_by}",
+    ]
+    for m in record.manifests:
+        lines.append(f"platform     {m.platform:<16} {m.digest}  config {short_digest(m.config) if m.config else '-'}")
+    for p in record.pushes:
+        lines.append(f"pushed       {iso(p.pushed_at)} {p.repository} ({' '.join(p.tags) or 'by digest'})")
+    return "\n".join(lines)
+
+
+def log_line(record: Record) -> str:
+    return (
+        f"{iso(record.recorded_at)}  {record.image:<12} {record.version:<28} {short_digest(record.digest)}  "
+        f"{record.commit[:7]}  {' '.join(record.tags)}"
+    ).rstrip()

@@ -1,0 +1,32 @@
+"""A project: the git work tree, its `.imgtrack/config.toml`, and its ledger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgtrack.config import Config, config_path, ledger_root, load_config
+from imgtrack.gitrepo import GitRepo
+from imgtrack.ledger import Ledger
+
+
+@dataclass
+class Project:
+    repo: GitRepo
+    config: Config
+    ledger: Ledger
+
+    @property
+    def config_path(self) -> Path:
+        return config_path(self.repo.work_tree)
+
+    @classmethod
+    def open(cls, path: str | Path = ".") -> Project:
+        repo = GitRepo(path)
+        config = load_config(repo.work_tree)
+        return cls(repo=repo, config=config, ledger=open_ledger(repo))
+
+
+def open_ledger(repo: GitRepo) -> Ledger:
+    """The ledger of `repo`'s work tree; its cache lives in the (per-worktree) git dir."""
+    return Ledger(ledger_root(repo.work_tree), repo.git_dir / "imgtrack")

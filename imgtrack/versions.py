@@ -1,0 +1,199 @@
+"""Semantic versions: parsing, derivation from git, tag encoding, and ranges.
+
+Derivation (DESIGN §2): an exact release tag on the commit (`v1.4.0`) gives `1.4.0`; otherwise
+`<next patch>-dev.<commits since tag>+g<short sha>`; after a pre-release tag (`v1.5.0-rc.1`)
+`1.5.0-rc.1.dev.<n>+g<sha>` so that it sorts after the tag it follows; no tag at all gives
+`0.0.0-dev.<n>+g<sha>`. A dirty tree adds the build metadata `dirty`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import semver
+
+from imgtrack.errors import GitStateError, InvalidVersion
+from imgtrack.gitrepo import GitRepo
+
+
+def parse_version(text: str, what: str = "version") -> semver.Version:
+    """A semver.Version, or InvalidVersion naming `what`."""
+    try:
+        return semver.Version.parse(text)
+    except (ValueError, TypeError):
+        raise InvalidVersion(
+            f"{what} {text!r} is not a semantic version (MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD], e.g. 1.4.0); fix it"
+        ) from None
+
+
+def is_version(text: str) -> bool:
+    return semver.Version.is_valid(text)
+
+
+def version_from_tag(tag: str, prefix: str) -> semver.Version | None:
+    """The version a git tag names (`v1.4.0` → 1.4.0), or None for any other tag."""
+    if not tag.startswith(prefix):
+        return None
+    rest = tag[len(prefix):]
+    return semver.Version.parse(rest) if semver.Version.is_valid(rest) else None
+
+
+def same_release(a: semver.Version, b: semver.Version) -> bool:
+    """Equal up to build metadata, which semver says carries no precedence."""
+    return a.to_tuple()[:4] == b.to_tuple()[:4]
+
+
+def encode_tag(version: str) -> str:
+    """A version as a registry tag: `+` (not allowed in tags) becomes `_`, which semver never holds."""
+    return version.replace("+", "_")
+
+
+def decode_tag(tag: str) -> str:
+    """The inverse of `encode_tag`."""
+    return tag.replace("_", "+", 1)
+
+
+@dataclass(frozen=True)
+class CommitVersion:
+    """What git says about one commit's version."""
+
+    version: str
+    release_tags: tuple[str, ...]  # version tags pointing at the commit, highest first
+
+
+def release_tags_at(repo: GitRepo, commit: str, prefix: str) -> list[tuple[str, semver.Version]]:
+    """Version tags on `commit`, highest version first."""
+    found = [(t, v) for t in repo.tags_pointing_at(commit) if (v := version_from_tag(t, prefix)) is not None]
+    return sorted(found, key=lambda tv: tv[1], reverse=True)
+
+
+def derive_version(repo: GitRepo, commit: str, prefix: str, dirty: bool) -> str:
+    """The version of `commit` from its git tags (DESIGN §2)."""
+    exact = release_tags_at(repo, commit, prefix)
+    if exact and not dirty:
+        return str(exact[0][1])
+    if repo.is_shallow():
+        raise GitStateError(
+            f"{repo.work_tree} is a shallow clone, so the commits since the last release tag cannot be counted; "
+            "run `git fetch --unshallow --tags` or pass --version"
+        )
+    build = f"g{commit[:7]}" + (".dirty" if dirty else "")
+    described = repo.describe(commit, f"{glob_escape(prefix)}[0-9]*")
+    base = version_from_tag(described.tag, prefix) if described else None
+    if described is None or base is None:
+        return f"0.0.0-dev.{repo.count_commits(commit)}+{build}"
+    if base.prerelease:
+        return f"{base.replace(build=None)}.dev.{described.distance}+{build}"
+    return f"{base.bump_patch()}-dev.{described.distance}+{build}"
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def check_explicit_version(
+    version: str, commit: str, release_tags: list[tuple[str, semver.Version]], tag_of_version: str | None
+) -> None:
+    """Refuse an explicit version that contradicts the git tags.
+
+    `release_tags` are the version tags on `commit`; `tag_of_version` is the commit the release
+    tag for this very version names, if such a tag exists.
+    """
+    parsed = parse_version(version, "--version")
+    if release_tags and not any(same_release(parsed, v) for _, v in release_tags):
+        tags = ", ".join(t for t, _ in release_tags)
+        raise InvalidVersion(
+            f"--version {version} contradicts the release tag {tags} on commit {commit[:7]}; "
+            f"drop --version or use {release_tags[0][1]} (build metadata such as +build.2 is allowed)"
+        )
+    if tag_of_version is not None and tag_of_version != commit:
+        raise InvalidVersion(
+            f"--version {version} is already released from commit {tag_of_version[:7]} by its git tag, "
+            f"not from {commit[:7]}; choose another version"
+        )
+
+
+# --- ranges -------------------------------------------------------------------------------------
+
+_PART = r"(?:0|[1-9]\d*|[xX*])"
+_PARTIAL_RE = re.compile(rf"^(?P<op>\^|~|>=|<=|>|<|=)?v?(?P<major>{_PART})(?:\.(?P<minor>{_PART}))?(?:\.(?P<patch>{_PART}))?(?P<rest>[-+].*)?$")
+
+
+@dataclass(frozen=True)
+class VersionRange:
+    """A semver range: every comparator must hold. Pre-releases match only when the range names one."""
+
+    text: str
+    comparators: tuple[tuple[str, semver.Version], ...]
+    allow_prerelease: bool
+
+    def contains(self, version: semver.Version) -> bool:
+        if version.prerelease and not self.allow_prerelease:
+            return False
+        ops = {
+            ">=": lambda c: c >= 0, ">": lambda c: c > 0, "<=": lambda c: c <= 0,
+            "<": lambda c: c < 0, "=": lambda c: c == 0,
+        }
+        return all(ops[op](version.compare(bound)) for op, bound in self.comparators)
+
+    @property
+    def major_hint(self) -> int | None:
+        """The single major version the range admits, if there is one (lets the ledger pre-filter)."""
+        lows = [b for op, b in self.comparators if op in (">=", ">", "=")]
+        highs = [b for op, b in self.comparators if op in ("<", "<=", "=")]
+        if not lows or not highs:
+            return None
+        low, high = max(lows), min(highs)
+        if low.major == high.major or (high.minor == 0 and high.patch == 0 and high.major == low.major + 1):
+            return low.major
+        return None
+
+
+def _is_wild(part: str | None) -> bool:
+    return part is None or part in ("x", "X", "*")
+
+
+def parse_range(text: str) -> VersionRange:
+    """Parse `^1.4`, `~1.4.2`, `1.x`, `1.4`, `>=1.2.0 <2`, `1.4.2` (exact) and friends."""
+    comparators: list[tuple[str, semver.Version]] = []
+    allow_pre = False
+    items = text.replace(",", " ").split()
+    if not items:
+        raise InvalidVersion(f"range {text!r} is empty; write one such as ^1.4, ~1.4.2 or 1.x")
+    for item in items:
+        m = _PARTIAL_RE.match(item)
+        if not m:
+            raise InvalidVersion(f"range {text!r} cannot be parsed at {item!r}; write one such as ^1.4, ~1.4.2 or 1.x")
+        op, rest = m["op"] or "", m["rest"]
+        major, minor, patch = m["major"], m["minor"], m["patch"]
+        if _is_wild(major):
+            continue
+        ma = int(major)
+        mi = 0 if _is_wild(minor) else int(minor)  # type: ignore[arg-type]
+        pa = 0 if _is_wild(patch) else int(patch)  # type: ignore[arg-type]
+        if rest:
+            if _is_wild(minor) or _is_wild(patch):
+                raise InvalidVersion(f"range {text!r}: {item!r} has a pre-release or build on a partial version")
+            allow_pre = allow_pre or rest.startswith("-")
+        low = parse_version(f"{ma}.{mi}.{pa}{rest or ''}", f"range {text!r}:")
+        if op in (">=", ">", "<", "<="):
+            comparators.append((op, low))
+        elif op == "^":
+            if ma > 0 or _is_wild(minor):
+                high = semver.Version(ma + 1)
+            elif mi > 0 or _is_wild(patch):
+                high = semver.Version(0, mi + 1)
+            else:
+                high = semver.Version(0, 0, pa + 1)
+            comparators += [(">=", low), ("<", high)]
+        elif op == "~":
+            high = semver.Version(ma + 1) if _is_wild(minor) else semver.Version(ma, mi + 1)
+            comparators += [(">=", low), ("<", high)]
+        elif _is_wild(minor):
+            comparators += [(">=", low), ("<", semver.Version(ma + 1))]
+        elif _is_wild(patch):
+            comparators += [(">=", low), ("<", semver.Version(ma, mi + 1))]
+        else:
+            comparators.append(("=", low))
+    return VersionRange(text=text, comparators=tuple(comparators), allow_prerelease=allow_pre)

@@ -1,0 +1,110 @@
+"""Shared fixtures: real git repositories and OCI layouts in temp dirs; imgtrack run as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.layouts import build_layout
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """No test reads or writes the user's home or git config."""
+    home = tmp_path_factory.mktemp("home")
+    gitconfig = home / ".gitconfig"
+    gitconfig.write_text(
+        "[user]\n\tname = Test Dev\n\temail = dev@example.com\n[init]\n\tdefaultBranch = main\n"
+        "[protocol \"file\"]\n\tallow = always\n[advice]\n\tdetachedHead = false\n"
+    )
+    saved = dict(os.environ)
+    os.environ.update({
+        "HOME": str(home),
+        "GIT_CONFIG_GLOBAL": str(gitconfig),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "DOCKER_CONFIG": str(home / ".docker"),
+        "XDG_RUNTIME_DIR": str(home / "run"),
+    })
+    for key in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        os.environ.pop(key, None)
+    yield home
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> object:
+        return json.loads(self.out)
+
+
+def run(args: list[str], cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
+    """Run imgtrack as a user would: a separate process, its exit status, stdout and stderr."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "imgtrack", *args],
+        cwd=cwd, input=stdin, capture_output=True, text=True, timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def commit_file(repo: Path, name: str = "app.txt", content: str | None = None, message: str | None = None) -> str:
+    path = repo / name
+    path.write_text(content if content is not None else path.read_text() + "x\n" if path.exists() else "x\n")
+    git(repo, "add", name)
+    git(repo, "commit", "-q", "-m", message or f"change {name}")
+    return git(repo, "rev-parse", "HEAD")
+
+
+def add_image(repo: Path, name: str, repositories: list[str] | None = None) -> None:
+    with open(repo / ".imgtrack" / "config.toml", "a") as f:
+        f.write(f"\n[images.{name}]\nrepositories = {json.dumps(repositories or [])}\n")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A git repository with one commit, `imgtrack init` done, and the image `api` configured, committed."""
+    repo = tmp_path / "proj"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    commit_file(repo, "app.txt", "hello\n", "first")
+    assert run(["init"], repo).code == 0
+    add_image(repo, "api")
+    add_image(repo, "web")
+    git(repo, "add", ".imgtrack")
+    git(repo, "commit", "-q", "-m", "imgtrack init")
+    return repo
+
+
+class LayoutFactory:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.count = 0
+
+    def __call__(self, seed: int | None = None, **kwargs: object) -> tuple[Path, str]:
+        """A fresh layout directory and the digest of the image it holds."""
+        self.count += 1
+        seed = self.count if seed is None else seed
+        path = self.root / f"layout-{self.count}"
+        top = build_layout(path, seed=seed, **kwargs)  # type: ignore[arg-type]
+        return path, top.digest
+
+
+@pytest.fixture
+def layouts(tmp_path: Path) -> LayoutFactory:
+    return LayoutFactory(tmp_path / "layouts")

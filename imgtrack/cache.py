@@ -14,20 +14,31 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-import semver
 
 from imgtrack.errors import ImgtrackError, LedgerError
 from imgtrack.policy import TagHolder
-from imgtrack.record import Record, parse_record
+from imgtrack.versions import semver_of
+from imgtrack.record import Record, parse_record, sort_key
 
-CACHE_SCHEMA = "3"
-RACY_NS = 2_000_000_000
+CACHE_SCHEMA = "5"
+RACY_NS = 100_000_000  # Linux file times tick every 10 ms at most
 RECORD_NAME_RE = re.compile(r"^(sha256-[a-f0-9]{64}|sha512-[a-f0-9]{128})\.toml$")
+
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS records_version ON records(version, image);
+CREATE INDEX IF NOT EXISTS records_image ON records(image, major);
+CREATE INDEX IF NOT EXISTS records_commit ON records(commit_sha);
+CREATE INDEX IF NOT EXISTS records_recorded_at ON records(recorded_at);
+CREATE INDEX IF NOT EXISTS refs_value ON refs(value, kind);
+CREATE INDEX IF NOT EXISTS refs_path ON refs(path);
+CREATE INDEX IF NOT EXISTS files_error ON files(error) WHERE error IS NOT NULL;
+"""
+_INDEX_NAMES = [line.split()[5] for line in _INDEXES.strip().splitlines()]
 
 _DDL = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);
@@ -37,12 +48,6 @@ CREATE TABLE records(
     path TEXT PRIMARY KEY, image TEXT, digest TEXT, version TEXT, major INTEGER, pre INTEGER,
     commit_sha TEXT, recorded_at TEXT);
 CREATE TABLE refs(path TEXT, kind TEXT, value TEXT);
-CREATE INDEX records_image_version ON records(image, version);
-CREATE INDEX records_commit ON records(commit_sha);
-CREATE INDEX records_recorded_at ON records(recorded_at);
-CREATE INDEX refs_value ON refs(value, kind);
-CREATE INDEX refs_path ON refs(path);
-CREATE INDEX files_error ON files(error) WHERE error IS NOT NULL;
 """
 
 
@@ -79,7 +84,7 @@ class LedgerIndex:
                     return db
                 for table in tables:
                     db.execute(f"DROP TABLE {table}")
-            for stmt in _DDL.strip().split(";"):
+            for stmt in (_DDL + _INDEXES).strip().split(";"):
                 if stmt.strip():
                     db.execute(stmt)
             db.execute("INSERT INTO meta VALUES ('schema', ?)", (CACHE_SCHEMA,))
@@ -94,11 +99,18 @@ class LedgerIndex:
 
     # --- refresh ---------------------------------------------------------------------------------
 
-    def refresh(self, full: bool = False) -> None:
-        """Bring the cache up to date with the record files (only changed folders, unless `full`)."""
+    def refresh(self, full: bool = False, parsed: Mapping[str, Record] | None = None) -> None:
+        """Bring the cache up to date with the record files (only changed folders, unless `full`).
+
+        `parsed` holds records the caller has just read from their files, so they are not parsed twice.
+        """
         scan_start = time.time_ns()
         known = dict(self._db.execute("SELECT image, mtime_ns FROM dirs").fetchall())
         seen: set[str] = set()
+        # Filling an empty cache: maintaining the indexes row by row costs more than building them once.
+        bulk = not known
+        if bulk:
+            self._drop_indexes()
         try:
             entries = list(os.scandir(self.root))
         except FileNotFoundError:
@@ -112,12 +124,25 @@ class LedgerIndex:
             if not full and known.get(image) == mtime:
                 continue
             stored = mtime if scan_start - mtime > RACY_NS else -1
-            self._rescan(image, Path(entry.path), stored)
+            self._rescan(image, Path(entry.path), stored, parsed or {})
+        if bulk:
+            self._create_indexes()
         gone = set(known) - seen
         if gone:
             with _transaction(self._db):
                 for image in gone:
                     self._forget_image(image)
+
+    def _drop_indexes(self) -> None:
+        with _transaction(self._db):
+            for name in _INDEX_NAMES:
+                self._db.execute(f"DROP INDEX IF EXISTS {name}")
+
+    def _create_indexes(self) -> None:
+        with _transaction(self._db):
+            for stmt in _INDEXES.strip().split(";"):
+                if stmt.strip():
+                    self._db.execute(stmt)
 
     def _forget_image(self, image: str) -> None:
         self._db.execute("DELETE FROM refs WHERE path IN (SELECT path FROM files WHERE image=?)", (image,))
@@ -125,7 +150,7 @@ class LedgerIndex:
         self._db.execute("DELETE FROM files WHERE image=?", (image,))
         self._db.execute("DELETE FROM dirs WHERE image=?", (image,))
 
-    def _rescan(self, image: str, folder: Path, dir_mtime: int) -> None:
+    def _rescan(self, image: str, folder: Path, dir_mtime: int, known: Mapping[str, Record]) -> None:
         cached = {
             path: (m, s)
             for path, m, s in self._db.execute("SELECT path, mtime_ns, size FROM files WHERE image=?", (image,))
@@ -134,53 +159,44 @@ class LedgerIndex:
         changed: list[tuple[str, os.stat_result]] = []
         for entry in os.scandir(folder):
             if not RECORD_NAME_RE.match(entry.name):
+                sweep_if_stale(entry)
                 continue
             rel = f"{image}/{entry.name}"
             present.add(rel)
             st = entry.stat(follow_symlinks=False)
             if cached.get(rel) != (st.st_mtime_ns, st.st_size):
                 changed.append((rel, st))
-        parsed: list[tuple[str, os.stat_result, Record | None, str | None]] = []
-        for rel, st in changed:
-            record, error = self._parse(rel)
-            parsed.append((rel, st, record, error))
+        unknown = [rel for rel, _ in changed if rel not in known]
+        fresh = dict(zip(unknown, read_records(self.root, unknown)))
+        parsed = [(rel, st, *((known[rel], None) if rel in known else fresh[rel])) for rel, st in changed]
         with _transaction(self._db):
-            for rel in set(cached) - present:
+            for rel in (set(cached) - present) | {rel for rel, _ in changed if rel in cached}:
                 self._delete(rel)
-            for rel, st, record, error in parsed:
-                self._delete(rel)
-                self._insert(rel, image, st, record, error)
+            self._insert_many(image, parsed)
             self._db.execute("INSERT OR REPLACE INTO dirs VALUES (?, ?)", (image, dir_mtime))
-
-    def _parse(self, rel: str) -> tuple[Record | None, str | None]:
-        path = self.root / rel
-        try:
-            record = parse_record(path.read_bytes(), path)
-        except ImgtrackError as exc:
-            return None, str(exc)
-        except OSError as exc:
-            return None, f"{path}: cannot be read ({exc.strerror}); check its permissions"
-        problem = check_placement(record, rel, path)
-        return (None, problem) if problem else (record, None)
 
     def _delete(self, rel: str) -> None:
         for table in ("refs", "records", "files"):
             self._db.execute(f"DELETE FROM {table} WHERE path=?", (rel,))
 
     def _insert(self, rel: str, image: str, st: os.stat_result, record: Record | None, error: str | None) -> None:
-        self._db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)", (rel, image, st.st_mtime_ns, st.st_size, error))
-        if record is None:
-            return
-        v = semver.Version.parse(record.version)
-        self._db.execute(
-            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (rel, record.image, record.digest, record.version, v.major, 1 if v.prerelease else 0,
-             record.commit, record.recorded_at.isoformat()),
-        )
-        self._db.executemany(
-            "INSERT INTO refs VALUES (?, ?, ?)",
-            [(rel, "d", d) for d in record.all_digests()] + [(rel, "t", t) for t in record.tags],
-        )
+        self._insert_many(image, [(rel, st, record, error)])
+
+    def _insert_many(
+        self, image: str, rows: list[tuple[str, os.stat_result, Record | None, str | None]]
+    ) -> None:
+        files, records, refs = [], [], []
+        for rel, st, record, error in rows:
+            files.append((rel, image, st.st_mtime_ns, st.st_size, error))
+            if record is None:
+                continue
+            v = semver_of(record.version)
+            records.append((rel, record.image, record.digest, record.version, v.major, 1 if v.prerelease else 0,
+                            record.commit, sort_key(record.recorded_at)))
+            refs += [(rel, "d", d) for d in record.all_digests()] + [(rel, "t", t) for t in record.tags]
+        self._db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)", files)
+        self._db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)", records)
+        self._db.executemany("INSERT INTO refs VALUES (?, ?, ?)", refs)
 
     def note_written(self, rel: str, record: Record) -> None:
         """Index a record imgtrack itself just wrote (under the ledger lock), keeping its folder fresh."""
@@ -199,13 +215,25 @@ class LedgerIndex:
 
     def check_healthy(self) -> None:
         """Refuse to go on over a malformed record: a policy decision that skipped it could be wrong."""
-        row = self._db.execute("SELECT error FROM files WHERE error IS NOT NULL ORDER BY path LIMIT 1").fetchone()
-        if row:
-            raise LedgerError(row[0])
+        broken = self._db.execute("SELECT path, image FROM files WHERE error IS NOT NULL ORDER BY path").fetchall()
+        for rel, image in broken:
+            # A broken file is usually being fixed by hand, in place: look again before blaming it.
+            try:
+                st = (self.root / rel).stat()
+            except FileNotFoundError:
+                with _transaction(self._db):
+                    self._delete(rel)
+                continue
+            record, error = _read_one(self.root, rel)
+            with _transaction(self._db):
+                self._delete(rel)
+                self._insert(rel, image, st, record, error)
+            if error:
+                raise LedgerError(error)
 
     def _holders(self, sql: str, args: Iterable[object]) -> list[TagHolder]:
         return [
-            TagHolder(digest=d, version=v, commit=c, recorded_at=datetime.fromisoformat(at))
+            TagHolder(digest=d, version=v, commit=c, recorded_at=datetime.fromisoformat(at + "+00:00"))
             for d, v, c, at in self._db.execute(sql, tuple(args))
         ]
 
@@ -281,6 +309,69 @@ class LedgerIndex:
 
     def close(self) -> None:
         self._db.close()
+
+
+PARALLEL_MIN = 4000
+
+
+def _read_one(root: Path, rel: str) -> tuple[Record | None, str | None]:
+    path = root / rel
+    try:
+        record = parse_record(path.read_bytes(), path)
+    except ImgtrackError as exc:
+        return None, str(exc)
+    except OSError as exc:
+        return None, f"{path}: cannot be read ({exc.strerror}); check its permissions"
+    problem = check_placement(record, rel, path)
+    return (None, problem) if problem else (record, None)
+
+
+def _read_chunk(root: Path, rels: list[str]) -> list[tuple[Record | None, str | None]]:
+    return [_read_one(root, rel) for rel in rels]
+
+
+def read_records(root: Path, rels: list[str]) -> list[tuple[Record | None, str | None]]:
+    """Parse record files (relative to `root`): (record, None) or (None, one-line error) each, in order.
+
+    Large batches (a fresh clone, `verify`) are parsed on every core: TOML parsing is the cost.
+    """
+    workers = min(os.cpu_count() or 1, 8)
+    if len(rels) < PARALLEL_MIN or workers < 2:
+        return _read_chunk(root, rels)
+    from concurrent.futures import ProcessPoolExecutor
+
+    size = -(-len(rels) // (workers * 4))
+    chunks = [rels[i:i + size] for i in range(0, len(rels), size)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(_read_chunk, [root] * len(chunks), chunks)
+        return [item for chunk in results for item in chunk]
+
+
+TEMP_RE = re.compile(r"^\..+\.(\d+)\.tmp$")
+STALE_TEMP_NS = 3600 * 1_000_000_000
+
+
+def sweep_if_stale(entry: os.DirEntry[str]) -> None:
+    """Remove a temp file left by a writer that was killed: its pid is gone, or it is an hour old."""
+    m = TEMP_RE.match(entry.name)
+    if not m:
+        return
+    try:
+        age = time.time_ns() - entry.stat(follow_symlinks=False).st_mtime_ns
+        if not _pid_alive(int(m.group(1))) or age > STALE_TEMP_NS:
+            os.unlink(entry.path)
+    except FileNotFoundError:
+        pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def check_placement(record: Record, rel: str, path: Path) -> str | None:

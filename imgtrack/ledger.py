@@ -7,34 +7,24 @@ and concurrent CI jobs lose nothing. Lookups go through `LedgerIndex`, a cache u
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import semver
 
-from imgtrack.cache import RECORD_NAME_RE, LedgerIndex, check_placement
-from imgtrack.errors import ImgtrackError, InvalidReference, LedgerError
+from imgtrack.cache import RECORD_NAME_RE, LedgerIndex, check_placement, read_records
+from imgtrack.errors import InvalidReference, LedgerError
 from imgtrack.fsutil import write_atomic
 from imgtrack.oci.digest import DIGEST_PREFIX_RE, file_name
 from imgtrack.record import Record, parse_record
-from imgtrack.versions import VersionRange, is_version
+from imgtrack.versions import VersionRange, is_version, semver_of
 
-_TMP_RE = re.compile(r"^\..+\.(\d+)\.tmp$")
 _HEX_RE = re.compile(r"^[0-9a-f]{4,64}$")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return exc.errno == errno.EPERM
-    return True
 
 
 @dataclass(frozen=True)
@@ -108,7 +98,6 @@ class Ledger:
         """Write `record` atomically; the caller holds `locked()`. Returns its relative path."""
         rel = self.rel_path(record.image, record.digest)
         path = self.root / rel
-        self._sweep_temp_files(path.parent)
         write_atomic(path, record.to_toml())
         self.index(refresh=False).note_written(rel, record)
         return rel
@@ -123,25 +112,27 @@ class Ledger:
             self.write(updated)
             return updated
 
-    def _sweep_temp_files(self, folder: Path) -> None:
-        """Remove temp files left by a writer that was killed (their pid is gone)."""
-        if not folder.is_dir():
-            return
-        for name in os.listdir(folder):
-            m = _TMP_RE.match(name)
-            if m and not _pid_alive(int(m.group(1))):
-                (folder / name).unlink(missing_ok=True)
-
     # --- lookups ---------------------------------------------------------------------------------
 
-    def index(self, refresh: bool = True, full: bool = False) -> LedgerIndex:
+    def index(
+        self, refresh: bool = True, full: bool = False, healthy: bool = True,
+        parsed: Mapping[str, Record] | None = None,
+    ) -> LedgerIndex:
+        """The lookup cache, brought up to date; refuses a ledger with a malformed record if `healthy`."""
         if self._index is None:
             self._index = LedgerIndex(self.cache_dir / "cache.sqlite", self.root)
             refresh = True
         if refresh:
-            self._index.refresh(full=full)
+            self._index.refresh(full=full, parsed=parsed)
+        if healthy:
             self._index.check_healthy()
         return self._index
+
+    def refresh_cache(self, parsed: Mapping[str, Record]) -> None:
+        """Bring an existing cache fully up to date from records just read (`verify`), so in-place edits
+        are seen from here on. A cache not built yet is left to the next lookup."""
+        if (self.cache_dir / "cache.sqlite").exists():
+            self.index(full=True, healthy=False, parsed=parsed)
 
     def find(self, text: str) -> list[Record]:
         """Records a `show` reference names: digest (prefix), version, tag, or commit (prefix)."""
@@ -188,7 +179,7 @@ class Ledger:
         """The record with the highest version of `image` inside `version_range`."""
         best: tuple[semver.Version, str] | None = None
         for version, path in self.index().versions(image, major=version_range.major_hint):
-            v = semver.Version.parse(version)
+            v = semver_of(version)
             if version_range.contains(v) and (best is None or v > best[0]):
                 best = (v, path)
         return self.read(best[1]) if best else None
@@ -198,11 +189,12 @@ class Ledger:
 
     def load_all(self) -> tuple[list[tuple[str, Record]], list[str]]:
         """Parse every record file (the truth, not the cache): (records, one error line per bad file)."""
+        rels = list(self.iter_files())
         records: list[tuple[str, Record]] = []
         errors: list[str] = []
-        for rel in self.iter_files():
-            try:
-                records.append((rel, self.read(rel)))
-            except ImgtrackError as exc:
-                errors.append(str(exc))
+        for rel, (record, error) in zip(rels, read_records(self.root, rels)):
+            if record is not None:
+                records.append((rel, record))
+            else:
+                errors.append(error or f"{rel}: unreadable")
         return records, errors

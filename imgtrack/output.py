@@ -55,6 +55,6 @@ def record_details(record: Record) -> str:
 
 def log_line(record: Record) -> str:
     return (
-        f"{iso(record.recorded_at)}  {record.image:<12} {record.version:<28} {short_digest(record.digest)}  "
+        f"{record.recorded_at:%Y-%m-%dT%H:%M:%SZ}  {record.image:<12} {record.version:<28} {short_digest(record.digest)}  "
         f"{record.commit[:7]}  {' '.join(record.tags)}"
     ).rstrip()

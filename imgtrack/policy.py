@@ -17,7 +17,7 @@ import semver
 
 from imgtrack.config import TagRules
 from imgtrack.errors import ConfigError, InvalidTag
-from imgtrack.versions import encode_tag
+from imgtrack.versions import encode_tag, semver_of
 
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 
@@ -119,7 +119,7 @@ def tag_kind(tag: str, rules: TagRules) -> tuple[TagKind, str | None]:
 
 
 def render(template: str, version: semver.Version | str, commit: str) -> str:
-    v = version if isinstance(version, semver.Version) else semver.Version.parse(version)
+    v = version if isinstance(version, semver.Version) else semver_of(version)
     values = {
         "version": encode_tag(str(v)),
         "major": str(v.major),
@@ -134,7 +134,7 @@ def render(template: str, version: semver.Version | str, commit: str) -> str:
 def render_tags(rules: TagRules, candidate: Candidate, extra: Iterable[str] = ()) -> list[str]:
     """The tags a build gets: templates (floating ones only for releases, only the version tag
     for a dirty build) plus `extra`, in order, without duplicates."""
-    version = semver.Version.parse(candidate.version)
+    version = semver_of(candidate.version)
     own_version_tag = encode_tag(candidate.version)
     tags: list[str] = []
     for template in rules.templates:
@@ -181,7 +181,7 @@ def check_tags(
 
     Raises InvalidTag for a tag outside the registry grammar (bad input, not a policy question).
     """
-    version = semver.Version.parse(candidate.version)
+    version = semver_of(candidate.version)
     own_version_tag = encode_tag(candidate.version)
     problems: list[str] = []
     for tag in tags:
@@ -214,8 +214,8 @@ def check_tags(
                     f"floating tag {tag!r} does not fit version {candidate.version} (it would be {expected!r})"
                 )
                 continue
-            newest = max(others, key=lambda h: semver.Version.parse(h.version), default=None)
-            if newest is not None and semver.Version.parse(newest.version) > version:
+            newest = max(others, key=lambda h: semver_of(h.version), default=None)
+            if newest is not None and semver_of(newest.version) > version:
                 problems.append(
                     f"floating tag {tag!r} already names {newest.version} ({newest.digest[:19]}…); "
                     f"floating tags only move forward, and {candidate.version} is older"
@@ -249,15 +249,15 @@ def floating_moves_backwards(history: Sequence[TagHolder]) -> list[tuple[TagHold
     moves = []
     highest: TagHolder | None = None
     for h in ordered:
-        if highest is not None and semver.Version.parse(h.version) < semver.Version.parse(highest.version):
+        if highest is not None and semver_of(h.version) < semver_of(highest.version):
             moves.append((highest, h))
-        elif highest is None or semver.Version.parse(h.version) >= semver.Version.parse(highest.version):
+        elif highest is None or semver_of(h.version) >= semver_of(highest.version):
             highest = h
     return moves
 
 
 def latest_alias(versions: Iterable[str]) -> str | None:
     """The version `latest` means: the highest non-prerelease version, or None."""
-    releases = [semver.Version.parse(v) for v in versions]
+    releases = [semver_of(v) for v in versions]
     releases = [v for v in releases if not v.prerelease]
     return str(max(releases)) if releases else None

@@ -101,7 +101,13 @@ def iso(moment: datetime) -> str:
 
 
 def now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
+    # Microseconds keep `log` in recording order for builds recorded within one second.
+    return datetime.now(UTC)
+
+
+def sort_key(moment: datetime) -> str:
+    """A UTC timestamp that sorts as text (the cache orders `log` by it)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
 def _line_of(text: str, key: str) -> int:

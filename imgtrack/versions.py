@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import semver
 
@@ -17,10 +18,16 @@ from imgtrack.errors import GitStateError, InvalidVersion
 from imgtrack.gitrepo import GitRepo
 
 
+@lru_cache(maxsize=None)
+def semver_of(text: str) -> semver.Version:
+    """semver.Version.parse, remembered: `verify` meets each version several times, and parsing is its cost."""
+    return semver.Version.parse(text)
+
+
 def parse_version(text: str, what: str = "version") -> semver.Version:
     """A semver.Version, or InvalidVersion naming `what`."""
     try:
-        return semver.Version.parse(text)
+        return semver_of(text)
     except (ValueError, TypeError):
         raise InvalidVersion(
             f"{what} {text!r} is not a semantic version (MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD], e.g. 1.4.0); fix it"

@@ -55,12 +55,20 @@ def describe_request(req: RecordRequest) -> ImageDescription:
 
 
 def record_image(project: Project, req: RecordRequest, description: ImageDescription | None = None) -> RecordResult:
-    """Record one build; idempotent for a digest already recorded with the same commit and version."""
+    """Record one build; idempotent for a digest already recorded.
+
+    A digest names one build forever, so recording it again (say, after the ledger commit moved HEAD)
+    returns its record; only a --commit or --version that contradicts it is refused. New --tags are added.
+    """
     config, repo, ledger = project.config, project.repo, project.ledger
     config.image(req.image, project.config_path)
     head = repo.head_commit()
-    commit = repo.resolve_commit(req.commit) if req.commit else head
     description = description or describe_request(req)
+    with ledger.locked():
+        existing = ledger.get(req.image, description.digest)
+    if existing is not None:
+        return _record_again(project, req, existing)
+    commit = repo.resolve_commit(req.commit) if req.commit else head
     dirty = commit == head and repo.is_dirty()
     if dirty and not req.allow_dirty:
         raise GitStateError(
@@ -73,41 +81,56 @@ def record_image(project: Project, req: RecordRequest, description: ImageDescrip
 
     with ledger.locked():
         index = ledger.index()
-        existing = ledger.get(req.image, description.digest)
+        if ledger.get(req.image, description.digest) is not None:  # recorded meanwhile by another process
+            return _record_again(project, req, ledger.get(req.image, description.digest))  # type: ignore[arg-type]
         holders = {t: index.tag_holders(req.image, t) for t in (*rendered, *req.tags)}
         tags = drop_tags_of_earlier_build(config.rules, candidate, rendered, holders)
         tags += [t for t in req.tags if t not in tags]
-        if existing is not None:
-            if existing.commit != commit or existing.version != version:
-                raise PolicyViolation(
-                    f"{description.digest[:19]}… is already recorded as {req.image} {existing.version} from "
-                    f"{existing.commit[:7]}; a digest has one commit and one version"
-                )
-            new_tags = [t for t in tags if t not in existing.tags]
-            if not new_tags:
-                return RecordResult(existing, ledger.path_of(req.image, description.digest), created=False)
-            tags = [*existing.tags, *new_tags]
         problems = check_tags(config.rules, candidate, tags, holders)
         problems += check_version_unique(candidate, index.version_holders(req.image, version))
         if problems:
             raise PolicyViolation("\n".join(problems))
-        if existing is not None:
-            record = replace(existing, tags=tuple(tags))
-        else:
-            record = Record(
-                image=req.image,
-                digest=description.digest,
-                media_type=description.media_type,
-                version=version,
-                commit=commit,
-                tree="dirty" if dirty else "clean",
-                tags=tuple(tags),
-                recorded_at=now(),
-                recorded_by=repo.identity(),
-                manifests=description.manifests,
-            )
+        record = Record(
+            image=req.image,
+            digest=description.digest,
+            media_type=description.media_type,
+            version=version,
+            commit=commit,
+            tree="dirty" if dirty else "clean",
+            tags=tuple(tags),
+            recorded_at=now(),
+            recorded_by=repo.identity(),
+            manifests=description.manifests,
+        )
         ledger.write(record)
-    return RecordResult(record, ledger.path_of(req.image, description.digest), created=existing is None)
+    return RecordResult(record, ledger.path_of(req.image, description.digest), created=True)
+
+
+def _record_again(project: Project, req: RecordRequest, existing: Record) -> RecordResult:
+    """The digest is recorded: succeed unchanged, add new --tags, or refuse a contradiction."""
+    ledger, config = project.ledger, project.config
+    path = ledger.path_of(existing.image, existing.digest)
+    said_commit = project.repo.resolve_commit(req.commit) if req.commit else existing.commit
+    if said_commit != existing.commit or (req.version is not None and req.version != existing.version):
+        raise PolicyViolation(
+            f"{existing.digest[:19]}… is already recorded as {existing.image} {existing.version} from "
+            f"{existing.commit[:7]}; a digest has one commit and one version"
+        )
+    new_tags = [t for t in req.tags if t not in existing.tags]
+    if not new_tags:
+        return RecordResult(existing, path, created=False)
+    with ledger.locked():
+        index = ledger.index()
+        current = ledger.get(existing.image, existing.digest) or existing
+        tags = [*current.tags, *(t for t in new_tags if t not in current.tags)]
+        candidate = Candidate(current.image, current.digest, current.version, current.commit, current.dirty)
+        holders = {t: index.tag_holders(current.image, t) for t in tags}
+        problems = check_tags(config.rules, candidate, tags, holders)
+        if problems:
+            raise PolicyViolation("\n".join(problems))
+        updated = replace(current, tags=tuple(tags))
+        ledger.write(updated)
+    return RecordResult(updated, path, created=False)
 
 
 def _version(project: Project, commit: str, explicit: str | None, dirty: bool) -> str:

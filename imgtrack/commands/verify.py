@@ -94,7 +94,7 @@ def verify_ledger(project: Project) -> VerifyReport:
             tag_history[(record.image, tag)].append((rel, holder))
         versions[(record.image, record.version)].append((rel, record))
 
-    for (image, tag), history in sorted(tag_history.items()):
+    for (image, tag), history in tag_history.items():
         kind, _ = tag_kind(tag, config.rules)
         if kind is TagKind.IMMUTABLE:
             digests = {h.digest for _, h in history}
@@ -106,12 +106,13 @@ def verify_ledger(project: Project) -> VerifyReport:
             for earlier, later in floating_moves_backwards([h for _, h in history]):
                 add(by_holder[later], f"floating tag {tag!r} of {image} moved back from {earlier.version} "
                                       f"to {later.version}")
-    for (image, version), entries in sorted(versions.items()):
+    for (image, version), entries in versions.items():
         if len({r.digest for _, r in entries}) > 1:
             add(entries[0][0], f"version {version} of {image} names {len(entries)} digests; each needs its own version")
 
+    report.findings.sort(key=lambda f: (f.file, f.message))
     # Refresh the lookup cache from the files, so that in-place edits are seen from here on.
-    ledger.index(refresh=False).refresh(full=True)
+    ledger.refresh_cache(dict(loaded))
     return report
 
 

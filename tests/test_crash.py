@@ -1,0 +1,77 @@
+"""Crash safety and concurrency of ledger writes, with real processes."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+from tests.conftest import LayoutFactory, commit_file, run
+
+
+def record_files(project: Path) -> list[Path]:
+    return sorted((project / ".imgtrack" / "ledger").glob("*/*.toml"))
+
+
+def test_kill_9_never_leaves_a_partial_record(project: Path, layouts: LayoutFactory) -> None:
+    rng = random.Random(20261126)
+    started = 0
+    for i in range(16):
+        path, _ = layouts()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "imgtrack", "record", str(path), "--image", "api", "--version", f"0.{i}.0"],
+            cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.0, 0.45))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        started += 1
+        # After every kill: each record file present is whole and parses.
+        for f in record_files(project):
+            tomllib.loads(f.read_text())
+    result = run(["verify"], project)
+    assert result.code == 0, result.out + result.err
+    # The next write sweeps what killed writers left behind; nothing half-written stays.
+    path, _ = layouts()
+    assert run(["record", str(path), "--image", "api", "--version", "1.0.0"], project).code == 0
+    assert not [p for p in (project / ".imgtrack" / "ledger").rglob(".*.tmp")]
+    assert run(["log", "--json"], project).code == 0
+    assert started == 16
+
+
+def test_eight_concurrent_records_all_land(project: Path, layouts: LayoutFactory) -> None:
+    commit_file(project)
+    paths = [layouts()[0] for _ in range(8)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "imgtrack", "record", str(p), "--image", "api", "--version", f"0.{i}.0", "--json"],
+            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i, p in enumerate(paths)
+    ]
+    outcomes = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+    assert all(code == 0 for _, _, code in outcomes), outcomes
+    assert len(record_files(project)) == 8
+    assert len(run(["log", "--json"], project).json()) == 8
+    assert run(["verify"], project).code == 0
+
+
+def test_concurrent_records_cannot_both_take_one_immutable_tag(project: Path, layouts: LayoutFactory) -> None:
+    paths = [layouts()[0] for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "imgtrack", "record", str(p), "--image", "api", "--version", f"0.{i}.0",
+             "--tag", "release-candidate"],
+            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i, p in enumerate(paths)
+    ]
+    codes = [p.wait(timeout=120) for p in procs]
+    assert sorted(codes) == [0, 1, 1, 1]
+    assert run(["verify"], project).code == 0
+    assert os.path.exists(project / ".imgtrack" / "ledger" / "api")

@@ -215,7 +215,8 @@ class LedgerIndex:
 
     def check_healthy(self) -> None:
         """Refuse to go on over a malformed record: a policy decision that skipped it could be wrong."""
-        broken = self._db.execute("SELECT path, image FROM files WHERE error IS NOT NULL ORDER BY path").fetchall()
+        # Sorted here, not by SQL: ORDER BY would make SQLite walk every file instead of the error index.
+        broken = sorted(self._db.execute("SELECT path, image FROM files WHERE error IS NOT NULL").fetchall())
         for rel, image in broken:
             # A broken file is usually being fixed by hand, in place: look again before blaming it.
             try:
@@ -265,6 +266,14 @@ class LedgerIndex:
 
     def paths_by_version(self, version: str, image: str | None = None) -> list[str]:
         return self._paths("SELECT r.path FROM records r WHERE r.version=?", (version,), image)
+
+    def paths_by_release(self, version: str) -> list[str]:
+        """Records of `version` with or without build metadata (`1.4.0`, `1.4.0+build.2`)."""
+        base = version.split("+", 1)[0]
+        # '+' sorts just before ',': a range the version index can serve.
+        return [row[0] for row in self._db.execute(
+            "SELECT path FROM records WHERE version=? OR (version>? AND version<?)", (base, base + "+", base + ","),
+        )]
 
     def paths_by_commit_prefix(self, prefix: str, image: str | None = None) -> list[str]:
         return self._paths(

@@ -148,6 +148,72 @@ def verify(json_: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
+hooks_app = typer.Typer(help="Install, remove or inspect the pre-push hook.", no_args_is_help=True)
+app.add_typer(hooks_app, name="hooks")
+hook_app = typer.Typer(help="What installed hooks run.", no_args_is_help=True)
+app.add_typer(hook_app, name="hook")
+
+
+def _hook_result(action: str, json_: bool) -> None:
+    from imgtrack import output
+    from imgtrack.commands import hooks
+    from imgtrack.gitrepo import GitRepo
+
+    repo = GitRepo(Path.cwd())
+    status = {"install": hooks.install_hooks, "uninstall": hooks.uninstall_hooks, "status": hooks.hook_status}[action](repo)
+    if json_:
+        output.emit_json({"path": str(status.path), "installed": status.installed, "foreign": status.foreign,
+                          "chained": status.chained, "message": status.message})
+    else:
+        output.emit(status.message)
+
+
+@hooks_app.command("install")
+def hooks_install(json_: JsonOpt = False) -> None:
+    """Install the pre-push hook (keeps a foreign hook as pre-push.legacy and runs it first)."""
+    _hook_result("install", json_)
+
+
+@hooks_app.command("uninstall")
+def hooks_uninstall(json_: JsonOpt = False) -> None:
+    """Remove the pre-push hook and restore the one it replaced."""
+    _hook_result("uninstall", json_)
+
+
+@hooks_app.command("status")
+def hooks_status(json_: JsonOpt = False) -> None:
+    """Say whether the pre-push hook is installed."""
+    _hook_result("status", json_)
+
+
+@hook_app.command("pre-push")
+def hook_pre_push(
+    remote: Annotated[str, typer.Argument(help="Remote name, as git passes it.")] = "",
+    url: Annotated[str, typer.Argument(help="Remote URL, as git passes it.")] = "",
+) -> None:
+    """Check a push (git's pre-push stdin, or the pre-commit framework's environment)."""
+    import os
+
+    from imgtrack import output
+    from imgtrack.commands.prepush import check_push, parse_push_lines, refs_from_pre_commit
+    from imgtrack.config import config_path
+    from imgtrack.gitrepo import GitRepo
+    from imgtrack.project import Project
+
+    refs = parse_push_lines("" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read())
+    if not refs:
+        refs = refs_from_pre_commit(dict(os.environ))
+        remote = remote or os.environ.get("PRE_COMMIT_REMOTE_NAME", "")
+    if not config_path(GitRepo(Path.cwd()).work_tree).exists():
+        return  # this repository does not use imgtrack
+    problems = check_push(Project.open(), remote, refs)
+    if problems:
+        for problem in problems:
+            output.error(problem)
+        output.error("push refused by imgtrack's pre-push hook; fix the above (git push --no-verify skips it, CI does not)")
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn every outcome into an exit status."""
     args = list(sys.argv[1:] if argv is None else argv)

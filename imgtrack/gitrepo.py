@@ -140,3 +140,27 @@ class GitRepo:
             if len(parts) == 2 and parts[1] == "commit"
         }
         return set(wanted) - present
+
+    def hooks_dir(self) -> Path:
+        """Where git runs hooks from: core.hooksPath if set, else the common git dir's hooks/."""
+        path = Path(self._run("rev-parse", "--git-path", "hooks"))
+        return path if path.is_absolute() else (self.work_tree / path)
+
+    def peel_commit(self, oid: str) -> str | None:
+        """The commit an object (commit or annotated tag) names, or None."""
+        return self._try("rev-parse", "--verify", "--quiet", f"{oid}^{{commit}}")
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        return run_git(["merge-base", "--is-ancestor", ancestor, descendant], self.work_tree, check=False).returncode == 0
+
+    def changed_paths(self, revs: list[str], pathspec: str) -> list[str]:
+        """Paths under `pathspec` added or modified by the commits `revs` select (`git log` syntax)."""
+        out = self._run("log", "--format=", "--name-only", "--diff-filter=AM", "--no-renames", *revs, "--", pathspec)
+        return sorted({line for line in out.splitlines() if line})
+
+    def file_at(self, commit: str, path: str) -> bytes | None:
+        """A file's bytes as of `commit`, or None if it does not exist there."""
+        proc = subprocess.run(
+            ["git", "cat-file", "blob", f"{commit}:{path}"], cwd=self.work_tree, capture_output=True,
+        )
+        return proc.stdout if proc.returncode == 0 else None

@@ -1,0 +1,87 @@
+"""Shared by the benchmarks: a git repository with real commits and a ledger generated as files."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from imgtrack.record import PlatformManifest, Record  # noqa: E402
+
+__all__ = ["IMGTRACK", "ROOT", "generate", "make_repo", "sh", "timed"]
+
+# The console script next to this interpreter: a version manager's shim would add its own start-up.
+IMGTRACK = str(Path(sys.executable).parent / "imgtrack")
+COMMITS = 300
+
+
+def sh(*args: str, cwd: Path) -> str:
+    return subprocess.run(args, cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def make_repo(path: Path) -> list[str]:
+    path.mkdir(parents=True)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
+           "GIT_COMMITTER_NAME": "Bench", "GIT_COMMITTER_EMAIL": "bench@example.com"}
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=path, check=True)
+    subprocess.run(["git", "config", "user.name", "Bench"], cwd=path, check=True)
+    subprocess.run(["git", "config", "user.email", "bench@example.com"], cwd=path, check=True)
+    # fast-import: COMMITS commits in one process (each continues the branch's tip).
+    lines = []
+    for i in range(COMMITS):
+        msg = f"commit {i}".encode()
+        data = f"{i}\n".encode()
+        lines.append(b"commit refs/heads/main\n")
+        lines.append(f"committer Bench <bench@example.com> {1700000000 + i} +0000\n".encode())
+        lines.append(f"data {len(msg)}\n".encode() + msg + b"\n")
+        lines.append(f"M 644 inline file.txt\ndata {len(data)}\n".encode() + data + b"\n")
+    subprocess.run(["git", "fast-import", "--quiet"], cwd=path, input=b"".join(lines), check=True, env=env)
+    subprocess.run(["git", "checkout", "-q", "-f", "main"], cwd=path, check=True)
+    commits = sh("git", "rev-list", "--reverse", "main", cwd=path).splitlines()
+    subprocess.run([IMGTRACK, "init"], cwd=path, check=True, capture_output=True)
+    with open(path / ".imgtrack" / "config.toml", "a") as f:
+        f.write("\n[images.api]\nrepositories = []\n")
+    return commits
+
+
+def generate(path: Path, commits: list[str], count: int) -> tuple[str, str]:
+    """Write `count` records of image api: versions 1.<i // 1000>.<i % 1000>+b<i>, one digest each."""
+    folder = path / ".imgtrack" / "ledger" / "api"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(count)
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    sample = ("", "")
+    for i in range(count):
+        digest = f"sha256:{rng.getrandbits(256):064x}"
+        commit = commits[i * len(commits) // count]
+        version = f"1.{i // 1000}.{i % 1000}-dev.{i}+g{commit[:7]}"
+        rec = Record(
+            image="api", digest=digest, media_type="application/vnd.oci.image.index.v1+json",
+            version=version, commit=commit, tree="clean",
+            tags=(version.replace("+", "_"),), recorded_at=start + timedelta(seconds=i),
+            recorded_by="Bench <bench@example.com>",
+            manifests=(PlatformManifest("linux/amd64", f"sha256:{rng.getrandbits(256):064x}",
+                                        f"sha256:{rng.getrandbits(256):064x}"),),
+        )
+        (folder / f"{digest.replace(':', '-')}.toml").write_bytes(rec.to_toml())
+        if i == count // 2:
+            sample = (digest, version)
+    return sample
+
+
+def timed(args: list[str], cwd: Path, check: bool = True) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run([IMGTRACK, *args], cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"imgtrack {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return elapsed
+
+

@@ -1,0 +1,162 @@
+"""`imgtrack hook pre-push`: what the installed hook runs. Refuses a push that makes an image untraceable.
+
+It reads only what the push touches — the ledger files changed in the pushed commits and the pushed
+tags — and looks up everything else in the ledger's cache, so its cost does not grow with the ledger.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from imgtrack.cache import RECORD_NAME_RE
+from imgtrack.config import CONFIG_DIR, LEDGER_DIR
+from imgtrack.errors import ImgtrackError, InvalidTag
+from imgtrack.policy import Candidate, check_tags, check_version_unique
+from imgtrack.project import Project
+from imgtrack.record import Record, parse_record
+from imgtrack.versions import same_release, semver_of, version_from_tag
+
+ZERO = "0" * 40
+LEDGER_PATH = f"{CONFIG_DIR}/{LEDGER_DIR}"
+
+
+@dataclass(frozen=True)
+class PushedRef:
+    local_ref: str
+    local_oid: str
+    remote_ref: str
+    remote_oid: str
+
+    @property
+    def deleting(self) -> bool:
+        return set(self.local_oid) == {"0"}
+
+    @property
+    def creating(self) -> bool:
+        return set(self.remote_oid) == {"0"}
+
+
+def parse_push_lines(text: str) -> list[PushedRef]:
+    """git's pre-push stdin: `<local ref> <local oid> <remote ref> <remote oid>` a line."""
+    refs = []
+    for line in text.splitlines():
+        parts = line.rsplit(maxsplit=3)
+        if len(parts) == 4:
+            refs.append(PushedRef(*parts))
+    return refs
+
+
+def refs_from_pre_commit(environ: dict[str, str]) -> list[PushedRef]:
+    """The one ref the pre-commit framework describes in its environment (it does not pass stdin on)."""
+    to_ref = environ.get("PRE_COMMIT_TO_REF") or environ.get("PRE_COMMIT_LOCAL_BRANCH")
+    if not to_ref:
+        return []
+    return [PushedRef(
+        local_ref=environ.get("PRE_COMMIT_LOCAL_BRANCH", to_ref),
+        local_oid=to_ref,
+        remote_ref=environ.get("PRE_COMMIT_REMOTE_BRANCH", environ.get("PRE_COMMIT_LOCAL_BRANCH", "")),
+        remote_oid=environ.get("PRE_COMMIT_FROM_REF") or ZERO,
+    )]
+
+
+def check_push(project: Project, remote: str, refs: list[PushedRef]) -> list[str]:
+    """Every reason to refuse this push, one line each with its fix; empty when the push may go."""
+    problems: list[str] = []
+    repo = project.repo
+    for ref in refs:
+        if ref.remote_ref.startswith("refs/tags/"):
+            problems += _check_tag(project, ref)
+        if ref.deleting:
+            continue
+        tip = repo.peel_commit(ref.local_oid)
+        if tip is None:
+            continue
+        if ref.creating or repo.peel_commit(ref.remote_oid) is None:
+            # A new ref: what the remote does not have yet, as far as we know.
+            revs = [tip, "--not", f"--remotes={remote}"] if remote and not _is_url(remote) else [tip]
+        else:
+            revs = [f"{ref.remote_oid}..{tip}"]
+        for path in repo.changed_paths(revs, LEDGER_PATH):
+            problems += _check_record_file(project, tip, path, ref.remote_ref)
+    return list(dict.fromkeys(problems))
+
+
+def _is_url(remote: str) -> bool:
+    return "/" in remote or ":" in remote
+
+
+def _check_tag(project: Project, ref: PushedRef) -> list[str]:
+    repo, prefix = project.repo, project.config.tag_prefix
+    tag = ref.remote_ref.removeprefix("refs/tags/")
+    version = version_from_tag(tag, prefix)
+    if version is None:
+        return []
+    bound = _commits_bound_to(project, str(version))
+    if not bound:
+        return []
+    new = None if ref.deleting else repo.peel_commit(ref.local_oid)
+    old = None if ref.creating else repo.peel_commit(ref.remote_oid)
+    names = ", ".join(f"{r.image} {r.version} ({r.commit[:7]})" for r in bound)
+    if ref.deleting:
+        return [f"deleting release tag {tag} is refused: the ledger binds {names} to it; keep the tag"]
+    if old is not None and old != new:
+        return [f"moving release tag {tag} from {old[:7]} to {(new or '?')[:7]} is refused: the ledger binds "
+                f"{names}; release tags never move, tag a new version instead"]
+    others = [r for r in bound if r.commit != new]
+    if others:
+        names = ", ".join(f"{r.image} {r.version} ({r.commit[:7]})" for r in others)
+        return [f"release tag {tag} on {(new or '?')[:7]} is refused: the ledger binds {names} to another commit; "
+                "tag that commit, or release a new version"]
+    return []
+
+
+def _commits_bound_to(project: Project, version: str) -> list[Record]:
+    """Records of this release, with or without build metadata."""
+    ledger = project.ledger
+    return [ledger.read(path) for path in ledger.index().paths_by_release(version)]
+
+
+def _check_record_file(project: Project, tip: str, path: str, remote_ref: str) -> list[str]:
+    name = os.path.basename(path)
+    if not RECORD_NAME_RE.match(name):
+        return []
+    data = project.repo.file_at(tip, path)
+    if data is None:
+        return []  # added, then removed again within the push
+    try:
+        record = parse_record(data, path)
+    except ImgtrackError as exc:
+        return [f"{exc} (pushed in {remote_ref})"]
+    return [f"{path}: {p}" for p in _check_record(project, tip, record)]
+
+
+def _check_record(project: Project, tip: str, record: Record) -> list[str]:
+    repo, config = project.repo, project.config
+    problems: list[str] = []
+    if not repo.is_ancestor(record.commit, tip):
+        problems.append(
+            f"{record.image} {record.version} names commit {record.commit[:7]}, which is not in the pushed history; "
+            "push that commit too, or record the build from a commit you push"
+        )
+    prefix = config.tag_prefix
+    version = semver_of(record.version)
+    tags_on_commit = [t for t in repo.tags_pointing_at(record.commit) if version_from_tag(t, prefix)]
+    if tags_on_commit and not any(same_release(version, v) for t in tags_on_commit if (v := version_from_tag(t, prefix))):
+        problems.append(f"version {record.version} contradicts the release tag {', '.join(tags_on_commit)} on "
+                        f"{record.commit[:7]}; record the build again with that version")
+    elsewhere = repo.tag_commits(f"{prefix}{version.major}.{version.minor}.{version.patch}")
+    for tag, commit in elsewhere.items():
+        v = version_from_tag(tag, prefix)
+        if v is not None and same_release(v, version) and commit != record.commit:
+            problems.append(f"version {record.version} is released from {commit[:7]} by tag {tag}, "
+                            f"not from {record.commit[:7]}; record it with another version")
+    index = project.ledger.index()
+    candidate = Candidate(record.image, record.digest, record.version, record.commit, record.dirty)
+    holders = {t: index.tag_holders(record.image, t) for t in record.tags}
+    try:
+        problems += check_tags(config.rules, candidate, record.tags, holders)
+    except InvalidTag as exc:
+        problems.append(str(exc))
+    problems += check_version_unique(candidate, index.version_holders(record.image, record.version))
+    return problems

@@ -153,14 +153,41 @@ class GitRepo:
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         return run_git(["merge-base", "--is-ancestor", ancestor, descendant], self.work_tree, check=False).returncode == 0
 
-    def changed_paths(self, revs: list[str], pathspec: str) -> list[str]:
-        """Paths under `pathspec` added or modified by the commits `revs` select (`git log` syntax)."""
-        out = self._run("log", "--format=", "--name-only", "--diff-filter=AM", "--no-renames", *revs, "--", pathspec)
-        return sorted({line for line in out.splitlines() if line})
+    def changed_blobs(self, revs: list[str], pathspec: str) -> dict[str, str]:
+        """Files under `pathspec` that `revs` leave added or modified, mapped to their blob ids.
 
-    def file_at(self, commit: str, path: str) -> bytes | None:
-        """A file's bytes as of `commit`, or None if it does not exist there."""
+        Two revs (`[old, new]`) diff the two trees once (the net change); otherwise `git log` walks the
+        commits `revs` select, newest first, and the newest change of a path decides (a deletion drops it).
+        Blob ids let the contents be read without walking a large ledger tree again.
+        """
+        if len(revs) == 2 and not any(r.startswith("-") for r in revs):
+            out = self._run("diff-tree", "-r", "--raw", "--no-renames", "--diff-filter=AMD", *revs, "--", pathspec)
+        else:
+            out = self._run("log", "--format=", "--raw", "--no-renames", "--diff-filter=AMD", *revs, "--", pathspec)
+        newest: dict[str, str | None] = {}
+        for line in out.splitlines():
+            meta, _, path = line.partition("\t")
+            fields = meta.split()
+            if len(fields) == 5 and path not in newest:
+                newest[path] = None if fields[4] == "D" else fields[3]
+        return {path: blob for path, blob in sorted(newest.items()) if blob is not None}
+
+    def read_blobs(self, oids: Iterable[str]) -> dict[str, bytes]:
+        """Blob contents by id, in one `git cat-file --batch` process."""
+        wanted = list(dict.fromkeys(oids))
+        if not wanted:
+            return {}
         proc = subprocess.run(
-            ["git", "cat-file", "blob", f"{commit}:{path}"], cwd=self.work_tree, capture_output=True,
+            ["git", "cat-file", "--batch"], cwd=self.work_tree, input="\n".join(wanted).encode() + b"\n",
+            capture_output=True, check=True,
         )
-        return proc.stdout if proc.returncode == 0 else None
+        out, pos, blobs = proc.stdout, 0, {}
+        for oid in wanted:
+            end = out.index(b"\n", pos)
+            header = out[pos:end].split()
+            pos = end + 1
+            if len(header) == 3:
+                size = int(header[2])
+                blobs[oid] = out[pos:pos + size]
+                pos += size + 1
+        return blobs

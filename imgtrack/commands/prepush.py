@@ -72,13 +72,16 @@ def check_push(project: Project, remote: str, refs: list[PushedRef]) -> list[str
         tip = repo.peel_commit(ref.local_oid)
         if tip is None:
             continue
-        if ref.creating or repo.peel_commit(ref.remote_oid) is None:
+        old = None if ref.creating else repo.peel_commit(ref.remote_oid)
+        if old is None:
             # A new ref: what the remote does not have yet, as far as we know.
             revs = [tip, "--not", f"--remotes={remote}"] if remote and not _is_url(remote) else [tip]
         else:
-            revs = [f"{ref.remote_oid}..{tip}"]
-        for path in repo.changed_paths(revs, LEDGER_PATH):
-            problems += _check_record_file(project, tip, path, ref.remote_ref)
+            revs = [old, tip]
+        changed = repo.changed_blobs(revs, LEDGER_PATH)
+        contents = repo.read_blobs(changed.values())
+        for path, blob in changed.items():
+            problems += _check_record_file(project, tip, path, contents.get(blob), ref.remote_ref)
     return list(dict.fromkeys(problems))
 
 
@@ -117,13 +120,10 @@ def _commits_bound_to(project: Project, version: str) -> list[Record]:
     return [ledger.read(path) for path in ledger.index().paths_by_release(version)]
 
 
-def _check_record_file(project: Project, tip: str, path: str, remote_ref: str) -> list[str]:
+def _check_record_file(project: Project, tip: str, path: str, data: bytes | None, remote_ref: str) -> list[str]:
     name = os.path.basename(path)
-    if not RECORD_NAME_RE.match(name):
+    if not RECORD_NAME_RE.match(name) or data is None:
         return []
-    data = project.repo.file_at(tip, path)
-    if data is None:
-        return []  # added, then removed again within the push
     try:
         record = parse_record(data, path)
     except ImgtrackError as exc:

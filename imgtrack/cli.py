@@ -12,7 +12,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from imgtrack.errors import ImgtrackError
 
 app = typer.Typer(
     name="imgtrack",
@@ -195,62 +194,29 @@ def hook_pre_push(
     import os
 
     from imgtrack import output
-    from imgtrack.commands.prepush import check_push, parse_push_lines, refs_from_pre_commit
-    from imgtrack.config import config_path
-    from imgtrack.gitrepo import GitRepo
-    from imgtrack.project import Project
+    from imgtrack.commands.prepush import pre_push_problems
 
-    refs = parse_push_lines("" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read())
-    if not refs:
-        refs = refs_from_pre_commit(dict(os.environ))
-        remote = remote or os.environ.get("PRE_COMMIT_REMOTE_NAME", "")
-    if not config_path(GitRepo(Path.cwd()).work_tree).exists():
-        return  # this repository does not use imgtrack
-    problems = check_push(Project.open(), remote, refs)
+    problems = pre_push_problems(Path.cwd(), remote, sys.stdin, dict(os.environ))
     if problems:
-        for problem in problems:
-            output.error(problem)
-        output.error("push refused by imgtrack's pre-push hook; fix the above (git push --no-verify skips it, CI does not)")
-        raise typer.Exit(1)
+        raise typer.Exit(output.push_refusal(problems))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn every outcome into an exit status."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
-    if debug:
-        args = [a for a in args if a != "--debug"]
     from imgtrack import output
 
-    try:
-        status = app(args=args, prog_name="imgtrack", standalone_mode=False)
-    except ImgtrackError as exc:
-        output.error(str(exc))
-        if debug:
-            import traceback
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
 
-            traceback.print_exc()
-        sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        output.error("aborted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        output.error("interrupted")
-        sys.exit(130)
-    except BrokenPipeError:
-        sys.exit(0)
-    except Exception as exc:  # the last line of defence: one line, details with --debug
-        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            # click's own usage errors (typer may vendor click, so match by shape): exit 2.
-            exc.show()
-            sys.exit(exc.exit_code)
-        if debug:
-            import traceback
+    def call() -> int | None:
+        try:
+            # Not standalone: click hands back typer.Exit's status instead of exiting.
+            return app(args=args, prog_name="imgtrack", standalone_mode=False)  # type: ignore[no-any-return]
+        except typer.Exit as exc:
+            return int(exc.exit_code)
+        except typer.Abort:
+            output.error("aborted")
+            return 130
 
-            traceback.print_exc()
-        output.error(f"internal error: {type(exc).__name__}: {exc}; run again with --debug and report it")
-        sys.exit(70)
-    # click hands back the status of typer.Exit instead of raising it when not standalone.
-    sys.exit(status if isinstance(status, int) else 0)
+    sys.exit(output.run_guarded(call, debug))

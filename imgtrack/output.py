@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
+
+from imgtrack.errors import ImgtrackError
 
 from imgtrack.record import Record, iso
 
@@ -58,3 +61,42 @@ def log_line(record: Record) -> str:
         f"{record.recorded_at:%Y-%m-%dT%H:%M:%SZ}  {record.image:<12} {record.version:<28} {short_digest(record.digest)}  "
         f"{record.commit[:7]}  {' '.join(record.tags)}"
     ).rstrip()
+
+
+def run_guarded(call: Callable[[], int | None], debug: bool) -> int:
+    """Run a command and turn every outcome into its exit status (DESIGN §4); errors are one line."""
+    try:
+        status = call()
+    except ImgtrackError as exc:
+        error(str(exc))
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        error("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # the last line of defence: one line, details with --debug
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            # click's own usage errors (typer may vendor click, so match by shape): exit 2.
+            show()
+            return code
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        error(f"internal error: {type(exc).__name__}: {exc}; run again with --debug and report it")
+        return 70
+    return status if isinstance(status, int) else 0
+
+
+def push_refusal(problems: list[str]) -> int:
+    """Print why the pre-push hook refuses a push; its exit status."""
+    for problem in problems:
+        error(problem)
+    error("push refused by imgtrack's pre-push hook; fix the above (git push --no-verify skips it, CI does not)")
+    return 1

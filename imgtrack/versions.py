@@ -177,8 +177,8 @@ def parse_range(text: str) -> VersionRange:
         if _is_wild(major):
             continue
         ma = int(major)
-        mi = 0 if _is_wild(minor) else int(minor)  # type: ignore[arg-type]
-        pa = 0 if _is_wild(patch) else int(patch)  # type: ignore[arg-type]
+        mi = 0 if minor is None or _is_wild(minor) else int(minor)
+        pa = 0 if patch is None or _is_wild(patch) else int(patch)
         if rest:
             if _is_wild(minor) or _is_wild(patch):
                 raise InvalidVersion(f"range {text!r}: {item!r} has a pre-release or build on a partial version")

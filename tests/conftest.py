@@ -91,6 +91,16 @@ def project(tmp_path: Path) -> Path:
     return repo
 
 
+def record_file(repo: Path, rec: dict[str, str]) -> Path:
+    """Where the ledger keeps the record `rec` (a `record --json` result)."""
+    return repo / ".imgtrack" / "ledger" / rec["image"] / f"{rec['digest'].replace(':', '-')}.toml"
+
+
+def smuggle_tag(path: Path, tag: str) -> None:
+    """Edit a record by hand to carry `tag`, as someone bypassing `imgtrack record` would."""
+    path.write_text(path.read_text().replace("tags = [\n", f'tags = [\n    "{tag}",\n'))
+
+
 class LayoutFactory:
     def __init__(self, root: Path) -> None:
         self.root = root

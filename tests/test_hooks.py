@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LayoutFactory, commit_file, git, run
+from tests.conftest import LayoutFactory, commit_file, git, record_file, run, smuggle_tag
 
 
 def push(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -27,10 +27,6 @@ def commit_ledger(repo: Path, message: str = "record") -> str:
     git(repo, "add", ".imgtrack")
     git(repo, "commit", "-q", "-m", message)
     return git(repo, "rev-parse", "HEAD")
-
-
-def record_file(repo: Path, rec: dict) -> Path:
-    return repo / ".imgtrack" / "ledger" / rec["image"] / f"{rec['digest'].replace(':', '-')}.toml"
 
 
 @pytest.fixture
@@ -90,8 +86,7 @@ def test_record_contradicting_release_tag_is_refused(pushed: Path, layouts: Layo
 
 def test_record_breaking_tag_policy_is_refused(pushed: Path, layouts: LayoutFactory) -> None:
     rec = record(pushed, layouts)
-    path = record_file(pushed, rec)
-    path.write_text(path.read_text().replace('tags = [\n', 'tags = [\n    "latest",\n'))
+    smuggle_tag(record_file(pushed, rec), "latest")
     commit_ledger(pushed)
     result = push(pushed, "origin", "main")
     assert result.returncode != 0 and "'latest' is refused" in result.stderr
@@ -103,8 +98,7 @@ def test_record_moving_an_immutable_tag_is_refused(pushed: Path, layouts: Layout
     assert push(pushed, "origin", "main").returncode == 0
     commit_file(pushed)
     second = record(pushed, layouts)
-    path = record_file(pushed, second)
-    path.write_text(path.read_text().replace('tags = [\n', 'tags = [\n    "qa-approved",\n'))
+    smuggle_tag(record_file(pushed, second), "qa-approved")
     commit_ledger(pushed)
     result = push(pushed, "origin", "main")
     assert result.returncode != 0 and "immutable tags never move" in result.stderr
@@ -174,8 +168,7 @@ def test_worktree_and_hooks_path_and_chained_foreign_hook(pushed: Path, layouts:
     tree = tmp_path / "wt"
     git(pushed, "worktree", "add", "-q", "-b", "wt-branch", str(tree))
     rec = record(tree, layouts)
-    path = record_file(tree, rec)
-    path.write_text(path.read_text().replace('tags = [\n', 'tags = [\n    "latest",\n'))
+    smuggle_tag(record_file(tree, rec), "latest")
     commit_ledger(tree)
     result = push(tree, "origin", "wt-branch")
     assert result.returncode != 0 and "'latest' is refused" in result.stderr
@@ -207,8 +200,7 @@ def test_worktree_and_hooks_path_and_chained_foreign_hook(pushed: Path, layouts:
 
 def test_no_verify_skips_the_hook_and_verify_catches_it(pushed: Path, layouts: LayoutFactory) -> None:
     rec = record(pushed, layouts)
-    path = record_file(pushed, rec)
-    path.write_text(path.read_text().replace('tags = [\n', 'tags = [\n    "latest",\n'))
+    smuggle_tag(record_file(pushed, rec), "latest")
     commit_ledger(pushed)
     assert push(pushed, "origin", "main").returncode != 0
     assert push(pushed, "--no-verify", "origin", "main").returncode == 0
@@ -227,8 +219,7 @@ def test_pre_commit_framework_runs_the_same_check(pushed: Path, layouts: LayoutF
     git(pushed, "commit", "-q", "-m", "pre-commit")
     base = git(pushed, "rev-parse", "HEAD")
     rec = record(pushed, layouts)
-    path = record_file(pushed, rec)
-    path.write_text(path.read_text().replace('tags = [\n', 'tags = [\n    "latest",\n'))
+    smuggle_tag(record_file(pushed, rec), "latest")
     bad = commit_ledger(pushed)
     env = {**os.environ, "PATH": f"{Path(os.sys.executable).parent}:{os.environ['PATH']}"}
     args = ["pre_commit", "run", "--hook-stage", "pre-push", "--from-ref", base, "--to-ref", bad,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LayoutFactory, commit_file, git, run
+from tests.conftest import LayoutFactory, commit_file, run
 
 
 @pytest.fixture

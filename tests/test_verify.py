@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.conftest import LayoutFactory, commit_file, git, run
+from tests.conftest import LayoutFactory, commit_file, git, record_file, run, smuggle_tag
 
 
 def record(project: Path, layouts: LayoutFactory, *args: str) -> dict:
@@ -13,10 +13,6 @@ def record(project: Path, layouts: LayoutFactory, *args: str) -> dict:
     result = run(["record", str(path), "--image", "api", "--json", *args], project)
     assert result.code == 0, result.err
     return result.json()
-
-
-def record_file(project: Path, rec: dict) -> Path:
-    return project / ".imgtrack" / "ledger" / rec["image"] / f"{rec['digest'].replace(':', '-')}.toml"
 
 
 def test_clean_ledger_verifies(project: Path, layouts: LayoutFactory) -> None:
@@ -35,8 +31,9 @@ def test_findings_one_line_each_and_exit_1(project: Path, layouts: LayoutFactory
     second = record(project, layouts)
     # Hand edits that break the policy: an immutable tag on two digests, a bare latest,
     # a commit that does not exist, and a version contradicting a release tag added later.
+    smuggle_tag(record_file(project, second), "qa")
+    smuggle_tag(record_file(project, second), "latest")
     text = record_file(project, second).read_text()
-    text = text.replace('tags = [\n', 'tags = [\n    "qa",\n    "latest",\n')
     text = re.sub(r'commit = "[0-9a-f]{40}"', 'commit = "' + "e" * 40 + '"', text)
     record_file(project, second).write_text(text)
     git(project, "tag", "v5.0.0", first["commit"])

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
 
 from imgtrack.cache import RECORD_NAME_RE
-from imgtrack.config import CONFIG_DIR, LEDGER_DIR
+from imgtrack.config import CONFIG_DIR, LEDGER_DIR, config_path
 from imgtrack.errors import ImgtrackError, InvalidTag
+from imgtrack.gitrepo import GitRepo
 from imgtrack.policy import Candidate, check_tags, check_version_unique
 from imgtrack.project import Project
 from imgtrack.record import Record, parse_record
@@ -58,6 +61,17 @@ def refs_from_pre_commit(environ: dict[str, str]) -> list[PushedRef]:
         remote_ref=environ.get("PRE_COMMIT_REMOTE_BRANCH", environ.get("PRE_COMMIT_LOCAL_BRANCH", "")),
         remote_oid=environ.get("PRE_COMMIT_FROM_REF") or ZERO,
     )]
+
+
+def pre_push_problems(cwd: Path, remote: str, stdin: TextIO | None, environ: dict[str, str]) -> list[str]:
+    """What `git push` (stdin lines) or the pre-commit framework (environment) asks the hook to check."""
+    refs = parse_push_lines("" if stdin is None or stdin.isatty() else stdin.read())
+    if not refs:
+        refs = refs_from_pre_commit(environ)
+        remote = remote or environ.get("PRE_COMMIT_REMOTE_NAME", "")
+    if not config_path(GitRepo(cwd).work_tree).exists():
+        return []  # this repository does not use imgtrack
+    return check_push(Project.open(cwd), remote, refs)
 
 
 def check_push(project: Project, remote: str, refs: list[PushedRef]) -> list[str]:

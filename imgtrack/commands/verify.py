@@ -106,9 +106,9 @@ def verify_ledger(project: Project) -> VerifyReport:
             for earlier, later in floating_moves_backwards([h for _, h in history]):
                 add(by_holder[later], f"floating tag {tag!r} of {image} moved back from {earlier.version} "
                                       f"to {later.version}")
-    for (image, version), entries in versions.items():
+    for (image, version_text), entries in versions.items():
         if len({r.digest for _, r in entries}) > 1:
-            add(entries[0][0], f"version {version} of {image} names {len(entries)} digests; each needs its own version")
+            add(entries[0][0], f"version {version_text} of {image} names {len(entries)} digests; each needs its own version")
 
     report.findings.sort(key=lambda f: (f.file, f.message))
     # Refresh the lookup cache from the files, so that in-place edits are seen from here on.

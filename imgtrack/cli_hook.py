@@ -1,0 +1,31 @@
+"""The installed pre-push hook's entry point: `python -m imgtrack.cli_hook REMOTE URL`, git's stdin.
+
+The same check as `imgtrack hook pre-push`, without loading the whole command line (typer costs about
+50 ms), since a hook's start-up is paid on every push.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from imgtrack import output
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+
+    def call() -> int:
+        from imgtrack.commands.prepush import pre_push_problems
+
+        problems = pre_push_problems(Path.cwd(), args[0] if args else "", sys.stdin, dict(os.environ))
+        return output.push_refusal(problems) if problems else 0
+
+    sys.exit(output.run_guarded(call, debug))
+
+
+if __name__ == "__main__":
+    main()

@@ -147,6 +147,58 @@ def verify(json_: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
+@app.command()
+def push(
+    source: Annotated[str, typer.Argument(help="An OCI layout or layout tar, or IMAGE@VERSION of a recorded image.")],
+    to: Annotated[Optional[list[str]], typer.Option("--to", help="Destination oci:PATH (repeatable; default: the image's repositories).")] = None,
+    image: Annotated[Optional[str], typer.Option("--image", help="Image name, to record a layout first.")] = None,
+    version: Annotated[Optional[str], typer.Option("--version", help="Version, when recording first.")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Extra tag, when recording first.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Push an image with the tags its record carries; records it first if needed."""
+    from imgtrack import output
+    from imgtrack.commands.transfer import push_image
+    from imgtrack.project import Project
+
+    outcome = push_image(Project.open(), source, image, list(to or ()), version, tuple(tag or ()))
+    if json_:
+        output.emit_json({**outcome.record.to_json(), "pushed": [
+            {"repository": p.destination, "tags": list(p.tags), "blobs_copied": p.stats.copied,
+             "blobs_skipped": p.stats.skipped, "bytes_copied": p.stats.bytes_copied, "recorded": p.recorded}
+            for p in outcome.pushes]})
+        return
+    for p in outcome.pushes:
+        output.emit(f"pushed {outcome.record.image} {outcome.record.version} to {p.destination} "
+                    f"({p.stats.copied} blobs copied, {p.stats.skipped} present; tags {' '.join(p.tags) or '-'})")
+
+
+@app.command()
+def pull(
+    source: Annotated[str, typer.Argument(help="IMAGE@VERSION, a digest or tag from the ledger, or oci:PATH[:tag|@digest].")],
+    to: Annotated[Path, typer.Option("--to", help="OCI layout directory to pull into.")] = ...,  # type: ignore[assignment]
+    json_: JsonOpt = False,
+) -> None:
+    """Pull an image into an OCI layout; only missing blobs move, every byte verified."""
+    from imgtrack import output
+    from imgtrack.commands.transfer import pull_image
+    from imgtrack.errors import NotAGitRepository
+    from imgtrack.project import Project
+
+    try:
+        project: Project | None = Project.open()
+    except NotAGitRepository:
+        project = None
+    result = pull_image(project, source, to)
+    if json_:
+        output.emit_json({"source": result.source, "to": str(result.destination),
+                          "digest": result.record.digest if result.record else None,
+                          "blobs_copied": result.stats.copied, "blobs_skipped": result.stats.skipped})
+        return
+    output.emit(f"pulled {source} into {result.destination} "
+                f"({result.stats.copied} blobs copied, {result.stats.skipped} present)")
+
+
 hooks_app = typer.Typer(help="Install, remove or inspect the pre-push hook.", no_args_is_help=True)
 app.add_typer(hooks_app, name="hooks")
 hook_app = typer.Typer(help="What installed hooks run.", no_args_is_help=True)

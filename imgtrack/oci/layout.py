@@ -226,8 +226,13 @@ def open_layout(path: Path) -> Layout:
     )
 
 
-def select_entry(layout: Layout, ref_name: str | None) -> Descriptor:
+def select_entry(layout: Layout, ref_name: str | None, digest: str | None = None) -> Descriptor:
     entries = layout.entries()
+    if digest is not None:
+        for d in entries:
+            if d.digest == digest:
+                return d
+        raise LayoutError(f"{layout.name} does not list {digest[:19]}… in its index.json; it no longer holds that image")
     if ref_name is not None:
         chosen = [d for d in entries if d.annotations.get(REF_NAME) == ref_name
                   or d.annotations.get("io.containerd.image.name") == ref_name]
@@ -245,9 +250,12 @@ def select_entry(layout: Layout, ref_name: str | None) -> Descriptor:
     return entries[0]
 
 
-def describe(layout: Layout, ref_name: str | None = None, verify: bool = True) -> ImageDescription:
-    """Read the image a layout holds: its digests, platforms and blobs, every blob verified."""
-    top = select_entry(layout, ref_name)
+def describe(
+    layout: Layout, ref_name: str | None = None, verify: bool = True, digest: str | None = None,
+) -> ImageDescription:
+    """Read the image a layout holds (chosen by digest, ref name, or as its only entry): its digests,
+    platforms and blobs, every blob verified."""
+    top = select_entry(layout, ref_name, digest)
     blobs: list[Descriptor] = []
     manifests: list[PlatformManifest] = []
     media_type = _walk(layout, top, blobs, manifests, verify, depth=0)
@@ -372,12 +380,19 @@ class LayoutWriter:
         doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [d.to_json() for d in entries]}
         write_atomic(self.path / "index.json", json.dumps(doc, indent=2).encode())
 
-    def add_to_index(self, desc: Descriptor) -> None:
-        """Add (or replace, by ref name) an entry of `index.json`."""
+    def add_to_index(self, *descs: Descriptor) -> None:
+        """Add entries to `index.json` in one atomic write; an entry with the same ref name (a tag)
+        is replaced, so a tag names one manifest in a layout as in a registry."""
         try:
             entries = self.reader.entries()
         except LayoutError:
             entries = []
-        name = desc.annotations.get(REF_NAME)
-        entries = [e for e in entries if not (name and e.annotations.get(REF_NAME) == name) and e.digest != desc.digest]
-        self.set_index([*entries, desc])
+        for desc in descs:
+            name = desc.annotations.get(REF_NAME)
+            entries = [
+                e for e in entries
+                if not (e.annotations.get(REF_NAME) == name if name else
+                        e.digest == desc.digest and REF_NAME not in e.annotations)
+            ]
+            entries.append(desc)
+        self.set_index(entries)

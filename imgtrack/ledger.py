@@ -37,9 +37,7 @@ class Ref:
     @classmethod
     def parse(cls, text: str) -> Ref:
         image, sep, ref = text.rpartition("@")
-        if sep and image and not image.startswith("sha"):
-            return cls(image=image, ref=ref)
-        return cls(image=None, ref=text)
+        return cls(image=image, ref=ref) if sep and image else cls(image=None, ref=text)
 
 
 class Ledger:

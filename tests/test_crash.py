@@ -75,3 +75,18 @@ def test_concurrent_records_cannot_both_take_one_immutable_tag(project: Path, la
     assert sorted(codes) == [0, 1, 1, 1]
     assert run(["verify"], project).code == 0
     assert os.path.exists(project / ".imgtrack" / "ledger" / "api")
+
+
+def test_concurrent_records_of_one_digest_keep_every_tag(project: Path, layouts: LayoutFactory) -> None:
+    path, digest = layouts()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "imgtrack", "record", str(path), "--image", "api", "--tag", f"team-{i}"],
+            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(6)
+    ]
+    outcomes = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+    assert all(code == 0 for _, _, code in outcomes), outcomes
+    tags = run(["show", digest, "--json"], project).json()["tags"]
+    assert {f"team-{i}" for i in range(6)} <= set(tags)

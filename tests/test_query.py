@@ -81,3 +81,14 @@ def test_resolve_repository_no_match_and_bad_range(project: Path, history: dict[
     assert none.code == 1 and "no recorded version of api satisfies" in none.err
     assert run(["resolve", "api@banana"], project).code == 2
     assert run(["resolve", "api"], project).code == 2
+
+
+def test_image_names_that_look_like_digest_algorithms(project: Path, layouts: LayoutFactory) -> None:
+    with open(project / ".imgtrack" / "config.toml", "a") as f:
+        f.write("\n[images.shadow]\nrepositories = []\n")
+    path, digest = layouts()
+    assert run(["record", str(path), "--image", "shadow", "--version", "1.0.0"], project).code == 0
+    shown = run(["show", "shadow@1.0.0", "--json"], project)
+    assert shown.code == 0, shown.err
+    assert shown.json()["digest"] == digest
+    assert run(["show", f"shadow@{digest}", "--json"], project).json()["image"] == "shadow"

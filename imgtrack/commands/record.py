@@ -80,30 +80,41 @@ def record_image(project: Project, req: RecordRequest, description: ImageDescrip
     rendered = render_tags(config.rules, candidate)
 
     with ledger.locked():
-        index = ledger.index()
-        if ledger.get(req.image, description.digest) is not None:  # recorded meanwhile by another process
-            return _record_again(project, req, ledger.get(req.image, description.digest))  # type: ignore[arg-type]
-        holders = {t: index.tag_holders(req.image, t) for t in (*rendered, *req.tags)}
-        tags = drop_tags_of_earlier_build(config.rules, candidate, rendered, holders)
-        tags += [t for t in req.tags if t not in tags]
-        problems = check_tags(config.rules, candidate, tags, holders)
-        problems += check_version_unique(candidate, index.version_holders(req.image, version))
-        if problems:
-            raise PolicyViolation("\n".join(problems))
-        record = Record(
-            image=req.image,
-            digest=description.digest,
-            media_type=description.media_type,
-            version=version,
-            commit=commit,
-            tree="dirty" if dirty else "clean",
-            tags=tuple(tags),
-            recorded_at=now(),
-            recorded_by=repo.identity(),
-            manifests=description.manifests,
-        )
-        ledger.write(record)
+        raced = ledger.get(req.image, description.digest)
+        if raced is None:
+            record = _write_new(project, req, description, candidate, rendered)
+    if raced is not None:  # recorded meanwhile by another process (handled outside the lock it retakes)
+        return _record_again(project, req, raced)
     return RecordResult(record, ledger.path_of(req.image, description.digest), created=True)
+
+
+def _write_new(
+    project: Project, req: RecordRequest, description: ImageDescription, candidate: Candidate, rendered: list[str],
+) -> Record:
+    """Check policy against the ledger and write the new record; the caller holds the ledger lock."""
+    config, ledger = project.config, project.ledger
+    index = ledger.index()
+    holders = {t: index.tag_holders(req.image, t) for t in (*rendered, *req.tags)}
+    tags = drop_tags_of_earlier_build(config.rules, candidate, rendered, holders)
+    tags += [t for t in req.tags if t not in tags]
+    problems = check_tags(config.rules, candidate, tags, holders)
+    problems += check_version_unique(candidate, index.version_holders(req.image, candidate.version))
+    if problems:
+        raise PolicyViolation("\n".join(problems))
+    record = Record(
+        image=req.image,
+        digest=description.digest,
+        media_type=description.media_type,
+        version=candidate.version,
+        commit=candidate.commit,
+        tree="dirty" if candidate.dirty else "clean",
+        tags=tuple(tags),
+        recorded_at=now(),
+        recorded_by=project.repo.identity(),
+        manifests=description.manifests,
+    )
+    ledger.write(record)
+    return record
 
 
 def _record_again(project: Project, req: RecordRequest, existing: Record) -> RecordResult:

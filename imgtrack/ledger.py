@@ -107,7 +107,8 @@ class Ledger:
             if current is None:
                 raise LedgerError(f"{self.path_of(image, digest)} is not recorded; record the image first")
             updated = change(current)
-            self.write(updated)
+            if updated != current:
+                self.write(updated)
             return updated
 
     # --- lookups ---------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ import pytest
 
 from tests.layouts import build_layout
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
@@ -34,6 +36,8 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     })
     for key in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
         os.environ.pop(key, None)
+    # Every imgtrack process the tests start (CLI, hooks, benchmarks' helpers) imports this checkout.
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [saved.get("PYTHONPATH")])])
     yield home
     os.environ.clear()
     os.environ.update(saved)
@@ -50,7 +54,10 @@ class Result:
 
 
 def run(args: list[str], cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
-    """Run imgtrack as a user would: a separate process, its exit status, stdout and stderr."""
+    """Run imgtrack as a user would: a separate process, its exit status, stdout and stderr.
+
+    The process imports this checkout's imgtrack, whatever other copy pip installed last.
+    """
     proc = subprocess.run(
         [sys.executable, "-m", "imgtrack", *args],
         cwd=cwd, input=stdin, capture_output=True, text=True, timeout=120,

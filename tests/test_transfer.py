@@ -110,6 +110,7 @@ def test_registry_destinations_are_refused_clearly(project: Path, layouts: Layou
     path, _ = layouts()
     result = run(["push", str(path), "--image", "api", "--to", "registry.example.com/team/api"], project)
     assert result.code == 2 and "--to oci:PATH" in result.err
+    assert not list((project / ".imgtrack" / "ledger").glob("*/*.toml")), "a refused push records nothing"
 
 
 @pytest.mark.parametrize(

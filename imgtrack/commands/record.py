@@ -64,8 +64,7 @@ def record_image(project: Project, req: RecordRequest, description: ImageDescrip
     config.image(req.image, project.config_path)
     head = repo.head_commit()
     description = description or describe_request(req)
-    with ledger.locked():
-        existing = ledger.get(req.image, description.digest)
+    existing = ledger.get(req.image, description.digest)  # writes are atomic: reading needs no lock
     if existing is not None:
         return _record_again(project, req, existing)
     commit = repo.resolve_commit(req.commit) if req.commit else head

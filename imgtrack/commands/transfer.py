@@ -16,6 +16,7 @@ from imgtrack.policy import TagKind, latest_alias, tag_kind
 from imgtrack.project import Project
 from imgtrack.record import Push, Record, now
 from imgtrack.sources import read_source
+from imgtrack.versions import encode_tag
 
 
 @dataclass(frozen=True)
@@ -49,15 +50,17 @@ def push_image(
     extra_tags: tuple[str, ...] = (),
 ) -> PushOutcome:
     """Record SOURCE if need be, then copy it to each destination with the tags its record carries."""
+    explicit = [_layout_destination(t) for t in destinations]  # bad --to: refused before anything is recorded
     record, layout, description = _push_source(project, source, image, version, extra_tags)
     try:
-        targets = destinations or list(project.config.image(record.image, project.config_path).repositories)
-        if not targets:
+        refs = explicit or [
+            _layout_destination(t) for t in project.config.image(record.image, project.config_path).repositories
+        ]
+        if not refs:
             raise UsageError(
                 f"no destination: give --to oci:PATH, or list repositories under [images.{record.image}] "
                 f"in {project.config_path}"
             )
-        refs = [_layout_destination(t) for t in targets]
         tags = _push_tags(project, record)
         for ref in refs:  # policy before a byte is sent
             _check_destination_tags(ref, record, tags, project.config.rules)
@@ -75,15 +78,19 @@ def _push_source(
         description, layout = read_source(path)
         if layout is None:
             raise UsageError(f"{source} is build metadata: it names a digest but holds no blobs to push")
-        if image is None:
-            known = [r for r in project.ledger.find(description.digest) if r.digest == description.digest]
-            if len(known) != 1:
-                layout.close()
-                raise UsageError(f"{source} is not recorded yet; pass --image NAME (from .imgtrack/config.toml) to record it")
-            image = known[0].image
-        result = record_image(project, RecordRequest(image=image, source=path, version=version, tags=extra_tags),
-                              description)
-        return result.record, layout, description
+        try:
+            if image is None:
+                known = [r for r in project.ledger.find(description.digest) if r.digest == description.digest]
+                if len(known) != 1:
+                    raise UsageError(
+                        f"{source} is not recorded yet; pass --image NAME (from .imgtrack/config.toml) to record it"
+                    )
+                image = known[0].image
+            request = RecordRequest(image=image, source=path, version=version, tags=extra_tags)
+            return record_image(project, request, description).record, layout, description
+        except BaseException:
+            layout.close()
+            raise
     record = project.ledger.find_one(source)
     for push in reversed(record.pushes):
         if push.repository.startswith("oci:") and Path(push.repository[4:]).is_dir():
@@ -140,11 +147,19 @@ def _push_one(
                    annotations={REF_NAME: tag} if tag else {})
         for tag in tags or ("",)
     ))
-    already = any(p.repository == ref.name and tuple(p.tags) == tags for p in record.pushes)
-    if not already:
-        # Only now, with every blob and tag in place, does the ledger say it was pushed.
-        project.ledger.update(record.image, record.digest, lambda r: r.with_push(Push(ref.name, tags, now())))
-    return PushResult(ref.name, tags, stats, recorded=not already)
+    appended = False
+
+    def append_push(current: Record) -> Record:
+        # Decided under the ledger lock, so concurrent identical pushes record one entry.
+        nonlocal appended
+        if any(p.repository == ref.name and tuple(p.tags) == tags for p in current.pushes):
+            return current
+        appended = True
+        return current.with_push(Push(ref.name, tags, now()))
+
+    # Only now, with every blob and tag in place, does the ledger say it was pushed.
+    project.ledger.update(record.image, record.digest, append_push)
+    return PushResult(ref.name, tags, stats, recorded=appended)
 
 
 @dataclass(frozen=True)
@@ -184,7 +199,7 @@ def pull_image(project: Project | None, source: str, destination: Path) -> PullR
             )
         writer = LayoutWriter(destination)
         stats = copy_blobs(layout, description, writer)
-        name = record.version.replace("+", "_") if record else (ref_name or "")
+        name = encode_tag(record.version) if record else (ref_name or "")
         writer.add_to_index(Descriptor(description.media_type, description.digest, description.size,
                                        annotations={REF_NAME: name} if name else {}))
     finally:

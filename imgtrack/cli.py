@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from imgtrack.commands.transfer import Registries
+    from imgtrack.config import Config
 
 
 app = typer.Typer(
@@ -147,13 +151,36 @@ def verify(json_: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
+CaFileOpt = Annotated[Optional[Path], typer.Option("--ca-file", help="PEM CA certificate that signs the registry's TLS certificate.")]
+InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Plain HTTP to the registry (loopback hosts may always).")]
+UserOpt = Annotated[Optional[str], typer.Option("--username", help="Registry user (else environment, docker or podman config).")]
+PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the registry password from stdin.")]
+JobsOpt = Annotated[int, typer.Option("--jobs", min=1, max=32, help="Blobs transferred in parallel.")]
+
+
+def _registries(config: Config | None, ca_file: Path | None, insecure: bool, username: str | None,
+                password_stdin: bool, jobs: int) -> Registries:
+    from imgtrack.commands.transfer import Registries
+    from imgtrack.errors import UsageError
+
+    password = None
+    if password_stdin:
+        if username is None:
+            raise UsageError("--password-stdin needs --username")
+        password = sys.stdin.readline().rstrip("\r\n")
+    return Registries(config=config, ca_file=ca_file, insecure=insecure,
+                      username=username, password=password, jobs=jobs)
+
+
 @app.command()
 def push(
     source: Annotated[str, typer.Argument(help="An OCI layout or layout tar, or IMAGE@VERSION of a recorded image.")],
-    to: Annotated[Optional[list[str]], typer.Option("--to", help="Destination oci:PATH (repeatable; default: the image's repositories).")] = None,
+    to: Annotated[Optional[list[str]], typer.Option("--to", help="REPOSITORY (host/path) or oci:PATH; repeatable; default: the image's repositories.")] = None,
     image: Annotated[Optional[str], typer.Option("--image", help="Image name, to record a layout first.")] = None,
     version: Annotated[Optional[str], typer.Option("--version", help="Version, when recording first.")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Extra tag, when recording first.")] = None,
+    jobs: JobsOpt = 4, ca_file: CaFileOpt = None, insecure: InsecureOpt = False,
+    username: UserOpt = None, password_stdin: PasswordStdinOpt = False,
     json_: JsonOpt = False,
 ) -> None:
     """Push an image with the tags its record carries; records it first if needed."""
@@ -161,7 +188,12 @@ def push(
     from imgtrack.commands.transfer import push_image
     from imgtrack.project import Project
 
-    outcome = push_image(Project.open(), source, image, list(to or ()), version, tuple(tag or ()))
+    project = Project.open()
+    registries = _registries(project.config, ca_file, insecure, username, password_stdin, jobs)
+    try:
+        outcome = push_image(project, source, image, list(to or ()), registries, version, tuple(tag or ()))
+    finally:
+        registries.close()
     if json_:
         output.emit_json({**outcome.record.to_json(), "pushed": [
             {"repository": p.destination, "tags": list(p.tags), "blobs_copied": p.stats.copied,
@@ -175,21 +207,27 @@ def push(
 
 @app.command()
 def pull(
-    source: Annotated[str, typer.Argument(help="IMAGE@VERSION, a digest or tag from the ledger, or oci:PATH[:tag|@digest].")],
+    source: Annotated[str, typer.Argument(help="IMAGE@VERSION, a digest or tag from the ledger, host/repo[:tag|@digest], or oci:PATH[:tag|@digest].")],
     to: Annotated[Path, typer.Option("--to", help="OCI layout directory to pull into.")] = ...,  # type: ignore[assignment]
+    jobs: JobsOpt = 4, ca_file: CaFileOpt = None, insecure: InsecureOpt = False,
+    username: UserOpt = None, password_stdin: PasswordStdinOpt = False,
     json_: JsonOpt = False,
 ) -> None:
     """Pull an image into an OCI layout; only missing blobs move, every byte verified."""
     from imgtrack import output
     from imgtrack.commands.transfer import pull_image
-    from imgtrack.errors import NotAGitRepository
+    from imgtrack.errors import ConfigError, NotAGitRepository
     from imgtrack.project import Project
 
     try:
         project: Project | None = Project.open()
-    except NotAGitRepository:
+    except (NotAGitRepository, ConfigError):
         project = None
-    result = pull_image(project, source, to)
+    registries = _registries(project.config if project else None, ca_file, insecure, username, password_stdin, jobs)
+    try:
+        result = pull_image(project, source, to, registries)
+    finally:
+        registries.close()
     if json_:
         output.emit_json({"source": result.source, "to": str(result.destination),
                           "digest": result.record.digest if result.record else None,

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.layouts import build_layout
+from tests.registries import PASSWORD, USER, Registry, htpasswd_file, make_ca_and_cert, run_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,3 +126,27 @@ class LayoutFactory:
 @pytest.fixture
 def layouts(tmp_path: Path) -> LayoutFactory:
     return LayoutFactory(tmp_path / "layouts")
+
+
+@pytest.fixture(scope="session")
+def plain_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    with run_registry(tmp_path_factory.mktemp("registry-plain")) as host:
+        yield Registry(host)
+
+
+@pytest.fixture(scope="session")
+def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    work = tmp_path_factory.mktemp("registry-basic")
+    users = htpasswd_file(work / "htpasswd")
+    extra = f"auth:\n  htpasswd:\n    realm: imgtrack-test\n    path: {users}\n"
+    with run_registry(work, extra) as host:
+        yield Registry(host, username=USER, password=PASSWORD)
+
+
+@pytest.fixture(scope="session")
+def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    work = tmp_path_factory.mktemp("registry-tls")
+    ca, cert, key = make_ca_and_cert(work)
+    extra = f"  tls:\n    certificate: {cert}\n    key: {key}\n"
+    with run_registry(work, extra, scheme="https", ca_file=ca) as host:
+        yield Registry(host, ca_file=ca)

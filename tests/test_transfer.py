@@ -106,13 +106,6 @@ def test_pull_refuses_content_that_differs_from_the_ledger(project: Path, layout
     assert not (tmp_path / "out").exists()
 
 
-def test_registry_destinations_are_refused_clearly(project: Path, layouts: LayoutFactory) -> None:
-    path, _ = layouts()
-    result = run(["push", str(path), "--image", "api", "--to", "registry.example.com/team/api"], project)
-    assert result.code == 2 and "--to oci:PATH" in result.err
-    assert not list((project / ".imgtrack" / "ledger").glob("*/*.toml")), "a refused push records nothing"
-
-
 @pytest.mark.parametrize(
     ("text", "registry", "repository", "tag"),
     [

@@ -1,13 +1,17 @@
-"""`imgtrack push` and `imgtrack pull` for OCI image layouts (`oci:PATH`), the destination that needs
-no server. A push is appended to the record only after every blob and tag landed."""
+"""`imgtrack push` and `imgtrack pull`: between OCI layouts (`oci:PATH`) and registries.
+
+Policy is checked before a byte is sent, and a push is appended to the record only after every blob,
+manifest and tag landed and the registry confirmed each digest.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imgtrack.commands.record import RecordRequest, record_image
-from imgtrack.config import TagRules
+from imgtrack.config import Config, TagRules
 from imgtrack.errors import InvalidReference, NotFound, PolicyViolation, UsageError
 from imgtrack.oci.copy import CopyStats, copy_blobs
 from imgtrack.oci.layout import REF_NAME, Descriptor, ImageDescription, Layout, LayoutWriter, describe, open_layout
@@ -17,6 +21,44 @@ from imgtrack.project import Project
 from imgtrack.record import Push, Record, now
 from imgtrack.sources import read_source
 from imgtrack.versions import encode_tag
+
+if TYPE_CHECKING:  # httpx is imported only by commands that talk to a registry
+    from imgtrack.oci.registry import RegistryClient
+
+
+@dataclass
+class Registries:
+    """One client per registry for the length of a command; flag > environment > config > default."""
+
+    config: Config | None = None
+    ca_file: Path | None = None
+    insecure: bool = False
+    username: str | None = None
+    password: str | None = None
+    jobs: int = 4
+    _clients: dict[str, RegistryClient] = field(default_factory=dict)
+
+    def client(self, registry: str) -> RegistryClient:
+        from imgtrack.oci.auth import find_credentials
+        from imgtrack.oci.registry import RegistryClient
+
+        if registry not in self._clients:
+            configured = self.config.registries.get(registry) if self.config else None
+            self._clients[registry] = RegistryClient(
+                registry, find_credentials(registry, self.username, self.password),
+                insecure=self.insecure or bool(configured and configured.insecure),
+                ca_file=self.ca_file, jobs=self.jobs,
+            )
+        return self._clients[registry]
+
+    def open(self, ref: Reference, reference: str) -> Layout:
+        from imgtrack.oci.remote import RegistryLayout
+
+        return RegistryLayout(self.client(ref.registry), ref.repository, reference)
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
 
 
 @dataclass(frozen=True)
@@ -33,38 +75,31 @@ class PushOutcome:
     pushes: list[PushResult]
 
 
-def _layout_destination(text: str) -> Reference:
+def _destination(text: str) -> Reference:
     ref = parse_reference(text)
-    if not ref.is_layout:
-        raise UsageError(
-            f"{ref.name}: pushing to a registry is not available in this version of imgtrack; "
-            "push to an OCI layout (--to oci:PATH) and copy it with skopeo or crane"
-        )
     if ref.tag or ref.digest:
-        raise UsageError(f"--to {text}: give the layout without a tag; the record's tags are pushed")
+        raise UsageError(f"--to {text}: give the repository without a tag or digest; the record's tags are pushed")
     return ref
 
 
 def push_image(
-    project: Project, source: str, image: str | None, destinations: list[str], version: str | None = None,
-    extra_tags: tuple[str, ...] = (),
+    project: Project, source: str, image: str | None, destinations: list[str], registries: Registries,
+    version: str | None = None, extra_tags: tuple[str, ...] = (),
 ) -> PushOutcome:
     """Record SOURCE if need be, then copy it to each destination with the tags its record carries."""
-    explicit = [_layout_destination(t) for t in destinations]  # bad --to: refused before anything is recorded
-    record, layout, description = _push_source(project, source, image, version, extra_tags)
+    explicit = [_destination(t) for t in destinations]  # bad --to: refused before anything is recorded
+    record, layout, description = _push_source(project, source, image, version, extra_tags, registries)
     try:
-        refs = explicit or [
-            _layout_destination(t) for t in project.config.image(record.image, project.config_path).repositories
-        ]
+        refs = explicit or [_destination(t) for t in project.config.image(record.image, project.config_path).repositories]
         if not refs:
             raise UsageError(
-                f"no destination: give --to oci:PATH, or list repositories under [images.{record.image}] "
-                f"in {project.config_path}"
+                f"no destination: give --to REPOSITORY or --to oci:PATH, or list repositories under "
+                f"[images.{record.image}] in {project.config_path}"
             )
         tags = _push_tags(project, record)
         for ref in refs:  # policy before a byte is sent
-            _check_destination_tags(ref, record, tags, project.config.rules)
-        results = [_push_one(project, layout, description, record, ref, tags) for ref in refs]
+            _check_destination_tags(ref, record, tags, project.config.rules, registries)
+        results = [_push_one(project, layout, description, record, ref, tags, registries) for ref in refs]
     finally:
         layout.close()
     return PushOutcome(project.ledger.get(record.image, record.digest) or record, results)
@@ -72,6 +107,7 @@ def push_image(
 
 def _push_source(
     project: Project, source: str, image: str | None, version: str | None, extra_tags: tuple[str, ...],
+    registries: Registries,
 ) -> tuple[Record, Layout, ImageDescription]:
     path = Path(source)
     if path.exists():
@@ -92,17 +128,26 @@ def _push_source(
             layout.close()
             raise
     record = project.ledger.find_one(source)
+    layout = _recorded_copy(record, registries)
+    try:
+        return record, layout, describe(layout, digest=record.digest)
+    except BaseException:
+        layout.close()
+        raise
+
+
+def _recorded_copy(record: Record, registries: Registries) -> Layout:
+    """Where a recorded image can be read from: the newest push whose destination still exists."""
     for push in reversed(record.pushes):
-        if push.repository.startswith("oci:") and Path(push.repository[4:]).is_dir():
-            layout = open_layout(Path(push.repository[4:]))
-            try:
-                return record, layout, describe(layout, digest=record.digest)
-            except Exception:
-                layout.close()
-                raise
+        ref = parse_reference(push.repository)
+        if ref.is_layout:
+            if Path(ref.repository).is_dir():
+                return open_layout(Path(ref.repository))
+        else:
+            return registries.open(ref, record.digest)
     raise NotFound(
-        f"{record.image}@{record.version} was recorded but no OCI layout it was pushed to holds it; "
-        "push it from its build output (imgtrack push PATH --image NAME)"
+        f"{record.image}@{record.version} was recorded but never pushed anywhere imgtrack can read it from; "
+        "push it from its build output (imgtrack push PATH)"
     )
 
 
@@ -115,15 +160,21 @@ def _push_tags(project: Project, record: Record) -> tuple[str, ...]:
     return tuple(tags)
 
 
-def _existing_tags(layout_dir: Path) -> dict[str, str]:
+def _existing_tags(ref: Reference, tags: tuple[str, ...], registries: Registries) -> dict[str, str]:
+    if not ref.is_layout:
+        client = registries.client(ref.registry)
+        return {t: d for t in tags if (d := client.manifest_digest(ref.repository, t))}
+    layout_dir = Path(ref.repository)
     if not (layout_dir / "index.json").exists():
         return {}
     return {d.annotations[REF_NAME]: d.digest for d in open_layout(layout_dir).entries() if REF_NAME in d.annotations}
 
 
-def _check_destination_tags(ref: Reference, record: Record, tags: tuple[str, ...], rules: TagRules) -> None:
+def _check_destination_tags(
+    ref: Reference, record: Record, tags: tuple[str, ...], rules: TagRules, registries: Registries,
+) -> None:
     """Refuse to move an immutable tag that the destination already holds for another digest."""
-    existing = _existing_tags(Path(ref.repository))
+    existing = _existing_tags(ref, tags, registries)
     problems = [
         f"{ref.name}: tag {tag!r} already names {existing[tag][:19]}… there, not {record.digest[:19]}…; "
         "immutable tags never move: the destination drifted from the ledger"
@@ -138,15 +189,26 @@ def _check_destination_tags(ref: Reference, record: Record, tags: tuple[str, ...
 
 def _push_one(
     project: Project, layout: Layout, description: ImageDescription, record: Record, ref: Reference,
-    tags: tuple[str, ...],
+    tags: tuple[str, ...], registries: Registries,
 ) -> PushResult:
-    writer = LayoutWriter(Path(ref.repository))
-    stats = copy_blobs(layout, description, writer)
-    writer.add_to_index(*(
-        Descriptor(description.media_type, description.digest, description.size,
-                   annotations={REF_NAME: tag} if tag else {})
-        for tag in tags or ("",)
-    ))
+    if ref.is_layout:
+        writer = LayoutWriter(Path(ref.repository))
+        stats = copy_blobs(layout, description, writer)
+        writer.add_to_index(*(
+            Descriptor(description.media_type, description.digest, description.size,
+                       annotations={REF_NAME: tag} if tag else {})
+            for tag in tags or ("",)
+        ))
+    else:
+        from imgtrack.oci.remote import push_to_registry
+
+        # The ledger knows this image's blobs in every repository of this registry it was pushed to.
+        same_registry = tuple(
+            other.repository for p in record.pushes
+            if not (other := parse_reference(p.repository)).is_layout and other.registry == ref.registry
+        )
+        stats = push_to_registry(registries.client(ref.registry), ref.repository, layout, description, tags,
+                                 jobs=registries.jobs, mount_from=same_registry)
     appended = False
 
     def append_push(current: Record) -> Record:
@@ -157,7 +219,7 @@ def _push_one(
         appended = True
         return current.with_push(Push(ref.name, tags, now()))
 
-    # Only now, with every blob and tag in place, does the ledger say it was pushed.
+    # Only now, with every blob, manifest and tag in place, does the ledger say it was pushed.
     project.ledger.update(record.image, record.digest, append_push)
     return PushResult(ref.name, tags, stats, recorded=appended)
 
@@ -170,38 +232,39 @@ class PullResult:
     stats: CopyStats
 
 
-def pull_image(project: Project | None, source: str, destination: Path) -> PullResult:
+def pull_image(project: Project | None, source: str, destination: Path, registries: Registries) -> PullResult:
     """Copy an image into the layout `destination`: by ledger record (`IMAGE@VERSION`, a digest, a tag)
-    from a layout it was pushed to, or from `oci:PATH[:tag|@digest]`. Only missing blobs move."""
+    from where it was pushed, or from a reference (`host/repo:tag`, `oci:PATH[:tag|@digest]`).
+    Only missing blobs move; every byte is verified before it becomes visible."""
     record: Record | None = None
-    if source.startswith("oci:"):
-        ref = parse_reference(source)
-        layout_dir = Path(ref.repository)
-        wanted_digest, ref_name = ref.digest, ref.tag
-    else:
-        if project is None:
-            raise UsageError(f"{source!r} is not oci:PATH; pulling by record needs a git repository with imgtrack")
+    wanted_digest: str | None
+    ref_name: str | None
+    if project is not None and not source.startswith("oci:") and "/" not in source:
         record = project.ledger.find_one(source)
-        pushed = [p for p in reversed(record.pushes) if p.repository.startswith("oci:")]
-        if not pushed:
-            raise NotFound(f"{record.image}@{record.version} has no recorded push to an OCI layout to pull from")
-        layout_dir = Path(pushed[0].repository[4:])
+        layout = _recorded_copy(record, registries)
         wanted_digest, ref_name = record.digest, None
-    if not layout_dir.is_dir():
-        raise InvalidReference(f"{layout_dir} does not exist or is not a directory; check the layout path")
-    layout = open_layout(layout_dir)
+        name = encode_tag(record.version)
+    else:
+        ref = parse_reference(source)
+        if ref.is_layout:
+            if not Path(ref.repository).is_dir():
+                raise InvalidReference(f"{ref.repository} does not exist or is not a directory; check the layout path")
+            layout = open_layout(Path(ref.repository))
+        else:
+            layout = registries.open(ref, ref.digest or ref.tag or "latest")
+        wanted_digest, ref_name = ref.digest, ref.tag
+        name = ref.tag or ""
     try:
         description = describe(layout, ref_name, digest=None if ref_name else wanted_digest)
         if wanted_digest is not None and description.digest != wanted_digest:
             raise PolicyViolation(
-                f"{layout_dir} serves {description.digest[:19]}… for {source}, but the ledger records "
-                f"{wanted_digest[:19]}…; the source drifted: nothing was pulled"
+                f"{layout.name} serves {description.digest[:19]}… for {source}, but "
+                f"{'the ledger records' if record else 'the reference names'} {wanted_digest[:19]}…; nothing was pulled"
             )
         writer = LayoutWriter(destination)
         stats = copy_blobs(layout, description, writer)
-        name = encode_tag(record.version) if record else (ref_name or "")
         writer.add_to_index(Descriptor(description.media_type, description.digest, description.size,
                                        annotations={REF_NAME: name} if name else {}))
     finally:
         layout.close()
-    return PullResult(record, str(layout_dir), destination, stats)
+    return PullResult(record, layout.name, destination, stats)

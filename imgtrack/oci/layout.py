@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -76,6 +77,8 @@ class Layout(ABC):
     """Read access to an OCI image layout (`blobs/<algo>/<hex>`, `index.json`)."""
 
     name: str
+    # A local layout's blobs are hashed by `describe`; a remote one's are hashed as they are copied.
+    local = True
 
     @abstractmethod
     def open_blob(self, digest: str) -> IO[bytes]: ...
@@ -89,8 +92,15 @@ class Layout(ABC):
     def close(self) -> None:
         pass
 
-    def read_blob(self, digest: str, limit: int = MAX_MANIFEST_BYTES) -> bytes:
-        """A small blob (a manifest or config), verified against its digest."""
+    @contextmanager
+    def iter_blob(self, digest: str) -> Iterator[Iterator[bytes]]:
+        """A blob's bytes in chunks (not yet verified: the writer hashes them)."""
+        with self.open_blob(digest) as f:
+            yield iter(lambda: f.read(CHUNK), b"")
+
+    def read_blob(self, digest: str, limit: int = MAX_MANIFEST_BYTES, media_type: str = "") -> bytes:
+        """A small blob (a manifest or config), verified against its digest. `media_type` tells a
+        remote source whether to ask for a manifest or a blob."""
         if not self.has_blob(digest):
             raise LayoutError(f"{self.name}: blob {digest} is missing; the layout is incomplete, rebuild or re-pull it")
         with self.open_blob(digest) as f:
@@ -270,7 +280,7 @@ def describe(
 
 
 def _json_blob(layout: Layout, desc: Descriptor) -> tuple[dict[str, Any], bytes]:
-    data = layout.read_blob(desc.digest)
+    data = layout.read_blob(desc.digest, media_type=desc.media_type or OCI_INDEX)
     try:
         doc = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -304,7 +314,7 @@ def _walk(
             raise LayoutError(f"{layout.name}: manifest {desc.digest[:19]}… has no layers list")
         layer_descs = [Descriptor.from_json(x, f"{layout.name}: manifest {desc.digest[:19]}…") for x in layers]
         for d in (config, *layer_descs):
-            if verify:
+            if verify and layout.local:
                 layout.verify_blob(d)
             elif not layout.has_blob(d.digest):
                 raise LayoutError(f"{layout.name}: blob {d.digest} is missing; the layout is incomplete")
@@ -372,8 +382,8 @@ class LayoutWriter:
             tmp.unlink(missing_ok=True)
 
     def copy_from(self, source: Layout, digest: str) -> None:
-        with source.open_blob(digest) as f:
-            self.put_stream(digest, iter(lambda: f.read(CHUNK), b""))
+        with source.iter_blob(digest) as chunks:
+            self.put_stream(digest, chunks)
 
     def set_index(self, entries: list[Descriptor]) -> None:
         """Write `index.json` atomically."""

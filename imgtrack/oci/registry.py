@@ -1,0 +1,271 @@
+"""The OCI distribution API over httpx: one sync client per registry, shared by a thread pool.
+
+Retries exactly what the protocol says is retryable (408, 429, 5xx and connection errors) with
+exponential backoff, jitter and `Retry-After`, bounded in tries and time. Lower-level errors are
+translated once, here, into `RegistryError` (exit 3) with the registry named and no secret shown.
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from imgtrack.errors import RegistryError
+from imgtrack.oci.auth import Credentials, RegistryAuth, is_loopback
+from imgtrack.oci.digest import digest_bytes
+from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES, MAX_MANIFEST_BYTES
+
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+ACCEPT_MANIFESTS = ", ".join(sorted(ALL_MANIFEST_TYPES))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    tries: int = 5
+    max_seconds: float = 60.0
+    base_delay: float = 0.2
+    max_delay: float = 5.0
+
+
+class NotTLS(RegistryError):
+    """The server answered a TLS handshake with plain HTTP."""
+
+
+class RegistryClient:
+    """Talk to one registry (`host[:port]`)."""
+
+    def __init__(
+        self, registry: str, credentials: Credentials | None = None, *, insecure: bool = False,
+        ca_file: Path | None = None, retry: RetryPolicy = RetryPolicy(), timeout: float = 60.0, jobs: int = 4,
+    ) -> None:
+        self.registry = registry
+        self.retry = retry
+        verify: ssl.SSLContext | bool = True
+        if ca_file is not None:
+            try:
+                verify = ssl.create_default_context(cafile=str(ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                raise RegistryError(f"--ca-file {ca_file} cannot be loaded ({exc}); pass a PEM CA certificate") from None
+        self._http = httpx.Client(
+            auth=RegistryAuth(registry, credentials), verify=verify, follow_redirects=True,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            limits=httpx.Limits(max_connections=jobs + 2, max_keepalive_connections=jobs + 2),
+            headers={"User-Agent": "imgtrack"},
+        )
+        self._plain_allowed = insecure or is_loopback(registry)
+        self._base: str | None = "http://" + registry if insecure else None
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- transport -------------------------------------------------------------------------------
+
+    @property
+    def base(self) -> str:
+        if self._base is None:
+            self._base = self._probe()
+        return self._base
+
+    def _probe(self) -> str:
+        """https, or plain http where allowed and the server speaks nothing else (docker's rule for loopback)."""
+        try:
+            self._send("GET", f"https://{self.registry}/v2/")
+            return f"https://{self.registry}"
+        except NotTLS:
+            # Only a server that speaks no TLS at all; a certificate problem is never a reason for clear text.
+            if self._plain_allowed:
+                return f"http://{self.registry}"
+            raise
+
+    def _send(self, method: str, url: str, *, content: Callable[[], object] | None = None,
+              headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200,), stream: bool = False) -> httpx.Response:
+        """One request with retries. `content` makes a fresh body for each try (a stream is read once)."""
+        started = time.monotonic()
+        for attempt in range(1, self.retry.tries + 1):
+            try:
+                request = self._http.build_request(
+                    method, url, content=content() if content else None, headers=headers,  # type: ignore[arg-type]
+                )
+                response = self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                    raise RegistryError(
+                        f"{self.registry}: its TLS certificate is not trusted ({_reason(exc)}); "
+                        "pass --ca-file with the CA that signed it, or add that CA to the system store"
+                    ) from exc
+                if isinstance(exc, httpx.ConnectError) and "WRONG_VERSION_NUMBER" in str(exc):
+                    raise NotTLS(
+                        f"{self.registry} speaks plain HTTP, not TLS; for a registry you trust on your network, "
+                        f"mark it insecure ([registries.\"{self.registry}\"] insecure = true, or --insecure)"
+                    ) from exc
+                failure: str = f"{type(exc).__name__}: {_reason(exc)}"
+                delay = self._delay(attempt, None)
+                cause: Exception = exc
+            else:
+                if response.status_code in ok:
+                    return response
+                if response.status_code not in RETRY_STATUS:
+                    return response
+                failure = f"HTTP {response.status_code}"
+                delay = self._delay(attempt, response.headers.get("Retry-After"))
+                response.close()
+                cause = RegistryError(failure)
+            if attempt == self.retry.tries or time.monotonic() - started + delay > self.retry.max_seconds:
+                raise RegistryError(
+                    f"{self.registry}: {method} {httpx.URL(url).path} failed after {attempt} tries ({failure}); "
+                    "check that the registry is up and reachable, then run the command again"
+                ) from cause
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(float(retry_after), self.retry.max_delay * 2)
+            except ValueError:
+                pass
+        backoff = min(self.retry.base_delay * 2 ** (attempt - 1), self.retry.max_delay)
+        return float(backoff * random.uniform(0.5, 1.0))
+
+    def _fail(self, response: httpx.Response, what: str) -> RegistryError:
+        code = response.status_code
+        if code == 401:
+            return RegistryError(
+                f"{self.registry} refused the credentials for {what} (401); log in with "
+                f"`imgtrack login {self.registry}`, or set IMGTRACK_USERNAME and IMGTRACK_PASSWORD"
+            )
+        if code == 403:
+            return RegistryError(f"{self.registry} denies access to {what} (403); ask for push/pull rights")
+        if code == 404:
+            return RegistryError(f"{self.registry}: {what} not found (404); check the repository name and tag")
+        detail = response.text[:200].replace("\n", " ") if not response.is_stream_consumed else ""
+        return RegistryError(f"{self.registry}: {what} failed: HTTP {code} {detail}".rstrip())
+
+    # --- API -------------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """GET /v2/: reachable, speaks the API, and accepts our credentials."""
+        response = self._send("GET", f"{self.base}/v2/")
+        if response.status_code != 200:
+            raise self._fail(response, "the API root /v2/")
+
+    def has_blob(self, repo: str, digest: str) -> bool:
+        response = self._send("HEAD", f"{self.base}/v2/{repo}/blobs/{digest}", ok=(200, 404))
+        if response.status_code == 200:
+            return True
+        if response.status_code == 404:
+            return False
+        raise self._fail(response, f"blob {digest[:19]}… in {repo}")
+
+    def manifest_digest(self, repo: str, reference: str) -> str | None:
+        """The digest a tag (or digest) names in `repo`, by HEAD; None if it names nothing."""
+        response = self._send("HEAD", f"{self.base}/v2/{repo}/manifests/{reference}",
+                              headers={"Accept": ACCEPT_MANIFESTS}, ok=(200, 404))
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._fail(response, f"manifest {reference} of {repo}")
+        said = response.headers.get("Docker-Content-Digest")
+        return str(said) if said else None
+
+    def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
+        """Cross-repository mount; False when the registry would rather have an upload."""
+        response = self._send(
+            "POST", f"{self.base}/v2/{repo}/blobs/uploads/?mount={digest}&from={from_repo}", ok=(201, 202),
+        )
+        if response.status_code == 201:
+            return True
+        if response.status_code == 202:
+            self._cancel(response)
+            return False
+        raise self._fail(response, f"mount of {digest[:19]}… into {repo}")
+
+    def upload_blob(self, repo: str, digest: str, size: int, open_body: Callable[[], Iterator[bytes]]) -> None:
+        """Monolithic, streamed upload: POST for a session, then PUT the bytes with ?digest=."""
+        start = self._send("POST", f"{self.base}/v2/{repo}/blobs/uploads/", ok=(202,))
+        if start.status_code != 202:
+            raise self._fail(start, f"upload to {repo}")
+        location = self._absolute(start.headers.get("Location", ""))
+        sep = "&" if "?" in location else "?"
+        done = self._send(
+            "PUT", f"{location}{sep}digest={digest}", content=open_body, ok=(201,),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+        )
+        if done.status_code != 201:
+            raise self._fail(done, f"upload of {digest[:19]}… to {repo}")
+        self._check_digest(done, digest, f"blob upload to {repo}")
+
+    def _cancel(self, response: httpx.Response) -> None:
+        location = response.headers.get("Location")
+        if location:
+            try:
+                self._http.delete(self._absolute(location))
+            except httpx.HTTPError:
+                pass  # an abandoned upload session expires on its own
+
+    def _absolute(self, location: str) -> str:
+        return location if location.startswith(("http://", "https://")) else f"{self.base}{location}"
+
+    def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> None:
+        response = self._send(
+            "PUT", f"{self.base}/v2/{repo}/manifests/{reference}", content=lambda: data,
+            headers={"Content-Type": media_type}, ok=(201,),
+        )
+        if response.status_code != 201:
+            raise self._fail(response, f"manifest {reference} in {repo}")
+        self._check_digest(response, digest_bytes(data), f"manifest {reference} in {repo}")
+
+    def get_manifest(self, repo: str, reference: str) -> tuple[bytes, str]:
+        """A manifest's bytes and media type, refused above 4 MiB."""
+        response = self._send("GET", f"{self.base}/v2/{repo}/manifests/{reference}",
+                              headers={"Accept": ACCEPT_MANIFESTS}, stream=True)
+        try:
+            if response.status_code != 200:
+                response.read()
+                raise self._fail(response, f"manifest {reference} of {repo}")
+            length = int(response.headers.get("Content-Length") or 0)
+            if length > MAX_MANIFEST_BYTES:
+                raise RegistryError(f"{self.registry}: manifest {reference} of {repo} is {length} bytes; over 4 MiB is refused")
+            data = b""
+            for chunk in response.iter_bytes():
+                data += chunk
+                if len(data) > MAX_MANIFEST_BYTES:
+                    raise RegistryError(f"{self.registry}: manifest {reference} of {repo} is over 4 MiB; refused")
+            media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+            return data, media_type
+        finally:
+            response.close()
+
+    @contextmanager
+    def blob_stream(self, repo: str, digest: str) -> Iterator[Iterator[bytes]]:
+        response = self._send("GET", f"{self.base}/v2/{repo}/blobs/{digest}", stream=True)
+        try:
+            if response.status_code != 200:
+                response.read()
+                raise self._fail(response, f"blob {digest[:19]}… of {repo}")
+            yield self._guarded(response.iter_bytes(1024 * 1024), digest)
+        finally:
+            response.close()
+
+    def _guarded(self, chunks: Iterator[bytes], digest: str) -> Iterator[bytes]:
+        try:
+            yield from chunks
+        except httpx.TransportError as exc:
+            raise RegistryError(f"{self.registry}: download of {digest[:19]}… broke off ({_reason(exc)}); run again") from exc
+
+    def _check_digest(self, response: httpx.Response, expected: str, what: str) -> None:
+        said = response.headers.get("Docker-Content-Digest")
+        if said and said != expected:
+            raise RegistryError(f"{self.registry}: {what} was stored as {said}, not {expected}; the registry altered it")
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:160]

@@ -1,0 +1,134 @@
+"""push and pull against the real distribution registry (plain, Basic auth, TLS), checked with skopeo."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+from tests.conftest import LayoutFactory, git, record_file, run
+from tests.registries import PASSWORD, USER, Registry
+
+
+def skopeo_digest(ref: str, *flags: str) -> str:
+    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", *flags, ref],
+                         check=True, capture_output=True).stdout
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def test_push_pull_round_trip_with_skopeo(project: Path, layouts: LayoutFactory, plain_registry: Registry,
+                                          tmp_path: Path) -> None:
+    git(project, "tag", "v1.0.0")
+    path, digest = layouts(platforms=("linux/amd64", "linux/arm64/v8"))
+    repo = plain_registry.repo()
+    pushed = run(["push", str(path), "--image", "api", "--to", repo, "--json"], project)
+    assert pushed.code == 0, pushed.err
+    data = pushed.json()
+    assert data["pushed"][0]["recorded"] and data["pushed"][0]["bytes_copied"] > 0
+    for tag in ("1.0.0", "1.0", f"sha-{data['commit'][:7]}"):
+        assert skopeo_digest(f"docker://{repo}:{tag}") == digest
+    assert f'repository = "{repo}"' in record_file(project, data).read_text()
+
+    again = run(["push", "api@1.0.0", "--to", repo, "--json"], project).json()["pushed"][0]
+    assert again["bytes_copied"] == 0 and again["recorded"] is False
+
+    target = tmp_path / "pulled"
+    assert run(["pull", "api@1.0.0", "--to", str(target)], project).code == 0
+    assert skopeo_digest(f"oci:{target}:1.0.0") == digest
+    # What skopeo pushes, imgtrack pulls: by tag, outside any repository.
+    other = plain_registry.repo("from-skopeo")
+    subprocess.run(["skopeo", "copy", "-q", "--all", "--dest-tls-verify=false", f"oci:{target}:1.0.0",
+                    f"docker://{other}:v1"], check=True)
+    out = tmp_path / "out"
+    result = run(["pull", f"{other}:v1", "--to", str(out)], tmp_path)
+    assert result.code == 0, result.err
+    assert skopeo_digest(f"oci:{out}:v1") == digest
+
+
+def test_push_to_another_repository_mounts_blobs(project: Path, layouts: LayoutFactory, plain_registry: Registry) -> None:
+    path, _ = layouts()
+    first, second = plain_registry.repo("a"), plain_registry.repo("b")
+    assert run(["push", str(path), "--image", "api", "--to", first], project).code == 0
+    moved = run(["push", str(path), "--to", second, "--json"], project).json()["pushed"][0]
+    assert moved["bytes_copied"] == 0, "layers came by cross-repository mount, not upload"
+    assert moved["recorded"]
+
+
+def test_drift_on_registry_tag_is_refused(project: Path, layouts: LayoutFactory, plain_registry: Registry) -> None:
+    repo = plain_registry.repo()
+    first, _ = layouts()
+    rec = run(["push", str(first), "--image", "api", "--to", repo, "--json"], project).json()
+    other, _ = layouts()
+    subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{other}:latest-build",
+                    f"docker://{repo}:{rec['tags'][0]}"], check=True)
+    before = record_file(project, rec).read_text()
+    result = run(["push", rec["digest"], "--to", repo], project)
+    assert result.code == 1 and "drifted" in result.err
+    assert record_file(project, rec).read_text() == before
+
+
+def test_basic_auth_from_environment_and_docker_config(project: Path, layouts: LayoutFactory,
+                                                       basic_registry: Registry, isolated_home: Path) -> None:
+    path, digest = layouts()
+    repo = basic_registry.repo()
+    anonymous = run(["push", str(path), "--image", "api", "--to", repo], project)
+    assert anonymous.code == 3 and basic_registry.host in anonymous.err and "401" in anonymous.err
+    assert "[[pushes]]" not in next((project / ".imgtrack" / "ledger" / "api").glob("*.toml")).read_text()
+
+    wrong = run(["push", str(path), "--to", repo], project,
+                env={"IMGTRACK_USERNAME": USER, "IMGTRACK_PASSWORD": "not-" + PASSWORD})
+    assert wrong.code == 3 and "refused the credentials" in wrong.err
+    assert PASSWORD not in wrong.err + wrong.out and "not-" + PASSWORD not in wrong.err + wrong.out
+
+    ok = run(["push", str(path), "--to", repo, "--json"], project,
+             env={"IMGTRACK_USERNAME": USER, "IMGTRACK_PASSWORD": PASSWORD})
+    assert ok.code == 0, ok.err
+    assert PASSWORD not in ok.out + ok.err
+    assert skopeo_digest(f"docker://{repo}:{ok.json()['tags'][0]}", "--creds", f"{USER}:{PASSWORD}") == digest
+
+    docker = isolated_home / ".docker"
+    docker.mkdir(exist_ok=True)
+    import base64
+
+    (docker / "config.json").write_text(json.dumps(
+        {"auths": {basic_registry.host: {"auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}}))
+    try:
+        out = project.parent / "pulled"
+        pulled = run(["pull", f"{repo}@{digest}", "--to", str(out)], project)
+        assert pulled.code == 0, pulled.err
+    finally:
+        (docker / "config.json").unlink()
+    for text in [p.read_text() for p in (project / ".imgtrack").rglob("*.toml")]:
+        assert PASSWORD not in text
+
+
+def test_password_stdin(project: Path, layouts: LayoutFactory, basic_registry: Registry) -> None:
+    path, _ = layouts()
+    result = run(["push", str(path), "--image", "api", "--to", basic_registry.repo(),
+                  "--username", USER, "--password-stdin"], project, stdin=PASSWORD + "\n")
+    assert result.code == 0, result.err
+
+
+def test_tls_registry_needs_its_ca(project: Path, layouts: LayoutFactory, tls_registry: Registry) -> None:
+    path, digest = layouts()
+    repo = tls_registry.repo()
+    untrusted = run(["push", str(path), "--image", "api", "--to", repo], project)
+    assert untrusted.code == 3 and "not trusted" in untrusted.err and "--ca-file" in untrusted.err
+    trusted = run(["push", str(path), "--to", repo, "--ca-file", str(tls_registry.ca_file), "--json"], project)
+    assert trusted.code == 0, trusted.err
+    assert skopeo_digest(f"docker://{repo}:{trusted.json()['tags'][0]}") == digest
+
+
+def test_unreachable_registry_and_missing_repository(project: Path, layouts: LayoutFactory,
+                                                     plain_registry: Registry, tmp_path: Path) -> None:
+    from tests.registries import free_port
+
+    path, _ = layouts()
+    down = run(["push", str(path), "--image", "api", "--to", f"127.0.0.1:{free_port()}/team/api"], project)
+    assert down.code == 3 and "failed after" in down.err and "Traceback" not in down.err
+    missing = run(["pull", f"{plain_registry.repo('nothing')}:1.0", "--to", str(tmp_path / "x")], tmp_path)
+    assert missing.code == 3 and "not found" in missing.err
+    assert not (tmp_path / "x").exists()
+    bad = run(["pull", "Registry.Example/UPPER:tag", "--to", str(tmp_path / "y")], tmp_path)
+    assert bad.code == 2 and "lowercase" in bad.err

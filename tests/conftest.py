@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.layouts import build_layout
-from tests.registries import PASSWORD, USER, Registry, htpasswd_file, make_ca_and_cert, run_registry
+from tests.registries import PASSWORD, USER, Registry, TokenServer, htpasswd_file, make_ca_and_cert, run_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -150,3 +150,16 @@ def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]
     extra = f"  tls:\n    certificate: {cert}\n    key: {key}\n"
     with run_registry(work, extra, scheme="https", ca_file=ca) as host:
         yield Registry(host, ca_file=ca)
+
+
+@pytest.fixture(scope="session")
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    work = tmp_path_factory.mktemp("registry-token")
+    tokens = TokenServer(work, service="imgtrack-test", issuer="imgtrack-test-issuer")
+    extra = (f"auth:\n  token:\n    realm: {tokens.realm}\n    service: imgtrack-test\n"
+             f"    issuer: imgtrack-test-issuer\n    rootcertbundle: {tokens.cert_file}\n")
+    try:
+        with run_registry(work, extra) as host:
+            yield Registry(host, username=USER, password=PASSWORD)
+    finally:
+        tokens.close()

@@ -112,3 +112,79 @@ def make_ca_and_cert(workdir: Path) -> tuple[Path, Path, Path]:
     key_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                           serialization.NoEncryption()))
     return ca_pem, cert_pem, key_pem
+
+
+def _b64url(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenServer:
+    """A docker token-auth server in a few dozen lines: Basic credentials in, an RS256 JWT out, granting
+    the requested actions on the requested repositories to USER, nothing to anyone else."""
+
+    def __init__(self, workdir: Path, service: str, issuer: str) -> None:
+        import base64
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlparse
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa
+        from cryptography.x509.oid import NameOID
+
+        now = datetime.datetime.now(datetime.timezone.utc)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)])
+        cert = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=2)).sign(key, hashes.SHA256())
+        )
+        self.cert_file = workdir / "token-cert.pem"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+        expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        self.requests = 0
+        server_self = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                server_self.requests += 1
+                query = parse_qs(urlparse(self.path).query)
+                if self.headers.get("Authorization") != expected:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                access = []
+                for scope in query.get("scope", []):
+                    kind, _, rest = scope.partition(":")
+                    repo, _, actions = rest.rpartition(":")
+                    access.append({"type": kind, "name": repo, "actions": actions.split(",")})
+                stamp = int(time.time())
+                claims = {"iss": issuer, "sub": USER, "aud": service, "exp": stamp + 300, "nbf": stamp - 10,
+                          "iat": stamp, "jti": uuid.uuid4().hex, "access": access}
+                header = {"typ": "JWT", "alg": "RS256", "x5c": [x5c]}
+                signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+                signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+                body = json.dumps({"token": f"{signing_input}.{_b64url(signature)}", "expires_in": 300}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.realm = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

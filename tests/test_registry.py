@@ -132,3 +132,25 @@ def test_unreachable_registry_and_missing_repository(project: Path, layouts: Lay
     assert not (tmp_path / "x").exists()
     bad = run(["pull", "Registry.Example/UPPER:tag", "--to", str(tmp_path / "y")], tmp_path)
     assert bad.code == 2 and "lowercase" in bad.err
+
+
+def test_token_auth_push_and_pull(project: Path, layouts: LayoutFactory, token_registry: Registry,
+                                  tmp_path: Path) -> None:
+    path, digest = layouts(platforms=("linux/amd64", "linux/arm64"))
+    repo = token_registry.repo()
+    creds = {"IMGTRACK_USERNAME": USER, "IMGTRACK_PASSWORD": PASSWORD}
+    anonymous = run(["push", str(path), "--image", "api", "--to", repo], project)
+    assert anonymous.code == 3 and "refused the credentials" in anonymous.err
+    pushed = run(["push", str(path), "--to", repo, "--json"], project, env=creds)
+    assert pushed.code == 0, pushed.err
+    assert skopeo_digest(f"docker://{repo}:{pushed.json()['tags'][0]}", "--creds", f"{USER}:{PASSWORD}") == digest
+    # A second repository: the mount needs push on the target and pull on the source, in one token.
+    second = token_registry.repo("second")
+    mounted = run(["push", digest, "--to", second, "--json"], project, env=creds)
+    assert mounted.code == 0, mounted.err
+    assert mounted.json()["pushed"][0]["bytes_copied"] == 0
+    out = tmp_path / "pulled"
+    pulled = run(["pull", f"{second}@{digest}", "--to", str(out)], tmp_path, env=creds)
+    assert pulled.code == 0, pulled.err
+    assert skopeo_digest(f"oci:{out}") == digest
+    assert PASSWORD not in pushed.out + pushed.err + mounted.out + pulled.out

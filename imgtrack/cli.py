@@ -156,10 +156,11 @@ InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Plain HTTP to the
 UserOpt = Annotated[Optional[str], typer.Option("--username", help="Registry user (else environment, docker or podman config).")]
 PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the registry password from stdin.")]
 JobsOpt = Annotated[int, typer.Option("--jobs", min=1, max=32, help="Blobs transferred in parallel.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds a registry may stay silent before a retry.")]
 
 
 def _registries(config: Config | None, ca_file: Path | None, insecure: bool, username: str | None,
-                password_stdin: bool, jobs: int) -> Registries:
+                password_stdin: bool, jobs: int, timeout: float) -> Registries:
     from imgtrack.commands.transfer import Registries
     from imgtrack.errors import UsageError
 
@@ -169,7 +170,7 @@ def _registries(config: Config | None, ca_file: Path | None, insecure: bool, use
             raise UsageError("--password-stdin needs --username")
         password = sys.stdin.readline().rstrip("\r\n")
     return Registries(config=config, ca_file=ca_file, insecure=insecure,
-                      username=username, password=password, jobs=jobs)
+                      username=username, password=password, jobs=jobs, timeout=timeout)
 
 
 @app.command()
@@ -179,7 +180,7 @@ def push(
     image: Annotated[Optional[str], typer.Option("--image", help="Image name, to record a layout first.")] = None,
     version: Annotated[Optional[str], typer.Option("--version", help="Version, when recording first.")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Extra tag, when recording first.")] = None,
-    jobs: JobsOpt = 4, ca_file: CaFileOpt = None, insecure: InsecureOpt = False,
+    jobs: JobsOpt = 4, timeout: TimeoutOpt = 60.0, ca_file: CaFileOpt = None, insecure: InsecureOpt = False,
     username: UserOpt = None, password_stdin: PasswordStdinOpt = False,
     json_: JsonOpt = False,
 ) -> None:
@@ -189,7 +190,7 @@ def push(
     from imgtrack.project import Project
 
     project = Project.open()
-    registries = _registries(project.config, ca_file, insecure, username, password_stdin, jobs)
+    registries = _registries(project.config, ca_file, insecure, username, password_stdin, jobs, timeout)
     try:
         outcome = push_image(project, source, image, list(to or ()), registries, version, tuple(tag or ()))
     finally:
@@ -209,7 +210,7 @@ def push(
 def pull(
     source: Annotated[str, typer.Argument(help="IMAGE@VERSION, a digest or tag from the ledger, host/repo[:tag|@digest], or oci:PATH[:tag|@digest].")],
     to: Annotated[Path, typer.Option("--to", help="OCI layout directory to pull into.")] = ...,  # type: ignore[assignment]
-    jobs: JobsOpt = 4, ca_file: CaFileOpt = None, insecure: InsecureOpt = False,
+    jobs: JobsOpt = 4, timeout: TimeoutOpt = 60.0, ca_file: CaFileOpt = None, insecure: InsecureOpt = False,
     username: UserOpt = None, password_stdin: PasswordStdinOpt = False,
     json_: JsonOpt = False,
 ) -> None:
@@ -223,7 +224,7 @@ def pull(
         project: Project | None = Project.open()
     except (NotAGitRepository, ConfigError):
         project = None
-    registries = _registries(project.config if project else None, ca_file, insecure, username, password_stdin, jobs)
+    registries = _registries(project.config if project else None, ca_file, insecure, username, password_stdin, jobs, timeout)
     try:
         result = pull_image(project, source, to, registries)
     finally:

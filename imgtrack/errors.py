@@ -68,6 +68,10 @@ class RegistryError(ImgtrackError):
     exit_code = 3
 
 
+class TransferInterrupted(RegistryError):
+    """A blob's bytes stopped arriving part way; the blob may be fetched again from its start."""
+
+
 class NotFound(ImgtrackError):
     """A lookup found nothing: no record for that reference, no version in that range."""
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.faultproxy import FaultProxy
 from tests.layouts import build_layout
 from tests.registries import PASSWORD, USER, Registry, TokenServer, htpasswd_file, make_ca_and_cert, run_registry
 
@@ -163,3 +164,11 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
             yield Registry(host, username=USER, password=PASSWORD)
     finally:
         tokens.close()
+
+
+@pytest.fixture
+def faulty(plain_registry: Registry) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the plain registry (fresh rules for each test)."""
+    proxy = FaultProxy(plain_registry.host)
+    yield proxy
+    proxy.close()

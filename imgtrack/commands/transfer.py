@@ -36,6 +36,7 @@ class Registries:
     username: str | None = None
     password: str | None = None
     jobs: int = 4
+    timeout: float = 60.0
     _clients: dict[str, RegistryClient] = field(default_factory=dict)
 
     def client(self, registry: str) -> RegistryClient:
@@ -47,7 +48,7 @@ class Registries:
             self._clients[registry] = RegistryClient(
                 registry, find_credentials(registry, self.username, self.password),
                 insecure=self.insecure or bool(configured and configured.insecure),
-                ca_file=self.ca_file, jobs=self.jobs,
+                ca_file=self.ca_file, jobs=self.jobs, timeout=self.timeout,
             )
         return self._clients[registry]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from imgtrack.errors import TransferInterrupted
 from imgtrack.oci.layout import ImageDescription, Layout, LayoutWriter
 
 
@@ -22,7 +23,21 @@ def copy_blobs(source: Layout, image: ImageDescription, dest: LayoutWriter) -> C
         if dest.has_blob(blob.digest):
             skipped += 1
             continue
-        dest.copy_from(source, blob.digest)
+        _copy_with_retries(source, blob.digest, dest)
         copied += 1
         size += blob.size
     return CopyStats(copied, skipped, size)
+
+
+BLOB_TRIES = 3
+
+
+def _copy_with_retries(source: Layout, digest: str, dest: LayoutWriter) -> None:
+    """A blob whose download broke off is fetched again from its start (the partial copy is never kept)."""
+    for attempt in range(1, BLOB_TRIES + 1):
+        try:
+            dest.copy_from(source, digest)
+            return
+        except TransferInterrupted:
+            if attempt == BLOB_TRIES:
+                raise

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from imgtrack.errors import RegistryError
+from imgtrack.errors import RegistryError, TransferInterrupted
 from imgtrack.oci.auth import Credentials, RegistryAuth, is_loopback
 from imgtrack.oci.digest import digest_bytes
 from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES, MAX_MANIFEST_BYTES
@@ -258,7 +258,9 @@ class RegistryClient:
         try:
             yield from chunks
         except httpx.TransportError as exc:
-            raise RegistryError(f"{self.registry}: download of {digest[:19]}… broke off ({_reason(exc)}); run again") from exc
+            raise TransferInterrupted(
+                f"{self.registry}: download of {digest[:19]}… broke off ({_reason(exc)}); run the command again"
+            ) from exc
 
     def _check_digest(self, response: httpx.Response, expected: str, what: str) -> None:
         said = response.headers.get("Docker-Content-Digest")

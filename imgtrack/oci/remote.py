@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import IO
 
-from imgtrack.errors import RegistryError
-from imgtrack.oci.copy import CopyStats
+from imgtrack.errors import RegistryError, TransferInterrupted
+from imgtrack.oci.copy import BLOB_TRIES, CopyStats
 from imgtrack.oci.digest import digest_bytes, is_digest
 from imgtrack.oci.layout import REF_NAME, Descriptor, ImageDescription, Layout
 from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES, MAX_MANIFEST_BYTES, OCI_MANIFEST
@@ -50,12 +50,21 @@ class RegistryLayout(Layout):
             if media_type in ALL_MANIFEST_TYPES:
                 data, _ = self.client.get_manifest(self.repo, digest)
             else:
-                with self.client.blob_stream(self.repo, digest) as chunks:
-                    data = b"".join(_limited(chunks, limit, f"{self.name}: blob {digest[:19]}…"))
+                data = self._small_blob(digest, limit)
             if digest_bytes(data, digest.split(":")[0]) != digest:
                 raise RegistryError(f"{self.name} served other content for {digest[:19]}…; nothing was kept")
             self._manifests[digest] = data
         return self._manifests[digest]
+
+    def _small_blob(self, digest: str, limit: int) -> bytes:
+        for attempt in range(1, BLOB_TRIES + 1):
+            try:
+                with self.client.blob_stream(self.repo, digest) as chunks:
+                    return b"".join(_limited(chunks, limit, f"{self.name}: blob {digest[:19]}…"))
+            except TransferInterrupted:
+                if attempt == BLOB_TRIES:
+                    raise
+        raise AssertionError("unreachable")
 
     @contextmanager
     def iter_blob(self, digest: str) -> Iterator[Iterator[bytes]]:

@@ -1,0 +1,109 @@
+"""An HTTP proxy in front of a real registry that injects faults: 5xx, 429 with Retry-After,
+connection resets (before a response, or mid-body), and stalls. Bounded: every rule fires a set
+number of times, and the proxy forwards only to its one loopback upstream."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+
+
+@dataclass
+class Fault:
+    method: str
+    path: str  # regex searched in the request path
+    kind: str  # "503" | "500" | "429" | "reset" | "reset-mid-body" | "stall"
+    times: int = 1
+    seconds: float = 0.0
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.times > 0 and self.method == method and re.search(self.path, path) is not None
+
+
+class FaultProxy:
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.faults: list[Fault] = []
+        self.fired: list[str] = []
+        self.lock = threading.Lock()
+        proxy = self
+        client = httpx.Client(base_url=f"http://{upstream}", follow_redirects=False, timeout=30)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                fault = proxy.take(self.command, self.path)
+                if fault is not None and fault.kind == "reset":
+                    self._reset()
+                    return
+                if fault is not None and fault.kind == "stall":
+                    time.sleep(fault.seconds)
+                    self._reset()
+                    return
+                body = self.rfile.read(length) if length else b""
+                if fault is not None and fault.kind in ("503", "500", "429"):
+                    self.send_response(int(fault.kind))
+                    if fault.kind == "429":
+                        self.send_header("Retry-After", "1")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
+                upstream = client.request(self.command, self.path, content=body, headers=headers)
+                data = upstream.content
+                self.send_response(upstream.status_code)
+                for key, value in upstream.headers.items():
+                    if key.lower() in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        continue
+                    if key.lower() == "location":
+                        value = value.replace(f"http://{proxy.upstream}", f"http://{proxy.host}")
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command == "HEAD":
+                    return
+                if fault is not None and fault.kind == "reset-mid-body":
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self._reset()
+                    return
+                self.wfile.write(data)
+
+            def _reset(self) -> None:
+                try:
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                self.close_connection = True
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def take(self, method: str, path: str) -> Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.matches(method, path):
+                    fault.times -= 1
+                    self.fired.append(f"{fault.kind} {method} {path}")
+                    return fault
+        return None
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

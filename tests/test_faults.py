@@ -1,0 +1,88 @@
+"""Faults between imgtrack and a real registry: the push completes, or fails with exit 3 and one
+clear line; an incomplete push is never recorded; the next push skips what the registry holds."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+from tests.conftest import LayoutFactory, record_file, run
+from tests.faultproxy import Fault, FaultProxy
+from tests.registries import Registry
+
+
+def pushes_recorded(project: Path, rec: dict) -> int:
+    return record_file(project, rec).read_text().count("[[pushes]]")
+
+
+def test_5xx_and_429_are_retried_and_the_push_completes(
+    project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry,
+) -> None:
+    faulty.faults = [
+        Fault("PUT", r"/blobs/uploads/", "503", times=2),
+        Fault("POST", r"/blobs/uploads/", "500", times=1),
+        Fault("PUT", r"/manifests/", "429", times=1),
+        Fault("HEAD", r"/blobs/", "reset", times=1),
+    ]
+    path, digest = layouts()
+    repo = f"{faulty.host}/test/retry"
+    result = run(["push", str(path), "--image", "api", "--to", repo, "--json"], project)
+    assert result.code == 0, result.err
+    assert len(faulty.fired) == 5, faulty.fired
+    direct = repo.replace(faulty.host, plain_registry.host)
+    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{direct}@{digest}"],
+                         check=True, capture_output=True).stdout
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest
+    assert pushes_recorded(project, result.json()) == 1
+
+
+def test_reset_mid_blob_upload_retries_the_upload(project: Path, layouts: LayoutFactory, faulty: FaultProxy) -> None:
+    faulty.faults = [Fault("PUT", r"/blobs/uploads/", "reset", times=1)]
+    path, _ = layouts(layer_size=200_000)
+    result = run(["push", str(path), "--image", "api", "--to", f"{faulty.host}/test/reset-upload"], project)
+    assert result.code == 0, result.err
+    assert faulty.fired == [f"reset PUT {p}" for p in [faulty.fired[0].split(" ", 2)[2]]]
+
+
+def test_persistent_failure_exits_3_records_nothing_and_the_next_push_resumes(
+    project: Path, layouts: LayoutFactory, faulty: FaultProxy,
+) -> None:
+    path, _ = layouts(layers=3)
+    repo = f"{faulty.host}/test/broken"
+    # Manifests keep failing: blobs land, the push cannot complete.
+    faulty.faults = [Fault("PUT", r"/manifests/", "503", times=100)]
+    failed = run(["push", str(path), "--image", "api", "--to", repo, "--json", "--timeout", "5"], project)
+    assert failed.code == 3, failed.err
+    lines = failed.err.strip().splitlines()
+    assert len(lines) == 1 and faulty.host in lines[0] and "503" in lines[0] and "Traceback" not in failed.err
+    rec = run(["show", "api@" + run(["log", "--json"], project).json()[0]["version"], "--json"], project).json()
+    assert pushes_recorded(project, rec) == 0, "an incomplete push is never recorded"
+    faulty.faults = []
+    resumed = run(["push", str(path), "--to", repo, "--json"], project)
+    assert resumed.code == 0, resumed.err
+    pushed = resumed.json()["pushed"][0]
+    assert pushed["blobs_skipped"] >= 4 and pushed["recorded"]
+    assert pushes_recorded(project, rec) == 1
+
+
+def test_stalled_registry_times_out_with_a_clear_line(project: Path, layouts: LayoutFactory, faulty: FaultProxy) -> None:
+    faulty.faults = [Fault("HEAD", r"/blobs/", "stall", times=100, seconds=3)]
+    path, _ = layouts()
+    result = run(["push", str(path), "--image", "api", "--to", f"{faulty.host}/test/stall", "--timeout", "0.5"], project)
+    assert result.code == 3 and "failed after" in result.err and "Timeout" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_download_reset_mid_body_is_fetched_again(
+    project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry, tmp_path: Path,
+) -> None:
+    path, digest = layouts(layer_size=100_000)
+    repo = plain_registry.repo()
+    assert run(["push", str(path), "--image", "api", "--to", repo], project).code == 0
+    faulty.faults = [Fault("GET", r"/blobs/sha256:", "reset-mid-body", times=1)]
+    via_proxy = repo.replace(plain_registry.host, faulty.host)
+    out = tmp_path / "pulled"
+    result = run(["pull", f"{via_proxy}@{digest}", "--to", str(out)], tmp_path)
+    assert result.code == 0, result.err
+    assert faulty.fired and not list(out.rglob(".*.partial"))

@@ -86,3 +86,21 @@ def test_download_reset_mid_body_is_fetched_again(
     result = run(["pull", f"{via_proxy}@{digest}", "--to", str(out)], tmp_path)
     assert result.code == 0, result.err
     assert faulty.fired and not list(out.rglob(".*.partial"))
+
+
+def test_chunked_upload_resumes_after_a_broken_connection(
+    project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry,
+) -> None:
+    path, digest = layouts(layers=1, layer_size=400_000)
+    faulty.faults = [Fault("PATCH", r"/blobs/uploads/", "reset", times=2)]
+    repo = f"{faulty.host}/test/chunked"
+    result = run(["push", str(path), "--image", "api", "--to", repo], project, env={"IMGTRACK_CHUNK_SIZE": "65536"})
+    assert result.code == 0, result.err
+    assert [f.split()[0] for f in faulty.fired] == ["reset", "reset"]
+    direct = repo.replace(faulty.host, plain_registry.host)
+    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{direct}@{digest}"],
+                         check=True, capture_output=True).stdout
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest
+    copy = subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{direct}@{digest}",
+                           f"oci:{project.parent / 'check'}:x"], capture_output=True, text=True)
+    assert copy.returncode == 0, copy.stderr  # skopeo verifies every blob it copies

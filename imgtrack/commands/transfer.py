@@ -6,6 +6,7 @@ manifest and tag landed and the registry confirmed each digest.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +38,8 @@ class Registries:
     password: str | None = None
     jobs: int = 4
     timeout: float = 60.0
+    # Blobs above this size upload in resumable chunks of it (IMGTRACK_CHUNK_SIZE, bytes).
+    chunk_size: int = field(default_factory=lambda: int(os.environ.get("IMGTRACK_CHUNK_SIZE") or 128 * 1024 * 1024))
     _clients: dict[str, RegistryClient] = field(default_factory=dict)
 
     def client(self, registry: str) -> RegistryClient:
@@ -48,7 +51,7 @@ class Registries:
             self._clients[registry] = RegistryClient(
                 registry, find_credentials(registry, self.username, self.password),
                 insecure=self.insecure or bool(configured and configured.insecure),
-                ca_file=self.ca_file, jobs=self.jobs, timeout=self.timeout,
+                ca_file=self.ca_file, jobs=self.jobs, timeout=self.timeout, chunk_size=self.chunk_size,
             )
         return self._clients[registry]
 

@@ -98,6 +98,18 @@ class Layout(ABC):
         with self.open_blob(digest) as f:
             yield iter(lambda: f.read(CHUNK), b"")
 
+    def read_range(self, digest: str, start: int, end: int) -> Iterator[bytes]:
+        """Bytes [start, end) of a blob, in chunks (local layouts only: they can seek)."""
+        with self.open_blob(digest) as f:
+            f.seek(start)
+            left = end - start
+            while left > 0:
+                chunk = f.read(min(CHUNK, left))
+                if not chunk:
+                    raise LayoutError(f"{self.name}: blob {digest[:19]}… is shorter than its descriptor says")
+                left -= len(chunk)
+                yield chunk
+
     def read_blob(self, digest: str, limit: int = MAX_MANIFEST_BYTES, media_type: str = "") -> bytes:
         """A small blob (a manifest or config), verified against its digest. `media_type` tells a
         remote source whether to ask for a manifest or a blob."""

@@ -12,6 +12,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +45,11 @@ class RegistryClient:
     def __init__(
         self, registry: str, credentials: Credentials | None = None, *, insecure: bool = False,
         ca_file: Path | None = None, retry: RetryPolicy = RetryPolicy(), timeout: float = 60.0, jobs: int = 4,
+        chunk_size: int = 128 * 1024 * 1024,
     ) -> None:
         self.registry = registry
         self.retry = retry
+        self.chunk_size = chunk_size  # blobs larger than this go up in resumable chunks of this size
         verify: ssl.SSLContext | bool = True
         if ca_file is not None:
             try:
@@ -85,10 +88,12 @@ class RegistryClient:
             raise
 
     def _send(self, method: str, url: str, *, content: Callable[[], object] | None = None,
-              headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200,), stream: bool = False) -> httpx.Response:
+              headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200,), stream: bool = False,
+              tries: int | None = None) -> httpx.Response:
         """One request with retries. `content` makes a fresh body for each try (a stream is read once)."""
         started = time.monotonic()
-        for attempt in range(1, self.retry.tries + 1):
+        tries = tries or self.retry.tries
+        for attempt in range(1, tries + 1):
             try:
                 request = self._http.build_request(
                     method, url, content=content() if content else None, headers=headers,  # type: ignore[arg-type]
@@ -117,7 +122,7 @@ class RegistryClient:
                 delay = self._delay(attempt, response.headers.get("Retry-After"))
                 response.close()
                 cause = RegistryError(failure)
-            if attempt == self.retry.tries or time.monotonic() - started + delay > self.retry.max_seconds:
+            if attempt == tries or time.monotonic() - started + delay > self.retry.max_seconds:
                 raise RegistryError(
                     f"{self.registry}: {method} {httpx.URL(url).path} failed after {attempt} tries ({failure}); "
                     "check that the registry is up and reachable, then run the command again"
@@ -202,6 +207,50 @@ class RegistryClient:
             raise self._fail(done, f"upload of {digest[:19]}… to {repo}")
         self._check_digest(done, digest, f"blob upload to {repo}")
 
+    def upload_blob_chunked(
+        self, repo: str, digest: str, size: int, read_range: Callable[[int, int], Iterator[bytes]], chunk_size: int,
+    ) -> None:
+        """PATCH chunks with Content-Range; after a broken connection, ask the registry how far the upload
+        got (GET on the session: Range) and go on from there, within the retry bounds; then PUT ?digest=."""
+        start = self._send("POST", f"{self.base}/v2/{repo}/blobs/uploads/", ok=(202,))
+        if start.status_code != 202:
+            raise self._fail(start, f"upload to {repo}")
+        location = self._absolute(start.headers.get("Location", ""))
+        offset, failures = 0, 0
+        while offset < size:
+            end = min(offset + chunk_size, size)
+            try:
+                response = self._send(
+                    "PATCH", location, content=partial(read_range, offset, end), tries=1, ok=(202,),
+                    headers={"Content-Type": "application/octet-stream", "Content-Range": f"{offset}-{end - 1}",
+                             "Content-Length": str(end - offset)},
+                )
+            except RegistryError:
+                response = None
+            if response is not None and response.status_code == 202:
+                location = self._absolute(response.headers.get("Location", location))
+                offset = _range_end(response.headers.get("Range"), end)
+                continue
+            if response is not None and response.status_code not in (416, *RETRY_STATUS):
+                raise self._fail(response, f"upload of {digest[:19]}… to {repo}")
+            failures += 1
+            if failures >= self.retry.tries:
+                raise RegistryError(
+                    f"{self.registry}: upload of {digest[:19]}… to {repo} kept breaking off at byte {offset}; "
+                    "run the command again: it resumes from what the registry holds"
+                )
+            time.sleep(self._delay(failures, None))
+            status = self._send("GET", location, ok=(204,))
+            if status.status_code != 204:
+                raise self._fail(status, f"upload status of {digest[:19]}… in {repo}")
+            location = self._absolute(status.headers.get("Location", location))
+            offset = _range_end(status.headers.get("Range"), 0)
+        sep = "&" if "?" in location else "?"
+        done = self._send("PUT", f"{location}{sep}digest={digest}", ok=(201,), headers={"Content-Length": "0"})
+        if done.status_code != 201:
+            raise self._fail(done, f"upload of {digest[:19]}… to {repo}")
+        self._check_digest(done, digest, f"blob upload to {repo}")
+
     def _cancel(self, response: httpx.Response) -> None:
         location = response.headers.get("Location")
         if location:
@@ -266,6 +315,21 @@ class RegistryClient:
         said = response.headers.get("Docker-Content-Digest")
         if said and said != expected:
             raise RegistryError(f"{self.registry}: {what} was stored as {said}, not {expected}; the registry altered it")
+
+
+def _range_end(header: str | None, default: int) -> int:
+    """The next offset after a `Range: 0-N` header (N+1), or `default` without one.
+
+    The distribution registry says `0-0` for an empty upload too; a chunked upload never holds exactly
+    one byte (chunks are far larger), so `0-0` means nothing received."""
+    if not header or "-" not in header:
+        return default
+    if header.strip() == "0-0":
+        return 0
+    try:
+        return int(header.rsplit("-", 1)[1]) + 1
+    except ValueError:
+        return default
 
 
 def _reason(exc: Exception) -> str:

@@ -115,7 +115,11 @@ def push_to_registry(
             return -1
         if any(client.mount_blob(repo, blob.digest, other) for other in mount_from if other != repo):
             return -1
-        client.upload_blob(repo, blob.digest, blob.size, lambda: _chunks(source, blob.digest))
+        if source.local and blob.size > client.chunk_size:
+            client.upload_blob_chunked(repo, blob.digest, blob.size,
+                                       lambda start, end: source.read_range(blob.digest, start, end), client.chunk_size)
+        else:
+            client.upload_blob(repo, blob.digest, blob.size, lambda: _chunks(source, blob.digest))
         return blob.size
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

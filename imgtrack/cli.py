@@ -238,6 +238,42 @@ def pull(
                 f"({result.stats.copied} blobs copied, {result.stats.skipped} present)")
 
 
+@app.command()
+def login(
+    registry: Annotated[str, typer.Argument(help="Registry host[:port].")],
+    username: Annotated[str, typer.Option("--username", "-u", help="Registry user.")] = ...,  # type: ignore[assignment]
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin (the only way: never on the command line).")] = False,
+    ca_file: CaFileOpt = None, insecure: InsecureOpt = False,
+) -> None:
+    """Check credentials against the registry and save them as `docker login` does."""
+    from imgtrack import output
+    from imgtrack.errors import UsageError
+    from imgtrack.oci.auth import Credentials, store_credentials
+    from imgtrack.oci.registry import RegistryClient
+
+    if not password_stdin:
+        raise UsageError("give the password on stdin with --password-stdin (a password in arguments shows in ps and shell history)")
+    credentials = Credentials(username, sys.stdin.readline().rstrip("\r\n"))
+    client = RegistryClient(registry, credentials, insecure=insecure, ca_file=ca_file)
+    try:
+        client.check()
+    finally:
+        client.close()
+    output.emit(f"login to {registry} succeeded; credentials saved in {store_credentials(registry, credentials)}")
+
+
+@app.command()
+def logout(registry: Annotated[str, typer.Argument(help="Registry host[:port].")]) -> None:
+    """Forget the saved credentials for a registry."""
+    from imgtrack import output
+    from imgtrack.oci.auth import erase_credentials
+
+    if erase_credentials(registry):
+        output.emit(f"removed the credentials for {registry}")
+    else:
+        output.emit(f"no credentials were saved for {registry}")
+
+
 hooks_app = typer.Typer(help="Install, remove or inspect the pre-push hook.", no_args_is_help=True)
 app.add_typer(hooks_app, name="hooks")
 hook_app = typer.Typer(help="What installed hooks run.", no_args_is_help=True)
@@ -296,6 +332,11 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn every outcome into an exit status."""
     from imgtrack import output
 
+    # Start-up of registry commands, this process only: imgtrack's HTTP is synchronous, but httpcore
+    # imports trio whenever it is installed (~70 ms), and httpx imports its own command-line tool (~35 ms);
+    # both already handle ImportError, which a None entry in sys.modules raises.
+    for unused in ("trio", "httpx._main"):
+        sys.modules.setdefault(unused, None)  # type: ignore[arg-type]
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]

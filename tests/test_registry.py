@@ -154,3 +154,57 @@ def test_token_auth_push_and_pull(project: Path, layouts: LayoutFactory, token_r
     assert pulled.code == 0, pulled.err
     assert skopeo_digest(f"oci:{out}") == digest
     assert PASSWORD not in pushed.out + pushed.err + mounted.out + pulled.out
+
+
+def test_login_logout_with_docker_config(project: Path, layouts: LayoutFactory, basic_registry: Registry,
+                                         isolated_home: Path) -> None:
+    config = isolated_home / ".docker" / "config.json"
+    wrong = run(["login", basic_registry.host, "-u", USER, "--password-stdin"], project, stdin="nope\n")
+    assert wrong.code == 3 and "refused the credentials" in wrong.err and not config.exists()
+    assert "nope" not in wrong.err
+    assert run(["login", basic_registry.host, "-u", USER], project).code == 2  # no password on argv
+    ok = run(["login", basic_registry.host, "-u", USER, "--password-stdin"], project, stdin=PASSWORD + "\n")
+    assert ok.code == 0, ok.err
+    assert PASSWORD not in ok.out + ok.err
+    assert basic_registry.host in json.loads(config.read_text())["auths"]
+    assert oct(config.stat().st_mode & 0o777) == "0o600"
+    path, _ = layouts()
+    assert run(["push", str(path), "--image", "api", "--to", basic_registry.repo()], project).code == 0
+    assert run(["logout", basic_registry.host], project).code == 0
+    assert basic_registry.host not in json.loads(config.read_text())["auths"]
+    assert run(["push", str(path), "--to", basic_registry.repo()], project).code == 3
+
+
+def test_credential_helper(project: Path, layouts: LayoutFactory, basic_registry: Registry,
+                           isolated_home: Path, tmp_path: Path) -> None:
+    """`credHelpers` names a docker-credential-* program; imgtrack runs it, as docker does."""
+    store = tmp_path / "helper-store.json"
+    helper_dir = tmp_path / "bin"
+    helper_dir.mkdir()
+    helper = helper_dir / "docker-credential-imgtracktest"
+    helper.write_text(
+        "#!/usr/bin/env python3\nimport json, sys\n"
+        f"store = {str(store)!r}\n"
+        "action = sys.argv[1]\nkey = sys.stdin.read().strip()\n"
+        "try:\n    data = json.load(open(store))\nexcept FileNotFoundError:\n    data = {}\n"
+        "if action == 'get':\n"
+        "    if key not in data:\n        print('credentials not found'); sys.exit(1)\n"
+        "    print(json.dumps({'Username': data[key][0], 'Secret': data[key][1]}))\n"
+        "elif action == 'store':\n    d = json.loads(key); data[d['ServerURL']] = [d['Username'], d['Secret']]\n"
+        "    json.dump(data, open(store, 'w'))\n"
+        "elif action == 'erase':\n    data.pop(key, None); json.dump(data, open(store, 'w'))\n"
+    )
+    helper.chmod(0o755)
+    config = isolated_home / ".docker" / "config.json"
+    config.parent.mkdir(exist_ok=True)
+    config.write_text(json.dumps({"credHelpers": {basic_registry.host: "imgtracktest"}}))
+    env = {"PATH": f"{helper_dir}:{__import__('os').environ['PATH']}"}
+    try:
+        ok = run(["login", basic_registry.host, "-u", USER, "--password-stdin"], project, stdin=PASSWORD + "\n", env=env)
+        assert ok.code == 0, ok.err
+        assert "docker-credential-imgtracktest" in ok.out and PASSWORD not in config.read_text()
+        path, _ = layouts()
+        pushed = run(["push", str(path), "--image", "api", "--to", basic_registry.repo()], project, env=env)
+        assert pushed.code == 0, pushed.err
+    finally:
+        config.unlink()

@@ -7,6 +7,7 @@ manifest and tag landed and the registry confirmed each digest.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,13 +87,30 @@ def _destination(text: str) -> Reference:
     return ref
 
 
+class _Source:
+    """The layout and image a push reads from, opened only when a destination needs its bytes."""
+
+    def __init__(self, opener: Callable[[], tuple[Layout, ImageDescription]]) -> None:
+        self._opener = opener
+        self._opened: tuple[Layout, ImageDescription] | None = None
+
+    def get(self) -> tuple[Layout, ImageDescription]:
+        if self._opened is None:
+            self._opened = self._opener()
+        return self._opened
+
+    def close(self) -> None:
+        if self._opened is not None:
+            self._opened[0].close()
+
+
 def push_image(
     project: Project, source: str, image: str | None, destinations: list[str], registries: Registries,
     version: str | None = None, extra_tags: tuple[str, ...] = (),
 ) -> PushOutcome:
     """Record SOURCE if need be, then copy it to each destination with the tags its record carries."""
     explicit = [_destination(t) for t in destinations]  # bad --to: refused before anything is recorded
-    record, layout, description = _push_source(project, source, image, version, extra_tags, registries)
+    record, source_image = _push_source(project, source, image, version, extra_tags, registries)
     try:
         refs = explicit or [_destination(t) for t in project.config.image(record.image, project.config_path).repositories]
         if not refs:
@@ -101,18 +119,20 @@ def push_image(
                 f"[images.{record.image}] in {project.config_path}"
             )
         tags = _push_tags(project, record)
-        for ref in refs:  # policy before a byte is sent
-            _check_destination_tags(ref, record, tags, project.config.rules, registries)
-        results = [_push_one(project, layout, description, record, ref, tags, registries) for ref in refs]
+        # Policy before a byte is sent: what each destination's tags name now.
+        existing = {ref: _existing_tags(ref, tags, registries) for ref in refs}
+        for ref in refs:
+            _check_destination_tags(ref, record, tags, existing[ref], project.config.rules)
+        results = [_push_one(project, source_image, record, ref, tags, existing[ref], registries) for ref in refs]
     finally:
-        layout.close()
+        source_image.close()
     return PushOutcome(project.ledger.get(record.image, record.digest) or record, results)
 
 
 def _push_source(
     project: Project, source: str, image: str | None, version: str | None, extra_tags: tuple[str, ...],
     registries: Registries,
-) -> tuple[Record, Layout, ImageDescription]:
+) -> tuple[Record, _Source]:
     path = Path(source)
     if path.exists():
         description, layout = read_source(path)
@@ -127,17 +147,22 @@ def _push_source(
                     )
                 image = known[0].image
             request = RecordRequest(image=image, source=path, version=version, tags=extra_tags)
-            return record_image(project, request, description).record, layout, description
+            record = record_image(project, request, description).record
         except BaseException:
             layout.close()
             raise
+        return record, _Source(lambda: (layout, description))
     record = project.ledger.find_one(source)
-    layout = _recorded_copy(record, registries)
-    try:
-        return record, layout, describe(layout, digest=record.digest)
-    except BaseException:
-        layout.close()
-        raise
+
+    def open_recorded() -> tuple[Layout, ImageDescription]:
+        recorded = _recorded_copy(record, registries)
+        try:
+            return recorded, describe(recorded, digest=record.digest)
+        except BaseException:
+            recorded.close()
+            raise
+
+    return record, _Source(open_recorded)
 
 
 def _recorded_copy(record: Record, registries: Registries) -> Layout:
@@ -175,10 +200,9 @@ def _existing_tags(ref: Reference, tags: tuple[str, ...], registries: Registries
 
 
 def _check_destination_tags(
-    ref: Reference, record: Record, tags: tuple[str, ...], rules: TagRules, registries: Registries,
+    ref: Reference, record: Record, tags: tuple[str, ...], existing: dict[str, str], rules: TagRules,
 ) -> None:
     """Refuse to move an immutable tag that the destination already holds for another digest."""
-    existing = _existing_tags(ref, tags, registries)
     problems = [
         f"{ref.name}: tag {tag!r} already names {existing[tag][:19]}… there, not {record.digest[:19]}…; "
         "immutable tags never move: the destination drifted from the ledger"
@@ -192,12 +216,16 @@ def _check_destination_tags(
 
 
 def _push_one(
-    project: Project, layout: Layout, description: ImageDescription, record: Record, ref: Reference,
-    tags: tuple[str, ...], registries: Registries,
+    project: Project, source: _Source, record: Record, ref: Reference, tags: tuple[str, ...],
+    existing: dict[str, str], registries: Registries,
 ) -> PushResult:
-    if ref.is_layout:
+    if not ref.is_layout and tags and all(existing.get(t) == record.digest for t in tags):
+        # Every tag already names this manifest, so it and all it references are there: nothing to read.
+        stats = CopyStats(copied=0, skipped=len(record.all_digests()), bytes_copied=0)
+    elif ref.is_layout:
+        layout, description = source.get()
         writer = LayoutWriter(Path(ref.repository))
-        stats = copy_blobs(layout, description, writer)
+        stats = copy_blobs(layout, description, writer, jobs=registries.jobs)
         writer.add_to_index(*(
             Descriptor(description.media_type, description.digest, description.size,
                        annotations={REF_NAME: tag} if tag else {})
@@ -211,6 +239,7 @@ def _push_one(
             other.repository for p in record.pushes
             if not (other := parse_reference(p.repository)).is_layout and other.registry == ref.registry
         )
+        layout, description = source.get()
         stats = push_to_registry(registries.client(ref.registry), ref.repository, layout, description, tags,
                                  jobs=registries.jobs, mount_from=same_registry)
     appended = False
@@ -266,7 +295,7 @@ def pull_image(project: Project | None, source: str, destination: Path, registri
                 f"{'the ledger records' if record else 'the reference names'} {wanted_digest[:19]}…; nothing was pulled"
             )
         writer = LayoutWriter(destination)
-        stats = copy_blobs(layout, description, writer)
+        stats = copy_blobs(layout, description, writer, jobs=registries.jobs)
         writer.add_to_index(Descriptor(description.media_type, description.digest, description.size,
                                        annotations={REF_NAME: name} if name else {}))
     finally:

@@ -16,6 +16,7 @@ import re
 import subprocess
 import time
 from collections.abc import Generator, Mapping
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode, urlparse
@@ -227,3 +228,57 @@ class RegistryAuth(httpx.Auth):
         return token
 
     requires_response_body = False
+
+
+def store_credentials(registry: str, credentials: Credentials, environ: Mapping[str, str] = os.environ) -> str:
+    """Save credentials the way `docker login` does: to the configured helper (credHelpers, then
+    credsStore), else base64 in `config.json` `auths`. Returns where they went (never the secret)."""
+    path = docker_config_path(environ)
+    doc = _read_config(path)
+    helper = (doc.get("credHelpers") or {}).get(registry) or doc.get("credsStore")
+    if helper:
+        program = f"docker-credential-{helper}"
+        payload = json.dumps({"ServerURL": registry, "Username": credentials.username, "Secret": credentials.password})
+        try:
+            proc = subprocess.run([program, "store"], input=payload, capture_output=True, text=True, timeout=30)
+        except FileNotFoundError:
+            raise RegistryError(f"credential helper {program} is configured but not installed; install it") from None
+        if proc.returncode != 0:
+            raise RegistryError(f"credential helper {program} could not store credentials (exit {proc.returncode})")
+        return program
+    auths = doc.setdefault("auths", {})
+    auths[registry] = {"auth": base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()}
+    _write_config(path, doc)
+    return str(path)
+
+
+def erase_credentials(registry: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Forget the credentials for `registry` (helper or `auths`); whether there were any."""
+    path = docker_config_path(environ)
+    doc = _read_config(path)
+    helper = (doc.get("credHelpers") or {}).get(registry) or doc.get("credsStore")
+    if helper:
+        proc = subprocess.run([f"docker-credential-{helper}", "erase"], input=registry, capture_output=True, text=True)
+        return proc.returncode == 0
+    if registry not in (doc.get("auths") or {}):
+        return False
+    del doc["auths"][registry]
+    _write_config(path, doc)
+    return True
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        raise RegistryError(f"{path} is not readable JSON; fix it or move it away") from None
+    return doc if isinstance(doc, dict) else {}
+
+
+def _write_config(path: Path, doc: dict[str, Any]) -> None:
+    from imgtrack.fsutil import write_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_atomic(path, (json.dumps(doc, indent="\t") + "\n").encode(), mode=0o600)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from imgtrack.errors import TransferInterrupted
+from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES
 from imgtrack.oci.layout import ImageDescription, Layout, LayoutWriter
 
 
@@ -15,18 +17,21 @@ class CopyStats:
     bytes_copied: int
 
 
-def copy_blobs(source: Layout, image: ImageDescription, dest: LayoutWriter) -> CopyStats:
-    """Copy `image`'s blobs (in push order: layers and configs, child manifests, then the top manifest)
-    that `dest` lacks. A blob appears in `dest` only complete and matching its digest."""
-    copied = skipped = size = 0
-    for blob in image.blobs:
-        if dest.has_blob(blob.digest):
-            skipped += 1
-            continue
-        _copy_with_retries(source, blob.digest, dest)
-        copied += 1
-        size += blob.size
-    return CopyStats(copied, skipped, size)
+def copy_blobs(source: Layout, image: ImageDescription, dest: LayoutWriter, jobs: int = 1) -> CopyStats:
+    """Copy the blobs of `image` that `dest` lacks, `jobs` at a time; manifests last, children before
+    their index. A blob appears in `dest` only complete and matching its digest."""
+    missing = [b for b in image.blobs if not dest.has_blob(b.digest)]
+    manifests = [b for b in missing if b.media_type in ALL_MANIFEST_TYPES]
+    blobs = [b for b in missing if b.media_type not in ALL_MANIFEST_TYPES]
+    if jobs > 1 and len(blobs) > 1:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(lambda b: _copy_with_retries(source, b.digest, dest), blobs))
+    else:
+        for blob in blobs:
+            _copy_with_retries(source, blob.digest, dest)
+    for manifest in manifests:
+        _copy_with_retries(source, manifest.digest, dest)
+    return CopyStats(len(missing), len(image.blobs) - len(missing), sum(b.size for b in missing))
 
 
 BLOB_TRIES = 3

@@ -12,6 +12,7 @@ import os
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 import tarfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,7 +281,9 @@ def describe(
     top = select_entry(layout, ref_name, digest)
     blobs: list[Descriptor] = []
     manifests: list[PlatformManifest] = []
-    media_type = _walk(layout, top, blobs, manifests, verify, depth=0)
+    media_type = _walk(layout, top, blobs, manifests, depth=0)
+    if verify and layout.local:
+        _verify_all(layout, [b for b in dict.fromkeys(blobs) if b.media_type not in ALL_MANIFEST_TYPES])
     return ImageDescription(
         digest=top.digest,
         media_type=media_type,
@@ -289,6 +292,19 @@ def describe(
         blobs=tuple(dict.fromkeys(blobs)),
         ref_name=top.annotations.get(REF_NAME, ""),
     )
+
+
+def _verify_all(layout: Layout, blobs: list[Descriptor]) -> None:
+    """Hash every blob (manifests were checked as they were read). A directory's blobs are hashed in
+    parallel threads (hashlib releases the GIL); a tar's share one file position, so one at a time."""
+    if isinstance(layout, DirLayout) and len(blobs) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            list(pool.map(layout.verify_blob, blobs))
+    else:
+        for blob in blobs:
+            layout.verify_blob(blob)
 
 
 def _json_blob(layout: Layout, desc: Descriptor) -> tuple[dict[str, Any], bytes]:
@@ -303,8 +319,7 @@ def _json_blob(layout: Layout, desc: Descriptor) -> tuple[dict[str, Any], bytes]
 
 
 def _walk(
-    layout: Layout, desc: Descriptor, blobs: list[Descriptor], manifests: list[PlatformManifest],
-    verify: bool, depth: int,
+    layout: Layout, desc: Descriptor, blobs: list[Descriptor], manifests: list[PlatformManifest], depth: int,
 ) -> str:
     if depth > 2:
         raise LayoutError(f"{layout.name}: indexes nest deeper than two levels; rebuild the layout")
@@ -318,7 +333,7 @@ def _walk(
             raise LayoutError(f"{layout.name}: index {desc.digest[:19]}… has no manifests list")
         for child in children:
             cd = Descriptor.from_json(child, f"{layout.name}: index {desc.digest[:19]}…")
-            _walk(layout, cd, blobs, manifests, verify, depth + 1)
+            _walk(layout, cd, blobs, manifests, depth + 1)
     elif media_type in MANIFEST_TYPES or "layers" in doc:
         config = Descriptor.from_json(doc.get("config"), f"{layout.name}: manifest {desc.digest[:19]}…")
         layers = doc.get("layers", [])
@@ -326,9 +341,7 @@ def _walk(
             raise LayoutError(f"{layout.name}: manifest {desc.digest[:19]}… has no layers list")
         layer_descs = [Descriptor.from_json(x, f"{layout.name}: manifest {desc.digest[:19]}…") for x in layers]
         for d in (config, *layer_descs):
-            if verify and layout.local:
-                layout.verify_blob(d)
-            elif not layout.has_blob(d.digest):
+            if not layout.has_blob(d.digest):
                 raise LayoutError(f"{layout.name}: blob {d.digest} is missing; the layout is incomplete")
             blobs.append(d)
         platform = desc.platform or _config_platform(layout, config)
@@ -377,15 +390,15 @@ class LayoutWriter:
         """Write a blob from `chunks`, hashing as it goes; renamed into place only if it matches."""
         final = self.reader._blob_path(digest)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".{final.name}.{os.getpid()}.partial"
+        tmp = final.parent / f".{final.name}.{os.getpid()}.{threading.get_ident()}.partial"
         h = hasher(digest)
         try:
+            # No fsync: the rename makes a blob visible only whole and verified, and every read of a
+            # layout verifies digests again, so a blob torn by a power loss is caught, never trusted.
             with open(tmp, "wb") as f:
                 for chunk in chunks:
                     h.update(chunk)
                     f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
             actual = f"{digest.split(':')[0]}:{h.hexdigest()}"
             if actual != digest:
                 raise LayoutError(f"blob {digest} arrived as {actual}: content does not match its digest; nothing was kept")

@@ -107,8 +107,6 @@ def push_to_registry(
     manifests = [d for d in image.blobs if d.media_type in ALL_MANIFEST_TYPES]
     blobs = [d for d in image.blobs if d.media_type not in ALL_MANIFEST_TYPES]
     top = manifests[-1]
-    if all(client.manifest_digest(repo, ref) == top.digest for ref in (top.digest, *tags)):
-        return CopyStats(copied=0, skipped=len(image.blobs), bytes_copied=0)  # everything is there already
 
     def send(blob: Descriptor) -> int:
         if client.has_blob(repo, blob.digest):

@@ -15,6 +15,7 @@ import typer
 if TYPE_CHECKING:
     from imgtrack.commands.transfer import Registries
     from imgtrack.config import Config
+    from imgtrack.oci.copy import BlobProgress
 
 
 app = typer.Typer(
@@ -156,11 +157,12 @@ InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Plain HTTP to the
 UserOpt = Annotated[Optional[str], typer.Option("--username", help="Registry user (else environment, docker or podman config).")]
 PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the registry password from stdin.")]
 JobsOpt = Annotated[int, typer.Option("--jobs", min=1, max=32, help="Blobs transferred in parallel.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds a registry may stay silent before a retry.")]
 
 
 def _registries(config: Config | None, ca_file: Path | None, insecure: bool, username: str | None,
-                password_stdin: bool, jobs: int, timeout: float) -> Registries:
+                password_stdin: bool, jobs: int, timeout: float, progress: BlobProgress) -> Registries:
     from imgtrack.commands.transfer import Registries
     from imgtrack.errors import UsageError
 
@@ -170,7 +172,7 @@ def _registries(config: Config | None, ca_file: Path | None, insecure: bool, use
             raise UsageError("--password-stdin needs --username")
         password = sys.stdin.readline().rstrip("\r\n")
     return Registries(config=config, ca_file=ca_file, insecure=insecure,
-                      username=username, password=password, jobs=jobs, timeout=timeout)
+                      username=username, password=password, jobs=jobs, timeout=timeout, progress=progress)
 
 
 @app.command()
@@ -181,7 +183,7 @@ def push(
     version: Annotated[Optional[str], typer.Option("--version", help="Version, when recording first.")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Extra tag, when recording first.")] = None,
     jobs: JobsOpt = 4, timeout: TimeoutOpt = 60.0, ca_file: CaFileOpt = None, insecure: InsecureOpt = False,
-    username: UserOpt = None, password_stdin: PasswordStdinOpt = False,
+    username: UserOpt = None, password_stdin: PasswordStdinOpt = False, quiet: QuietOpt = False,
     json_: JsonOpt = False,
 ) -> None:
     """Push an image with the tags its record carries; records it first if needed."""
@@ -190,10 +192,12 @@ def push(
     from imgtrack.project import Project
 
     project = Project.open()
-    registries = _registries(project.config, ca_file, insecure, username, password_stdin, jobs, timeout)
+    progress, finish = output.blob_progress(quiet)
+    registries = _registries(project.config, ca_file, insecure, username, password_stdin, jobs, timeout, progress)
     try:
         outcome = push_image(project, source, image, list(to or ()), registries, version, tuple(tag or ()))
     finally:
+        finish()
         registries.close()
     if json_:
         output.emit_json({**outcome.record.to_json(), "pushed": [
@@ -211,7 +215,7 @@ def pull(
     source: Annotated[str, typer.Argument(help="IMAGE@VERSION, a digest or tag from the ledger, host/repo[:tag|@digest], or oci:PATH[:tag|@digest].")],
     to: Annotated[Path, typer.Option("--to", help="OCI layout directory to pull into.")] = ...,  # type: ignore[assignment]
     jobs: JobsOpt = 4, timeout: TimeoutOpt = 60.0, ca_file: CaFileOpt = None, insecure: InsecureOpt = False,
-    username: UserOpt = None, password_stdin: PasswordStdinOpt = False,
+    username: UserOpt = None, password_stdin: PasswordStdinOpt = False, quiet: QuietOpt = False,
     json_: JsonOpt = False,
 ) -> None:
     """Pull an image into an OCI layout; only missing blobs move, every byte verified."""
@@ -224,10 +228,13 @@ def pull(
         project: Project | None = Project.open()
     except (NotAGitRepository, ConfigError):
         project = None
-    registries = _registries(project.config if project else None, ca_file, insecure, username, password_stdin, jobs, timeout)
+    progress, finish = output.blob_progress(quiet)
+    registries = _registries(project.config if project else None, ca_file, insecure, username, password_stdin,
+                             jobs, timeout, progress)
     try:
         result = pull_image(project, source, to, registries)
     finally:
+        finish()
         registries.close()
     if json_:
         output.emit_json({"source": result.source, "to": str(result.destination),

@@ -100,3 +100,41 @@ def push_refusal(problems: list[str]) -> int:
         error(problem)
     error("push refused by imgtrack's pre-push hook; fix the above (git push --no-verify skips it, CI does not)")
     return 1
+
+
+def blob_progress(quiet: bool) -> tuple[Callable[[str, Any], None], Callable[[], None]]:
+    """A thread-safe progress callback for blob copies and the function that finishes it: a rich bar on
+    a terminal, one plain line per blob otherwise, nothing when quiet. Always on stderr."""
+    import threading
+
+    lock = threading.Lock()
+    if quiet:
+        return (lambda event, blob: None), (lambda: None)
+    if not sys.stderr.isatty():
+        def line(event: str, blob: Any) -> None:
+            with lock:
+                sys.stderr.write(f"imgtrack: {event:<7} {short_digest(blob.digest)} {_size(blob.size)}\n")
+                sys.stderr.flush()
+
+        return line, (lambda: None)
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                   console=Console(stderr=True), transient=True)
+    task = bar.add_task("blobs", total=None)
+    bar.start()
+
+    def advance(event: str, blob: Any) -> None:
+        with lock:
+            bar.update(task, advance=blob.size, description=f"{event} {short_digest(blob.digest)}")
+
+    return advance, bar.stop
+
+
+def _size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return ""

@@ -52,7 +52,7 @@ def test_persistent_failure_exits_3_records_nothing_and_the_next_push_resumes(
     repo = f"{faulty.host}/test/broken"
     # Manifests keep failing: blobs land, the push cannot complete.
     faulty.faults = [Fault("PUT", r"/manifests/", "503", times=100)]
-    failed = run(["push", str(path), "--image", "api", "--to", repo, "--json", "--timeout", "5"], project)
+    failed = run(["push", str(path), "--image", "api", "--to", repo, "--json", "--timeout", "5", "--quiet"], project)
     assert failed.code == 3, failed.err
     lines = failed.err.strip().splitlines()
     assert len(lines) == 1 and faulty.host in lines[0] and "503" in lines[0] and "Traceback" not in failed.err
@@ -69,7 +69,8 @@ def test_persistent_failure_exits_3_records_nothing_and_the_next_push_resumes(
 def test_stalled_registry_times_out_with_a_clear_line(project: Path, layouts: LayoutFactory, faulty: FaultProxy) -> None:
     faulty.faults = [Fault("HEAD", r"/blobs/", "stall", times=100, seconds=3)]
     path, _ = layouts()
-    result = run(["push", str(path), "--image", "api", "--to", f"{faulty.host}/test/stall", "--timeout", "0.5"], project)
+    result = run(["push", str(path), "--image", "api", "--to", f"{faulty.host}/test/stall", "--timeout", "0.5", "-q"],
+                 project)
     assert result.code == 3 and "failed after" in result.err and "Timeout" in result.err
     assert len(result.err.strip().splitlines()) == 1
 

@@ -126,3 +126,13 @@ def test_reference_grammar(text: str, registry: str, repository: str, tag: str |
 def test_malformed_references(text: str) -> None:
     with pytest.raises(InvalidReference):
         parse_reference(text)
+
+
+def test_progress_lines_on_stderr_and_quiet(project: Path, layouts: LayoutFactory, tmp_path: Path) -> None:
+    path, _ = layouts(layers=2)
+    loud = run(["push", str(path), "--image", "api", "--to", f"oci:{tmp_path / 'a'}"], project)
+    lines = [line for line in loud.err.splitlines() if line.startswith("imgtrack: copied")]
+    assert len(lines) == len(list((path / "blobs" / "sha256").iterdir())), loud.err  # one line per blob
+    assert "pushed api" in loud.out and "imgtrack: copied" not in loud.out
+    quiet = run(["push", str(path), "--to", f"oci:{tmp_path / 'b'}", "--quiet"], project)
+    assert quiet.code == 0 and quiet.err == ""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from imgtrack.commands.record import RecordRequest, record_image
 from imgtrack.config import Config, TagRules
 from imgtrack.errors import InvalidReference, NotFound, PolicyViolation, UsageError
-from imgtrack.oci.copy import CopyStats, copy_blobs
+from imgtrack.oci.copy import BlobProgress, CopyStats, copy_blobs, no_progress
 from imgtrack.oci.layout import REF_NAME, Descriptor, ImageDescription, Layout, LayoutWriter, describe, open_layout
 from imgtrack.oci.reference import Reference, parse_reference
 from imgtrack.policy import TagKind, latest_alias, tag_kind
@@ -39,6 +39,7 @@ class Registries:
     password: str | None = None
     jobs: int = 4
     timeout: float = 60.0
+    progress: BlobProgress = no_progress
     # Blobs above this size upload in resumable chunks of it (IMGTRACK_CHUNK_SIZE, bytes).
     chunk_size: int = field(default_factory=lambda: int(os.environ.get("IMGTRACK_CHUNK_SIZE") or 128 * 1024 * 1024))
     _clients: dict[str, RegistryClient] = field(default_factory=dict)
@@ -225,7 +226,7 @@ def _push_one(
     elif ref.is_layout:
         layout, description = source.get()
         writer = LayoutWriter(Path(ref.repository))
-        stats = copy_blobs(layout, description, writer, jobs=registries.jobs)
+        stats = copy_blobs(layout, description, writer, jobs=registries.jobs, progress=registries.progress)
         writer.add_to_index(*(
             Descriptor(description.media_type, description.digest, description.size,
                        annotations={REF_NAME: tag} if tag else {})
@@ -241,7 +242,7 @@ def _push_one(
         )
         layout, description = source.get()
         stats = push_to_registry(registries.client(ref.registry), ref.repository, layout, description, tags,
-                                 jobs=registries.jobs, mount_from=same_registry)
+                                 jobs=registries.jobs, mount_from=same_registry, progress=registries.progress)
     appended = False
 
     def append_push(current: Record) -> Record:
@@ -295,7 +296,7 @@ def pull_image(project: Project | None, source: str, destination: Path, registri
                 f"{'the ledger records' if record else 'the reference names'} {wanted_digest[:19]}…; nothing was pulled"
             )
         writer = LayoutWriter(destination)
-        stats = copy_blobs(layout, description, writer, jobs=registries.jobs)
+        stats = copy_blobs(layout, description, writer, jobs=registries.jobs, progress=registries.progress)
         writer.add_to_index(Descriptor(description.media_type, description.digest, description.size,
                                        annotations={REF_NAME: name} if name else {}))
     finally:

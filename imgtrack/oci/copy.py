@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from imgtrack.errors import TransferInterrupted
 from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES
-from imgtrack.oci.layout import ImageDescription, Layout, LayoutWriter
+from imgtrack.oci.layout import Descriptor, ImageDescription, Layout, LayoutWriter
+
+
+# Told of each blob as it is settled: ("copied" | "present" | "mounted", its descriptor). May be called
+# from several threads at once.
+BlobProgress = Callable[[str, Descriptor], None]
+
+
+def no_progress(event: str, blob: Descriptor) -> None:
+    """The progress callback that says nothing."""
 
 
 @dataclass(frozen=True)
@@ -17,20 +27,30 @@ class CopyStats:
     bytes_copied: int
 
 
-def copy_blobs(source: Layout, image: ImageDescription, dest: LayoutWriter, jobs: int = 1) -> CopyStats:
+def copy_blobs(
+    source: Layout, image: ImageDescription, dest: LayoutWriter, jobs: int = 1, progress: BlobProgress = no_progress,
+) -> CopyStats:
     """Copy the blobs of `image` that `dest` lacks, `jobs` at a time; manifests last, children before
     their index. A blob appears in `dest` only complete and matching its digest."""
     missing = [b for b in image.blobs if not dest.has_blob(b.digest)]
+    for blob in image.blobs:
+        if blob not in missing:
+            progress("present", blob)
     manifests = [b for b in missing if b.media_type in ALL_MANIFEST_TYPES]
     blobs = [b for b in missing if b.media_type not in ALL_MANIFEST_TYPES]
+
+    def copy(blob: Descriptor) -> None:
+        _copy_with_retries(source, blob.digest, dest)
+        progress("copied", blob)
+
     if jobs > 1 and len(blobs) > 1:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            list(pool.map(lambda b: _copy_with_retries(source, b.digest, dest), blobs))
+            list(pool.map(copy, blobs))
     else:
         for blob in blobs:
-            _copy_with_retries(source, blob.digest, dest)
+            copy(blob)
     for manifest in manifests:
-        _copy_with_retries(source, manifest.digest, dest)
+        copy(manifest)
     return CopyStats(len(missing), len(image.blobs) - len(missing), sum(b.size for b in missing))
 
 

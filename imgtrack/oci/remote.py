@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import IO
 
 from imgtrack.errors import RegistryError, TransferInterrupted
-from imgtrack.oci.copy import BLOB_TRIES, CopyStats
+from imgtrack.oci.copy import BLOB_TRIES, BlobProgress, CopyStats, no_progress
 from imgtrack.oci.digest import digest_bytes, is_digest
 from imgtrack.oci.layout import REF_NAME, Descriptor, ImageDescription, Layout
 from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES, MAX_MANIFEST_BYTES, OCI_MANIFEST
@@ -100,7 +100,7 @@ def _chunks(layout: Layout, digest: str) -> Iterator[bytes]:
 
 def push_to_registry(
     client: RegistryClient, repo: str, source: Layout, image: ImageDescription, tags: tuple[str, ...],
-    jobs: int = 4, mount_from: tuple[str, ...] = (),
+    jobs: int = 4, mount_from: tuple[str, ...] = (), progress: BlobProgress = no_progress,
 ) -> CopyStats:
     """Blobs (in parallel: HEAD, then a mount from a repository known to hold them, then a streamed
     upload), then child manifests, then the top manifest by digest and by every tag."""
@@ -110,14 +110,17 @@ def push_to_registry(
 
     def send(blob: Descriptor) -> int:
         if client.has_blob(repo, blob.digest):
+            progress("present", blob)
             return -1
         if any(client.mount_blob(repo, blob.digest, other) for other in mount_from if other != repo):
+            progress("mounted", blob)
             return -1
         if source.local and blob.size > client.chunk_size:
             client.upload_blob_chunked(repo, blob.digest, blob.size,
                                        lambda start, end: source.read_range(blob.digest, start, end), client.chunk_size)
         else:
             client.upload_blob(repo, blob.digest, blob.size, lambda: _chunks(source, blob.digest))
+        progress("copied", blob)
         return blob.size
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -125,6 +128,7 @@ def push_to_registry(
     for manifest in manifests:
         client.put_manifest(repo, manifest.digest, source.read_blob(manifest.digest, media_type=manifest.media_type),
                             manifest.media_type)
+        progress("copied", manifest)
     data = source.read_blob(top.digest, media_type=top.media_type)
     for tag in tags:
         client.put_manifest(repo, tag, data, top.media_type)

@@ -299,7 +299,8 @@ class RegistryClient:
             if response.status_code != 200:
                 response.read()
                 raise self._fail(response, f"blob {digest[:19]}… of {repo}")
-            yield self._guarded(response.iter_bytes(1024 * 1024), digest)
+            # The network's own chunks: re-buffering them into bigger ones copies every byte once more.
+            yield self._guarded(response.iter_bytes(), digest)
         finally:
             response.close()
 

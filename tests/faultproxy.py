@@ -18,9 +18,10 @@ import httpx
 class Fault:
     method: str
     path: str  # regex searched in the request path
-    kind: str  # "503" | "500" | "429" | "reset" | "reset-mid-body" | "stall"
+    kind: str  # "503" | "500" | "429" | "reset" | "reset-mid-body" | "stall" | "lie-digest" | "replace"
     times: int = 1
     seconds: float = 0.0
+    body: bytes = b""  # for "replace": the response body (status 200, Content-Type of a manifest)
 
     def matches(self, method: str, path: str) -> bool:
         return self.times > 0 and self.method == method and re.search(self.path, path) is not None
@@ -52,6 +53,13 @@ class FaultProxy:
                     self._reset()
                     return
                 body = self.rfile.read(length) if length else b""
+                if fault is not None and fault.kind == "replace":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                    self.send_header("Content-Length", str(len(fault.body)))
+                    self.end_headers()
+                    self.wfile.write(fault.body)
+                    return
                 if fault is not None and fault.kind in ("503", "500", "429"):
                     self.send_response(int(fault.kind))
                     if fault.kind == "429":
@@ -68,6 +76,8 @@ class FaultProxy:
                         continue
                     if key.lower() == "location":
                         value = value.replace(f"http://{proxy.upstream}", f"http://{proxy.host}")
+                    if key.lower() == "docker-content-digest" and fault is not None and fault.kind == "lie-digest":
+                        value = "sha256:" + "0" * 64
                     self.send_header(key, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -105,3 +105,19 @@ def test_chunked_upload_resumes_after_a_broken_connection(
     copy = subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{direct}@{digest}",
                            f"oci:{project.parent / 'check'}:x"], capture_output=True, text=True)
     assert copy.returncode == 0, copy.stderr  # skopeo verifies every blob it copies
+
+
+def test_registry_that_alters_a_digest_is_refused(project: Path, layouts: LayoutFactory, faulty: FaultProxy) -> None:
+    faulty.faults = [Fault("PUT", r"/manifests/", "lie-digest", times=1)]
+    path, _ = layouts()
+    result = run(["push", str(path), "--image", "api", "--to", f"{faulty.host}/test/liar", "-q"], project)
+    assert result.code == 3 and "altered" in result.err and "sha256:0000" in result.err
+    rec = run(["log", "--json"], project).json()[0]
+    assert pushes_recorded(project, rec) == 0
+
+
+def test_manifest_over_4_mib_is_refused(project: Path, faulty: FaultProxy, tmp_path: Path) -> None:
+    faulty.faults = [Fault("GET", r"/manifests/", "replace", times=5, body=b"{" + b" " * (4 * 1024 * 1024 + 10) + b"}")]
+    result = run(["pull", f"{faulty.host}/test/huge:1", "--to", str(tmp_path / "out"), "-q"], tmp_path)
+    assert result.code == 3 and "4 MiB" in result.err
+    assert not (tmp_path / "out").exists()

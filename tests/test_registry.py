@@ -118,6 +118,10 @@ def test_tls_registry_needs_its_ca(project: Path, layouts: LayoutFactory, tls_re
     trusted = run(["push", str(path), "--to", repo, "--ca-file", str(tls_registry.ca_file), "--json"], project)
     assert trusted.code == 0, trusted.err
     assert skopeo_digest(f"docker://{repo}:{trusted.json()['tags'][0]}") == digest
+    out = project.parent / "pulled-tls"
+    pulled = run(["pull", f"{repo}@{digest}", "--to", str(out), "--ca-file", str(tls_registry.ca_file)], project)
+    assert pulled.code == 0, pulled.err
+    assert skopeo_digest(f"oci:{out}") == digest
 
 
 def test_unreachable_registry_and_missing_repository(project: Path, layouts: LayoutFactory,

@@ -28,6 +28,13 @@ app = typer.Typer(
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+CaFileOpt = Annotated[Optional[Path], typer.Option("--ca-file", help="PEM CA certificate that signs the registry's TLS certificate.")]
+InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Plain HTTP to the registry (loopback hosts may always).")]
+UserOpt = Annotated[Optional[str], typer.Option("--username", help="Registry user (else environment, docker or podman config).")]
+PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the registry password from stdin.")]
+JobsOpt = Annotated[int, typer.Option("--jobs", min=1, max=32, help="Blobs transferred in parallel.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds a registry may stay silent before a retry.")]
 
 
 @app.callback()
@@ -132,13 +139,27 @@ def resolve(
 
 
 @app.command()
-def verify(json_: JsonOpt = False) -> None:
-    """Check the whole ledger: schema, commits, versions against git tags, tag policy."""
+def verify(
+    remote: Annotated[bool, typer.Option("--remote", help="Also check every recorded push against its registry (drift).")] = False,
+    timeout: TimeoutOpt = 60.0, ca_file: CaFileOpt = None, insecure: InsecureOpt = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Check the whole ledger: schema, commits, versions against git tags, tag policy; --remote: registries."""
     from imgtrack import output
     from imgtrack.commands.verify import verify_ledger
     from imgtrack.project import Project
 
-    report = verify_ledger(Project.open())
+    project = Project.open()
+    report = verify_ledger(project)
+    if remote:
+        from imgtrack.commands.transfer import verify_pushes
+        from imgtrack.oci.copy import no_progress
+
+        registries = _registries(project.config, ca_file, insecure, None, False, 4, timeout, no_progress)
+        try:
+            report.findings += verify_pushes(project, registries)
+        finally:
+            registries.close()
     if json_:
         output.emit_json({
             "ok": report.ok, "records": report.records,
@@ -150,15 +171,6 @@ def verify(json_: JsonOpt = False) -> None:
         output.error(f"verify: {report.records} records, {len(report.findings)} findings")
     if not report.ok:
         raise typer.Exit(1)
-
-
-CaFileOpt = Annotated[Optional[Path], typer.Option("--ca-file", help="PEM CA certificate that signs the registry's TLS certificate.")]
-InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Plain HTTP to the registry (loopback hosts may always).")]
-UserOpt = Annotated[Optional[str], typer.Option("--username", help="Registry user (else environment, docker or podman config).")]
-PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the registry password from stdin.")]
-JobsOpt = Annotated[int, typer.Option("--jobs", min=1, max=32, help="Blobs transferred in parallel.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds a registry may stay silent before a retry.")]
 
 
 def _registries(config: Config | None, ca_file: Path | None, insecure: bool, username: str | None,
@@ -208,6 +220,24 @@ def push(
     for p in outcome.pushes:
         output.emit(f"pushed {outcome.record.image} {outcome.record.version} to {p.destination} "
                     f"({p.stats.copied} blobs copied, {p.stats.skipped} present; tags {' '.join(p.tags) or '-'})")
+
+
+@app.command()
+def promote(
+    ref: Annotated[str, typer.Argument(metavar="IMAGE@VERSION", help="A recorded image (or its digest or tag).")],
+    to: Annotated[list[str], typer.Option("--to", help="Repository to promote to (repeatable).")],
+    jobs: JobsOpt = 4, timeout: TimeoutOpt = 60.0, ca_file: CaFileOpt = None, insecure: InsecureOpt = False,
+    username: UserOpt = None, password_stdin: PasswordStdinOpt = False, quiet: QuietOpt = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Copy a recorded image by digest from where it was pushed to another repository or registry
+    (a mount within one registry), with the tags policy gives it; the push is recorded."""
+    from imgtrack.errors import UsageError
+
+    if Path(ref).exists():
+        raise UsageError(f"{ref} is a path; promote takes a recorded image (IMAGE@VERSION); use push for build output")
+    push(source=ref, to=to, image=None, version=None, tag=None, jobs=jobs, timeout=timeout, ca_file=ca_file,
+         insecure=insecure, username=username, password_stdin=password_stdin, quiet=quiet, json_=json_)
 
 
 @app.command()

@@ -212,3 +212,45 @@ def test_credential_helper(project: Path, layouts: LayoutFactory, basic_registry
         assert pushed.code == 0, pushed.err
     finally:
         config.unlink()
+
+
+def test_verify_remote_finds_drift_and_deleted_manifests(project: Path, layouts: LayoutFactory,
+                                                         plain_registry: Registry) -> None:
+    git(project, "tag", "v2.0.0")
+    path, digest = layouts()
+    repo = plain_registry.repo()
+    rec = run(["push", str(path), "--image", "api", "--to", repo, "--json", "-q"], project).json()
+    clean = run(["verify", "--remote"], project)
+    assert clean.code == 0, clean.out + clean.err
+    # A tag moved behind imgtrack's back, with skopeo.
+    other, _ = layouts()
+    subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{other}:latest-build",
+                    f"docker://{repo}:2.0.0"], check=True)
+    drift = run(["verify", "--remote", "--json"], project)
+    assert drift.code == 1
+    messages = [f["message"] for f in drift.json()["findings"]]
+    assert any("'2.0.0' now names" in m and "behind imgtrack's back" in m for m in messages), messages
+    # The floating tag 2.0 still names the recorded digest: not a finding.
+    assert not any("'2.0'" in m for m in messages)
+    subprocess.run(["skopeo", "delete", "--tls-verify=false", f"docker://{repo}@{digest}"], check=True)
+    gone = run(["verify", "--remote"], project)
+    assert gone.code == 1 and "no longer exists" in gone.out
+    assert rec["digest"] == digest
+
+
+def test_promote_within_a_registry_and_to_another(project: Path, layouts: LayoutFactory, plain_registry: Registry,
+                                                  basic_registry: Registry) -> None:
+    path, digest = layouts(platforms=("linux/amd64", "linux/arm64"))
+    first = plain_registry.repo("staging")
+    rec = run(["push", str(path), "--image", "api", "--version", "3.1.0", "--to", first, "-q", "--json"], project).json()
+    within = run(["promote", "api@3.1.0", "--to", plain_registry.repo("prod"), "--json", "-q"], project)
+    assert within.code == 0, within.err
+    assert within.json()["pushed"][0]["bytes_copied"] == 0, "same registry: blobs are mounted"
+    across = run(["promote", "api@3.1.0", "--to", basic_registry.repo("prod"), "--json", "-q"], project,
+                 env={"IMGTRACK_USERNAME": USER, "IMGTRACK_PASSWORD": PASSWORD})
+    assert across.code == 0, across.err
+    assert across.json()["pushed"][0]["bytes_copied"] > 0
+    target = across.json()["pushed"][0]["repository"]
+    assert skopeo_digest(f"docker://{target}:3.1.0", "--creds", f"{USER}:{PASSWORD}") == digest
+    assert record_file(project, rec).read_text().count("[[pushes]]") == 3
+    assert run(["promote", str(path), "--to", first], project).code == 2

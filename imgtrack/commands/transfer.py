@@ -22,9 +22,10 @@ from imgtrack.policy import TagKind, latest_alias, tag_kind
 from imgtrack.project import Project
 from imgtrack.record import Push, Record, now
 from imgtrack.sources import read_source
-from imgtrack.versions import encode_tag
+from imgtrack.versions import encode_tag, semver_of
 
 if TYPE_CHECKING:  # httpx is imported only by commands that talk to a registry
+    from imgtrack.commands.verify import Finding
     from imgtrack.oci.registry import RegistryClient
 
 
@@ -198,6 +199,51 @@ def _existing_tags(ref: Reference, tags: tuple[str, ...], registries: Registries
     if not (layout_dir / "index.json").exists():
         return {}
     return {d.annotations[REF_NAME]: d.digest for d in open_layout(layout_dir).entries() if REF_NAME in d.annotations}
+
+
+def verify_pushes(project: Project, registries: Registries) -> list[Finding]:
+    """`verify --remote`: for each record's newest push to each repository, the manifest is still there
+    and every tag still names the recorded digest (a floating tag may have moved on to a newer release
+    the ledger records)."""
+    from imgtrack.commands.verify import Finding
+    from imgtrack.errors import ImgtrackError
+
+    findings: list[Finding] = []
+    ledger = project.ledger
+    for rel, record in ledger.load_all()[0]:
+        newest: dict[str, Push] = {p.repository: p for p in record.pushes}
+        for push in newest.values():
+            where = f"{record.image}@{record.version} in {push.repository}"
+            try:
+                ref = parse_reference(push.repository)
+                existing = _existing_tags(ref, (*push.tags, record.digest), registries)
+            except ImgtrackError as exc:
+                findings.append(Finding(where, f"cannot be checked: {exc}"))
+                continue
+            if ref.is_layout:
+                present = record.digest in existing.values() or _layout_lists(ref, record.digest)
+            else:
+                present = existing.get(record.digest) == record.digest
+            if not present:
+                findings.append(Finding(where, f"manifest {record.digest[:19]}… no longer exists there"))
+            for tag in push.tags:
+                held = existing.get(tag)
+                if held == record.digest:
+                    continue
+                if held is None:
+                    findings.append(Finding(where, f"tag {tag!r} no longer exists (it named {record.digest[:19]}…)"))
+                    continue
+                newer = [r for r in ledger.find(held) if r.image == record.image and tag in r.tags
+                         and semver_of(r.version) > semver_of(record.version)]
+                if not newer or tag_kind(tag, project.config.rules)[0] is not TagKind.FLOATING:
+                    findings.append(Finding(where, f"tag {tag!r} now names {held[:19]}…, not the recorded "
+                                                   f"{record.digest[:19]}… (moved behind imgtrack's back)"))
+    return findings
+
+
+def _layout_lists(ref: Reference, digest: str) -> bool:
+    layout_dir = Path(ref.repository)
+    return (layout_dir / "index.json").exists() and any(d.digest == digest for d in open_layout(layout_dir).entries())
 
 
 def _check_destination_tags(

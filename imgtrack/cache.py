@@ -25,13 +25,14 @@ from imgtrack.policy import TagHolder
 from imgtrack.versions import semver_of
 from imgtrack.record import Record, parse_record, sort_key
 
-CACHE_SCHEMA = "5"
+CACHE_SCHEMA = "6"
 RACY_NS = 100_000_000  # Linux file times tick every 10 ms at most
 RECORD_NAME_RE = re.compile(r"^(sha256-[a-f0-9]{64}|sha512-[a-f0-9]{128})\.toml$")
 
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS records_version ON records(version, image);
 CREATE INDEX IF NOT EXISTS records_image ON records(image, major);
+CREATE INDEX IF NOT EXISTS records_release ON records(image, pre, major, minor, patch);
 CREATE INDEX IF NOT EXISTS records_commit ON records(commit_sha);
 CREATE INDEX IF NOT EXISTS records_recorded_at ON records(recorded_at);
 CREATE INDEX IF NOT EXISTS refs_value ON refs(value, kind);
@@ -46,7 +47,7 @@ CREATE TABLE dirs(image TEXT PRIMARY KEY, mtime_ns INTEGER);
 CREATE TABLE files(path TEXT PRIMARY KEY, image TEXT, mtime_ns INTEGER, size INTEGER, error TEXT);
 CREATE TABLE records(
     path TEXT PRIMARY KEY, image TEXT, digest TEXT, version TEXT, major INTEGER, pre INTEGER,
-    commit_sha TEXT, recorded_at TEXT);
+    commit_sha TEXT, recorded_at TEXT, minor INTEGER, patch INTEGER);
 CREATE TABLE refs(path TEXT, kind TEXT, value TEXT);
 """
 
@@ -192,10 +193,10 @@ class LedgerIndex:
                 continue
             v = semver_of(record.version)
             records.append((rel, record.image, record.digest, record.version, v.major, 1 if v.prerelease else 0,
-                            record.commit, sort_key(record.recorded_at)))
+                            record.commit, sort_key(record.recorded_at), v.minor, v.patch))
             refs += [(rel, "d", d) for d in record.all_digests()] + [(rel, "t", t) for t in record.tags]
         self._db.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)", files)
-        self._db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)", records)
+        self._db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
         self._db.executemany("INSERT INTO refs VALUES (?, ?, ?)", refs)
 
     def note_written(self, rel: str, record: Record) -> None:
@@ -309,6 +310,14 @@ class LedgerIndex:
         if releases_only:
             sql += " AND pre=0"
         return list(self._db.execute(sql, args))
+
+    def highest_release(self, image: str) -> str | None:
+        """The highest non-prerelease version of `image` (semver order, build metadata aside)."""
+        row = self._db.execute(
+            "SELECT version FROM records WHERE image=? AND pre=0 ORDER BY major DESC, minor DESC, patch DESC LIMIT 1",
+            (image,),
+        ).fetchone()
+        return str(row[0]) if row else None
 
     def images(self) -> list[str]:
         return [row[0] for row in self._db.execute("SELECT DISTINCT image FROM records ORDER BY image")]

@@ -223,6 +223,49 @@ def push(
 
 
 @app.command()
+def audit(
+    source: Annotated[str, typer.Argument(metavar="FILE|-", help="Reference/digest lines, kubectl get pods -o json, Kubernetes YAML, or a compose file; - for stdin.")] = "-",
+    remote: Annotated[bool, typer.Option("--remote", help="Resolve tag-only references through their registries.")] = False,
+    fail_on: Annotated[str, typer.Option("--fail-on", help="Statuses that make the exit status 1.")] = "unknown,latest,mismatch",
+    timeout: TimeoutOpt = 60.0, ca_file: CaFileOpt = None, insecure: InsecureOpt = False,
+    json_: JsonOpt = False,
+) -> None:
+    """What is running: digest -> record (image, version, commit, recorded at/by) and one status each."""
+    from imgtrack import output
+    from imgtrack.audit import parse_input
+    from imgtrack.commands.audit import audit_images, parse_fail_on
+    from imgtrack.errors import UsageError
+    from imgtrack.project import Project
+
+    failing = parse_fail_on(fail_on)
+    if source == "-":
+        text, name = sys.stdin.read(), "stdin"
+    else:
+        try:
+            text, name = Path(source).read_text(encoding="utf-8"), source
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{source} cannot be read ({exc}); pass a readable file or - for stdin") from None
+    images = parse_input(text, name)
+    project = Project.open()
+    registries = None
+    if remote:
+        from imgtrack.oci.copy import no_progress
+
+        registries = _registries(project.config, ca_file, insecure, None, False, 4, timeout, no_progress)
+    try:
+        rows = audit_images(project, images, registries)
+    finally:
+        if registries is not None:
+            registries.close()
+    if json_:
+        output.emit_json([output.audit_json(row) for row in rows])
+    else:
+        output.emit(output.audit_table(rows))
+    if any(row.status in failing for row in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
 def promote(
     ref: Annotated[str, typer.Argument(metavar="IMAGE@VERSION", help="A recorded image (or its digest or tag).")],
     to: Annotated[list[str], typer.Option("--to", help="Repository to promote to (repeatable).")],

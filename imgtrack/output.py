@@ -138,3 +138,32 @@ def _size(size: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024  # type: ignore[assignment]
     return ""
+
+
+def audit_json(row: Any) -> dict[str, Any]:
+    record = row.record
+    return {
+        "where": row.where, "reference": row.reference, "status": row.status, "digest": row.digest,
+        "detail": row.detail,
+        "image": record.image if record else None, "version": record.version if record else None,
+        "commit": record.commit if record else None,
+        "recorded_at": iso(record.recorded_at) if record else None,
+        "recorded_by": record.recorded_by if record else None,
+    }
+
+
+def audit_table(rows: list[Any]) -> str:
+    """A plain aligned table: one line per running image."""
+    header = ("STATUS", "WHERE", "IMAGE", "VERSION", "COMMIT", "RECORDED", "DETAIL")
+    lines = [header]
+    for row in rows:
+        r = row.record
+        lines.append((
+            row.status, row.where, row.reference, r.version if r else "-", r.commit[:7] if r else "-",
+            f"{r.recorded_at:%Y-%m-%d} {r.recorded_by.split(' <')[0]}" if r else "-", row.detail,
+        ))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:-1])) + ("  " + line[-1] if line[-1] else "")
+        for line in lines
+    ).rstrip()

@@ -51,7 +51,7 @@ def make_repo(path: Path) -> list[str]:
     return commits
 
 
-def generate(path: Path, commits: list[str], count: int) -> tuple[str, str]:
+def generate(path: Path, commits: list[str], count: int, digests: list[str] | None = None) -> tuple[str, str]:
     """Write `count` records of image api: versions 1.<i // 1000>.<i % 1000>+b<i>, one digest each."""
     folder = path / ".imgtrack" / "ledger" / "api"
     folder.mkdir(parents=True, exist_ok=True)
@@ -71,6 +71,8 @@ def generate(path: Path, commits: list[str], count: int) -> tuple[str, str]:
                                         f"sha256:{rng.getrandbits(256):064x}"),),
         )
         (folder / f"{digest.replace(':', '-')}.toml").write_bytes(rec.to_toml())
+        if digests is not None:
+            digests.append(digest)
         if i == count // 2:
             sample = (digest, version)
     return sample

@@ -43,6 +43,8 @@ class Registries:
     progress: BlobProgress = no_progress
     # Blobs above this size upload in resumable chunks of it (IMGTRACK_CHUNK_SIZE, bytes).
     chunk_size: int = field(default_factory=lambda: int(os.environ.get("IMGTRACK_CHUNK_SIZE") or 128 * 1024 * 1024))
+    # The registries this command targets: only they get flag or environment credentials.
+    targets: set[str] = field(default_factory=set)
     _clients: dict[str, RegistryClient] = field(default_factory=dict)
 
     def client(self, registry: str) -> RegistryClient:
@@ -52,7 +54,7 @@ class Registries:
         if registry not in self._clients:
             configured = self.config.registries.get(registry) if self.config else None
             self._clients[registry] = RegistryClient(
-                registry, find_credentials(registry, self.username, self.password),
+                registry, find_credentials(registry, self.username, self.password, explicit=registry in self.targets),
                 insecure=self.insecure or bool(configured and configured.insecure),
                 ca_file=self.ca_file, jobs=self.jobs, timeout=self.timeout, chunk_size=self.chunk_size,
             )
@@ -120,6 +122,7 @@ def push_image(
                 f"no destination: give --to REPOSITORY or --to oci:PATH, or list repositories under "
                 f"[images.{record.image}] in {project.config_path}"
             )
+        registries.targets.update(ref.registry for ref in refs if not ref.is_layout)
         tags = _push_tags(project, record)
         # Policy before a byte is sent: what each destination's tags name now.
         existing = {ref: _existing_tags(ref, tags, registries) for ref in refs}
@@ -321,6 +324,9 @@ def pull_image(project: Project | None, source: str, destination: Path, registri
     ref_name: str | None
     if project is not None and not source.startswith("oci:") and "/" not in source:
         record = project.ledger.find_one(source)
+        registries.targets.update(
+            r.registry for p in record.pushes if not (r := parse_reference(p.repository)).is_layout
+        )
         layout = _recorded_copy(record, registries)
         wanted_digest, ref_name = record.digest, None
         name = encode_tag(record.version)
@@ -331,6 +337,7 @@ def pull_image(project: Project | None, source: str, destination: Path, registri
                 raise InvalidReference(f"{ref.repository} does not exist or is not a directory; check the layout path")
             layout = open_layout(Path(ref.repository))
         else:
+            registries.targets.add(ref.registry)
             layout = registries.open(ref, ref.digest or ref.tag or "latest")
         wanted_digest, ref_name = ref.digest, ref.tag
         name = ref.tag or ""

@@ -64,12 +64,17 @@ def podman_auth_paths(environ: Mapping[str, str]) -> list[Path]:
 
 def find_credentials(
     registry: str, username: str | None = None, password: str | None = None,
-    environ: Mapping[str, str] = os.environ,
+    environ: Mapping[str, str] = os.environ, explicit: bool = True,
 ) -> Credentials | None:
-    """The credentials for `registry`, by the precedence in this module's docstring; None for anonymous."""
-    if username is not None and password is not None:
+    """The credentials for `registry`, by the precedence in this module's docstring; None for anonymous.
+
+    Flag and environment credentials name no registry, so they are used only where `explicit` says this
+    registry is the command's own target: a source read while promoting, or a registry named by audit
+    input, must never receive the target's secret. The config files are keyed by registry, always safe.
+    """
+    if explicit and username is not None and password is not None:
         return Credentials(username, password)
-    if environ.get("IMGTRACK_USERNAME") and environ.get("IMGTRACK_PASSWORD") is not None:
+    if explicit and environ.get("IMGTRACK_USERNAME") and environ.get("IMGTRACK_PASSWORD") is not None:
         return Credentials(environ["IMGTRACK_USERNAME"], environ["IMGTRACK_PASSWORD"])
     keys = DOCKER_HUB_KEYS if registry in DOCKER_HUB_KEYS else (registry, f"https://{registry}", f"http://{registry}")
     found = _from_auth_file(docker_config_path(environ), keys, helpers=True)

@@ -145,9 +145,12 @@ class Layout(ABC):
             raise LayoutError(f"{self.name}: blob {desc.digest[:19]}… is {size} bytes, its descriptor says {desc.size}")
 
     def entries(self) -> list[Descriptor]:
-        """The descriptors `index.json` lists."""
+        """The descriptors `index.json` lists (readers return at most one byte over the limit)."""
+        data = self.read_index_json()
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise LayoutError(f"{self.name}: index.json is over 4 MiB; refused (an image index is far smaller)")
         try:
-            doc = json.loads(self.read_index_json())
+            doc = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise LayoutError(f"{self.name}: index.json is not valid JSON ({exc}); rebuild the layout") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
@@ -166,14 +169,15 @@ class DirLayout(Layout):
 
     def has_blob(self, digest: str) -> bool:
         p = self._blob_path(digest)
-        return p.is_file() and not p.is_symlink()
+        return p.is_file() and not p.is_symlink()  # a symlink could point anywhere on this machine
 
     def open_blob(self, digest: str) -> IO[bytes]:
         return open(self._blob_path(digest), "rb")
 
     def read_index_json(self) -> bytes:
         try:
-            return (self.path / "index.json").read_bytes()
+            with open(self.path / "index.json", "rb") as f:
+                return f.read(MAX_MANIFEST_BYTES + 1)
         except FileNotFoundError:
             raise LayoutError(
                 f"{self.path} has no index.json, so it is not an OCI image layout; "
@@ -190,7 +194,7 @@ class TarLayout(Layout):
         try:
             self._tar = tarfile.open(path, "r:*")
             self._members = {m.name.removeprefix("./"): m for m in self._tar.getmembers()}
-        except (tarfile.TarError, EOFError, OSError) as exc:
+        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
             raise LayoutError(f"{path} is not a readable tar ({exc}); check the file") from None
 
     def _member(self, name: str) -> tarfile.TarInfo | None:

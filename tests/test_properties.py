@@ -51,6 +51,7 @@ def test_tag_grammar_accepts_exactly_the_registry_grammar(text: str) -> None:
     assert accepted == bool(TAG_RE.match(text)) or text.endswith("\n")
 
 
+@settings(max_examples=150)
 @given(
     st.sampled_from(["", "registry.example.com/", "localhost:5000/", "[::1]:5000/"]),
     st.from_regex(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*){0,2}", fullmatch=True),
@@ -58,8 +59,10 @@ def test_tag_grammar_accepts_exactly_the_registry_grammar(text: str) -> None:
     st.one_of(st.none(), st.from_regex(r"sha256:[a-f0-9]{64}", fullmatch=True)),
 )
 def test_references_round_trip(host: str, path: str, tag: str | None, digest: str | None) -> None:
-    # docker's rule: without a host, a first component with '.' or ':' is itself read as the host.
+    # docker's rules: without a host, a first component with '.' or ':' is itself read as the host;
+    # a repository name is at most 255 characters.
     assume(host or "." not in path.split("/")[0] or "/" not in path)
+    assume(len(path) <= 255)
     text = host + path + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
     ref = parse_reference(text)
     assert ref.tag == tag and ref.digest == digest

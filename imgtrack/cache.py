@@ -21,6 +21,7 @@ from pathlib import Path
 
 
 from imgtrack.errors import ImgtrackError, LedgerError
+from imgtrack.fsutil import sweep_if_stale
 from imgtrack.policy import TagHolder
 from imgtrack.versions import semver_of
 from imgtrack.record import Record, parse_record, sort_key
@@ -363,33 +364,6 @@ def read_records(root: Path, rels: list[str]) -> list[tuple[Record | None, str |
     with ProcessPoolExecutor(max_workers=workers) as pool:
         results = pool.map(_read_chunk, [root] * len(chunks), chunks)
         return [item for chunk in results for item in chunk]
-
-
-TEMP_RE = re.compile(r"^\..+\.(\d+)\.tmp$")
-STALE_TEMP_NS = 3600 * 1_000_000_000
-
-
-def sweep_if_stale(entry: os.DirEntry[str]) -> None:
-    """Remove a temp file left by a writer that was killed: its pid is gone, or it is an hour old."""
-    m = TEMP_RE.match(entry.name)
-    if not m:
-        return
-    try:
-        age = time.time_ns() - entry.stat(follow_symlinks=False).st_mtime_ns
-        if not _pid_alive(int(m.group(1))) or age > STALE_TEMP_NS:
-            os.unlink(entry.path)
-    except FileNotFoundError:
-        pass
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def check_placement(record: Record, rel: str, path: Path) -> str | None:

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
+import time
 from pathlib import Path
+
+# Temp files carry their writer's pid: `.name.<pid>.tmp` (ledger, index.json) and
+# `.name.<pid>.<thread>.partial` (blobs).
+TEMP_RE = re.compile(r"^\..+\.(\d+)(?:\.\d+)?\.(?:tmp|partial)$")
+STALE_TEMP_NS = 3600 * 1_000_000_000
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -29,3 +36,26 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def sweep_if_stale(entry: os.DirEntry[str]) -> None:
+    """Remove a temp file left by a writer that was killed: its pid is gone, or it is an hour old."""
+    m = TEMP_RE.match(entry.name)
+    if not m:
+        return
+    try:
+        age = time.time_ns() - entry.stat(follow_symlinks=False).st_mtime_ns
+        if not pid_alive(int(m.group(1))) or age > STALE_TEMP_NS:
+            os.unlink(entry.path)
+    except FileNotFoundError:
+        pass
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -62,11 +62,14 @@ def install_hooks(repo: GitRepo) -> HookStatus:
     hooks.mkdir(parents=True, exist_ok=True)
     hook, legacy = hooks / HOOK, hooks / LEGACY
     if hook.exists() and not _is_ours(hook):
-        if legacy.exists():
+        old = hook.read_bytes()
+        if legacy.exists() and legacy.read_bytes() != old:
             raise UsageError(
                 f"{hook} belongs to another tool and {legacy} exists already; merge them by hand, then run install again"
             )
-        os.replace(hook, legacy)
+        # Copied, not moved: until the new hook replaces it, the old one stays in place, so a crash
+        # leaves the old hook or the new one and never none. (An identical copy from a crashed run is fine.)
+        write_atomic(legacy, old, mode=hook.stat().st_mode & 0o777)
     write_atomic(hook, hook_script().encode(), mode=0o755)
     return hook_status(repo)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from imgtrack.errors import LayoutError
-from imgtrack.fsutil import write_atomic
+from imgtrack.fsutil import sweep_if_stale, write_atomic
 from imgtrack.oci.digest import check_digest, digest_bytes, hasher, is_digest
 from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES, INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, OCI_INDEX
 from imgtrack.record import PlatformManifest
@@ -381,6 +381,10 @@ class LayoutWriter:
         if not marker.exists():
             marker.write_text('{"imageLayoutVersion":"1.0.0"}')
         self.reader = DirLayout(path)
+        for folder in (path / "blobs").iterdir():  # what a killed writer left: hidden, never a blob
+            if folder.is_dir():
+                for entry in os.scandir(folder):
+                    sweep_if_stale(entry)
 
     def has_blob(self, digest: str) -> bool:
         return self.reader.has_blob(digest)

@@ -83,6 +83,8 @@ class FaultProxy:
                 self.end_headers()
                 if self.command == "HEAD":
                     return
+                if fault is not None and fault.kind == "corrupt-body":
+                    data = bytes(b ^ 0xFF for b in data[:16]) + data[16:]
                 if fault is not None and fault.kind == "reset-mid-body":
                     self.wfile.write(data[: len(data) // 2])
                     self.wfile.flush()

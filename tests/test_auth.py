@@ -45,6 +45,12 @@ def test_explicit_credentials_go_only_to_the_commands_targets(tmp_path: Path, mo
         assert SECRET not in repr(target.credentials)
     finally:
         registries.close()
+    flags = Registries(username="flag-user", password=SECRET, targets={"target.example.com"})
+    try:
+        assert flags.client("target.example.com")._http.auth.credentials == Credentials("flag-user", SECRET)  # type: ignore[union-attr]
+        assert flags.client("source.example.com")._http.auth.credentials is None  # type: ignore[union-attr]
+    finally:
+        flags.close()
 
 
 def _registry_with_token_service(seen: list[httpx.Request], realm: str = "https://auth.example.com/token"):  # type: ignore[no-untyped-def]

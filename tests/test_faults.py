@@ -121,3 +121,19 @@ def test_manifest_over_4_mib_is_refused(project: Path, faulty: FaultProxy, tmp_p
     result = run(["pull", f"{faulty.host}/test/huge:1", "--to", str(tmp_path / "out"), "-q"], tmp_path)
     assert result.code == 3 and "4 MiB" in result.err
     assert not (tmp_path / "out").exists()
+
+
+def test_registry_serving_other_bytes_for_a_blob_keeps_nothing(
+    project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry, tmp_path: Path,
+) -> None:
+    path, digest = layouts(layers=1, layer_size=50_000)
+    repo = plain_registry.repo()
+    assert run(["push", str(path), "--image", "api", "--to", repo, "-q"], project).code == 0
+    layer = max((path / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size).name
+    faulty.faults = [Fault("GET", f"/blobs/sha256:{layer}", "corrupt-body", times=100)]  # the layer only
+    out = tmp_path / "pulled"
+    result = run(["pull", f"{repo.replace(plain_registry.host, faulty.host)}@{digest}", "--to", str(out), "-q"], tmp_path)
+    assert result.code == 3 and "served other content" in result.err
+    visible = [b for b in (out / "blobs" / "sha256").glob("*") if not b.name.startswith(".")]
+    assert all(hashlib.sha256(b.read_bytes()).hexdigest() == b.name for b in visible), "only verified blobs"
+    assert layer not in {b.name for b in visible}

@@ -242,3 +242,25 @@ def _hook_definition(root: Path) -> str:
     (hook,) = yaml.safe_load((root / ".pre-commit-hooks.yaml").read_text())
     hook["language"] = "system"
     return yaml.safe_dump([hook], sort_keys=False)
+
+
+def test_install_keeps_the_old_hook_until_the_new_one_replaces_it(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deterministic form of the crash test: the hook write fails after the old hook was kept."""
+    from imgtrack.commands import hooks as hooks_module
+    from imgtrack.gitrepo import GitRepo
+
+    hook = project / ".git" / "hooks" / "pre-push"
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text("#!/bin/sh\necho foreign\n")
+    real = hooks_module.write_atomic
+
+    def fail_on_the_hook(path: Path, data: bytes, mode: int = 0o644) -> None:
+        if path.name == "pre-push":
+            raise OSError("disk full")
+        real(path, data, mode)
+
+    monkeypatch.setattr(hooks_module, "write_atomic", fail_on_the_hook)
+    with pytest.raises(OSError):
+        hooks_module.install_hooks(GitRepo(project))
+    assert hook.read_text() == "#!/bin/sh\necho foreign\n", "the old hook is still in place"
+    assert (hook.parent / "pre-push.legacy").read_text() == hook.read_text()

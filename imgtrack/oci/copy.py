@@ -6,7 +6,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from imgtrack.errors import TransferInterrupted
+from imgtrack.errors import LayoutError, RegistryError, TransferInterrupted
 from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES
 from imgtrack.oci.layout import Descriptor, ImageDescription, Layout, LayoutWriter
 
@@ -66,3 +66,8 @@ def _copy_with_retries(source: Layout, digest: str, dest: LayoutWriter) -> None:
         except TransferInterrupted:
             if attempt == BLOB_TRIES:
                 raise
+        except LayoutError as exc:
+            if source.local:
+                raise
+            # Bytes from a registry that do not match their digest: the registry's failure (exit 3).
+            raise RegistryError(f"{source.name} served other content for {digest[:19]}…; nothing was kept") from exc

@@ -70,6 +70,10 @@ class FaultProxy:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
                 upstream = client.request(self.command, self.path, content=body, headers=headers)
                 data = upstream.content
+                if fault is not None and fault.kind == "grow-body":  # a body longer than the blob
+                    data = data + b"\0" * 10_000_000
+                if fault is not None and fault.kind == "corrupt-body":  # same length, other bytes
+                    data = bytes(b ^ 0xFF for b in data[:16]) + data[16:]
                 self.send_response(upstream.status_code)
                 for key, value in upstream.headers.items():
                     if key.lower() in ("content-length", "transfer-encoding", "connection", "content-encoding"):
@@ -83,8 +87,6 @@ class FaultProxy:
                 self.end_headers()
                 if self.command == "HEAD":
                     return
-                if fault is not None and fault.kind == "corrupt-body":
-                    data = bytes(b ^ 0xFF for b in data[:16]) + data[16:]
                 if fault is not None and fault.kind == "reset-mid-body":
                     self.wfile.write(data[: len(data) // 2])
                     self.wfile.flush()

@@ -137,3 +137,20 @@ def test_registry_serving_other_bytes_for_a_blob_keeps_nothing(
     visible = [b for b in (out / "blobs" / "sha256").glob("*") if not b.name.startswith(".")]
     assert all(hashlib.sha256(b.read_bytes()).hexdigest() == b.name for b in visible), "only verified blobs"
     assert layer not in {b.name for b in visible}
+
+
+def test_oversized_blob_and_non_json_manifest_from_a_registry(
+    project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry, tmp_path: Path,
+) -> None:
+    path, digest = layouts(layers=1, layer_size=50_000)
+    repo = plain_registry.repo()
+    assert run(["push", str(path), "--image", "api", "--to", repo, "-q"], project).code == 0
+    via_proxy = repo.replace(plain_registry.host, faulty.host)
+    layer = max((path / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size).name
+    faulty.faults = [Fault("GET", f"/blobs/sha256:{layer}", "grow-body", times=100)]
+    result = run(["pull", f"{via_proxy}@{digest}", "--to", str(tmp_path / "a"), "-q"], tmp_path)
+    assert result.code == 3 and "runs past" not in result.out and "served other content" in result.err
+    assert not list((tmp_path / "a").rglob(layer))
+    faulty.faults = [Fault("GET", r"/manifests/", "replace", times=100, body=b"<html>not json</html>")]
+    result = run(["pull", f"{via_proxy}:latest-build", "--to", str(tmp_path / "b"), "-q"], tmp_path)
+    assert result.code == 3 and "not JSON" in result.err and len(result.err.strip().splitlines()) == 1

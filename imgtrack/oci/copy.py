@@ -40,7 +40,7 @@ def copy_blobs(
     blobs = [b for b in missing if b.media_type not in ALL_MANIFEST_TYPES]
 
     def copy(blob: Descriptor) -> None:
-        _copy_with_retries(source, blob.digest, dest)
+        _copy_with_retries(source, blob, dest)
         progress("copied", blob)
 
     if jobs > 1 and len(blobs) > 1:
@@ -57,11 +57,11 @@ def copy_blobs(
 BLOB_TRIES = 3
 
 
-def _copy_with_retries(source: Layout, digest: str, dest: LayoutWriter) -> None:
+def _copy_with_retries(source: Layout, blob: Descriptor, dest: LayoutWriter) -> None:
     """A blob whose download broke off is fetched again from its start (the partial copy is never kept)."""
     for attempt in range(1, BLOB_TRIES + 1):
         try:
-            dest.copy_from(source, digest)
+            dest.copy_from(source, blob.digest, blob.size)
             return
         except TransferInterrupted:
             if attempt == BLOB_TRIES:
@@ -70,4 +70,4 @@ def _copy_with_retries(source: Layout, digest: str, dest: LayoutWriter) -> None:
             if source.local:
                 raise
             # Bytes from a registry that do not match their digest: the registry's failure (exit 3).
-            raise RegistryError(f"{source.name} served other content for {digest[:19]}…; nothing was kept") from exc
+            raise RegistryError(f"{source.name} served other content for {blob.digest[:19]}…; nothing was kept") from exc

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from imgtrack.errors import LayoutError
+from imgtrack.errors import LayoutError, RegistryError
 from imgtrack.fsutil import sweep_if_stale, write_atomic
 from imgtrack.oci.digest import check_digest, digest_bytes, hasher, is_digest
 from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES, INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, OCI_INDEX
@@ -316,8 +316,10 @@ def _json_blob(layout: Layout, desc: Descriptor) -> tuple[dict[str, Any], bytes]
     try:
         doc = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise LayoutError(f"{layout.name}: manifest {desc.digest[:19]}… is not valid JSON; rebuild the layout") from None
+        doc = None
     if not isinstance(doc, dict):
+        if not layout.local:  # a registry's failure, not the user's layout (exit 3)
+            raise RegistryError(f"{layout.name} served a manifest {desc.digest[:19]}… that is not JSON; refused")
         raise LayoutError(f"{layout.name}: manifest {desc.digest[:19]}… is not a JSON object; rebuild the layout")
     return doc, data
 
@@ -394,8 +396,9 @@ class LayoutWriter:
         self.put_stream(digest, iter([data]))
         return digest
 
-    def put_stream(self, digest: str, chunks: Iterator[bytes]) -> None:
-        """Write a blob from `chunks`, hashing as it goes; renamed into place only if it matches."""
+    def put_stream(self, digest: str, chunks: Iterator[bytes], size: int | None = None) -> None:
+        """Write a blob from `chunks`, hashing as it goes; renamed into place only if it matches. With
+        `size`, a stream that runs past it is cut off at once (a hostile source may never stop)."""
         final = self.reader._blob_path(digest)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".{final.name}.{os.getpid()}.{threading.get_ident()}.partial"
@@ -403,8 +406,14 @@ class LayoutWriter:
         try:
             # No fsync: the rename makes a blob visible only whole and verified, and every read of a
             # layout verifies digests again, so a blob torn by a power loss is caught, never trusted.
+            written = 0
             with open(tmp, "wb") as f:
                 for chunk in chunks:
+                    written += len(chunk)
+                    if size is not None and written > size:
+                        raise LayoutError(
+                            f"blob {digest[:19]}… runs past its {size} bytes; the source is broken: nothing was kept"
+                        )
                     h.update(chunk)
                     f.write(chunk)
             actual = f"{digest.split(':')[0]}:{h.hexdigest()}"
@@ -414,9 +423,9 @@ class LayoutWriter:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def copy_from(self, source: Layout, digest: str) -> None:
+    def copy_from(self, source: Layout, digest: str, size: int | None = None) -> None:
         with source.iter_blob(digest) as chunks:
-            self.put_stream(digest, chunks)
+            self.put_stream(digest, chunks, size)
 
     def set_index(self, entries: list[Descriptor]) -> None:
         """Write `index.json` atomically."""

@@ -76,3 +76,8 @@ def layout_tar(layout: Path, target: Path) -> Path:
                 full = Path(root) / name
                 tar.add(full, arcname=str(full.relative_to(layout)))
     return target
+
+
+def biggest_blob(layout: Path) -> Path:
+    """The largest blob file of a layout: in these test images, always a layer."""
+    return max((layout / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tests.conftest import LayoutFactory, record_file, run
 from tests.faultproxy import Fault, FaultProxy
+from tests.layouts import biggest_blob
 from tests.registries import Registry
 
 
@@ -123,16 +124,23 @@ def test_manifest_over_4_mib_is_refused(project: Path, faulty: FaultProxy, tmp_p
     assert not (tmp_path / "out").exists()
 
 
-def test_registry_serving_other_bytes_for_a_blob_keeps_nothing(
-    project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry, tmp_path: Path,
-) -> None:
+def _pushed_behind_proxy(
+    project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry,
+) -> tuple[str, str, str]:
+    """An image pushed to the plain registry: (its digest, its repository through the proxy, its layer's hex)."""
     path, digest = layouts(layers=1, layer_size=50_000)
     repo = plain_registry.repo()
     assert run(["push", str(path), "--image", "api", "--to", repo, "-q"], project).code == 0
-    layer = max((path / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size).name
+    return digest, repo.replace(plain_registry.host, faulty.host), biggest_blob(path).name
+
+
+def test_registry_serving_other_bytes_for_a_blob_keeps_nothing(
+    project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry, tmp_path: Path,
+) -> None:
+    digest, via_proxy, layer = _pushed_behind_proxy(project, layouts, faulty, plain_registry)
     faulty.faults = [Fault("GET", f"/blobs/sha256:{layer}", "corrupt-body", times=100)]  # the layer only
     out = tmp_path / "pulled"
-    result = run(["pull", f"{repo.replace(plain_registry.host, faulty.host)}@{digest}", "--to", str(out), "-q"], tmp_path)
+    result = run(["pull", f"{via_proxy}@{digest}", "--to", str(out), "-q"], tmp_path)
     assert result.code == 3 and "served other content" in result.err
     visible = [b for b in (out / "blobs" / "sha256").glob("*") if not b.name.startswith(".")]
     assert all(hashlib.sha256(b.read_bytes()).hexdigest() == b.name for b in visible), "only verified blobs"
@@ -142,11 +150,7 @@ def test_registry_serving_other_bytes_for_a_blob_keeps_nothing(
 def test_oversized_blob_and_non_json_manifest_from_a_registry(
     project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry, tmp_path: Path,
 ) -> None:
-    path, digest = layouts(layers=1, layer_size=50_000)
-    repo = plain_registry.repo()
-    assert run(["push", str(path), "--image", "api", "--to", repo, "-q"], project).code == 0
-    via_proxy = repo.replace(plain_registry.host, faulty.host)
-    layer = max((path / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size).name
+    digest, via_proxy, layer = _pushed_behind_proxy(project, layouts, faulty, plain_registry)
     faulty.faults = [Fault("GET", f"/blobs/sha256:{layer}", "grow-body", times=100)]
     result = run(["pull", f"{via_proxy}@{digest}", "--to", str(tmp_path / "a"), "-q"], tmp_path)
     assert result.code == 3 and "runs past" not in result.out and "served other content" in result.err

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.layouts import biggest_blob
 from tests.conftest import LayoutFactory, run
 from tests.test_record import ledger_files
 
@@ -168,7 +169,7 @@ def test_symlinked_blob_in_a_layout_directory_is_not_followed(project: Path, lay
     path, _ = layouts()
     secret = tmp_path / "secret"
     secret.write_text("not a blob")
-    layer = max((path / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)
+    layer = biggest_blob(path)
     layer.unlink()
     layer.symlink_to(secret)
     result = run(["record", str(path), "--image", "api"], project)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LayoutFactory, commit_file, git, run
-from tests.layouts import layout_tar
+from tests.layouts import biggest_blob, layout_tar
 
 
 def ledger_files(repo: Path) -> dict[str, bytes]:
@@ -247,8 +247,7 @@ def test_unknown_image_and_missing_config(project: Path, layouts: LayoutFactory)
 
 def test_layout_with_missing_or_corrupt_blob(project: Path, layouts: LayoutFactory) -> None:
     path, _ = layouts()
-    blobs = sorted((path / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size, reverse=True)
-    layer = blobs[0]  # the biggest blob is a layer
+    layer = biggest_blob(path)
     data = layer.read_bytes()
     layer.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     refused(project, ["record", str(path), "--image", "api"], 2, layer.name, "corrupt")

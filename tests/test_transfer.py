@@ -10,6 +10,7 @@ import pytest
 
 from imgtrack.errors import InvalidReference
 from imgtrack.oci.reference import parse_reference
+from tests.layouts import biggest_blob
 from tests.conftest import LayoutFactory, git, record_file, run
 
 
@@ -51,7 +52,7 @@ def test_push_without_to_uses_configured_repositories(project: Path, layouts: La
 
 def test_corrupt_source_blob_pushes_and_records_nothing(project: Path, layouts: LayoutFactory, tmp_path: Path) -> None:
     path, _ = layouts()
-    biggest = max((path / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)
+    biggest = biggest_blob(path)
     biggest.write_bytes(b"tampered" + biggest.read_bytes()[8:])
     dest = tmp_path / "registry"
     result = run(["push", str(path), "--image", "api", "--to", f"oci:{dest}"], project)

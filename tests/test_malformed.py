@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.layouts import biggest_blob
 from tests.conftest import LayoutFactory, run
+from tests.layouts import biggest_blob
 from tests.test_record import ledger_files
 
 DIGEST = "sha256:" + "a" * 64

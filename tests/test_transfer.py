@@ -10,8 +10,8 @@ import pytest
 
 from imgtrack.errors import InvalidReference
 from imgtrack.oci.reference import parse_reference
-from tests.layouts import biggest_blob
 from tests.conftest import LayoutFactory, git, record_file, run
+from tests.layouts import biggest_blob
 
 
 def skopeo_digest(ref: str) -> str:

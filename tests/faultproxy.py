@@ -60,6 +60,14 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(fault.body)
                     return
+                if fault is not None and fault.kind == "error-body":  # a 400 whose body echoes a secret
+                    payload = fault.body
+                    self.send_response(400)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
                 if fault is not None and fault.kind in ("503", "500", "429"):
                     self.send_response(int(fault.kind))
                     if fault.kind == "429":

@@ -4,6 +4,7 @@ clear line; an incomplete push is never recorded; the next push skips what the r
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from pathlib import Path
 
@@ -158,3 +159,14 @@ def test_oversized_blob_and_non_json_manifest_from_a_registry(
     faulty.faults = [Fault("GET", r"/manifests/", "replace", times=100, body=b"<html>not json</html>")]
     result = run(["pull", f"{via_proxy}:latest-build", "--to", str(tmp_path / "b"), "-q"], tmp_path)
     assert result.code == 3 and "not JSON" in result.err and len(result.err.strip().splitlines()) == 1
+
+
+def test_a_token_in_an_error_body_is_not_printed(project: Path, layouts: LayoutFactory, faulty: FaultProxy) -> None:
+    token = "eyJhbGciOiJSUzI1NiJ9.leaked-token-from-the-registry"
+    body = json.dumps({"errors": [{"code": "MANIFEST_INVALID", "message": f"bad manifest, your token was {token}",
+                                   "detail": {"Authorization": f"Bearer {token}"}}]}).encode()
+    faulty.faults = [Fault("PUT", r"/manifests/", "error-body", times=10, body=body)]
+    path, _ = layouts()
+    result = run(["--debug", "push", str(path), "--image", "api", "--to", f"{faulty.host}/test/echo", "-q"], project)
+    assert result.code == 3 and "MANIFEST_INVALID" in result.err
+    assert token not in result.err + result.out

@@ -8,6 +8,7 @@ translated once, here, into `RegistryError` (exit 3) with the registry named and
 from __future__ import annotations
 
 import random
+import re
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -150,8 +151,7 @@ class RegistryClient:
             return RegistryError(f"{self.registry} denies access to {what} (403); ask for push/pull rights")
         if code == 404:
             return RegistryError(f"{self.registry}: {what} not found (404); check the repository name and tag")
-        detail = response.text[:200].replace("\n", " ") if not response.is_stream_consumed else ""
-        return RegistryError(f"{self.registry}: {what} failed: HTTP {code} {detail}".rstrip())
+        return RegistryError(f"{self.registry}: {what} failed: HTTP {code}{_error_codes(response)}")
 
     # --- API -------------------------------------------------------------------------------------
 
@@ -316,6 +316,24 @@ class RegistryClient:
         said = response.headers.get("Docker-Content-Digest")
         if said and said != expected:
             raise RegistryError(f"{self.registry}: {what} was stored as {said}, not {expected}; the registry altered it")
+
+
+_ERROR_CODE_RE = re.compile(r"^[A-Z][A-Z_]{1,40}$")
+
+
+def _error_codes(response: httpx.Response) -> str:
+    """The distribution spec's error codes (`MANIFEST_INVALID`, …) from an error body, and nothing else
+    of it: a body is the registry's text, and may echo a token or a header back."""
+    try:
+        doc = response.json()
+    except (ValueError, httpx.ResponseNotRead):
+        return ""
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not isinstance(errors, list):
+        return ""
+    codes = [str(e["code"]) for e in errors[:5]
+             if isinstance(e, dict) and isinstance(e.get("code"), str) and _ERROR_CODE_RE.match(e["code"])]
+    return f" ({', '.join(codes)})" if codes else ""
 
 
 def _range_end(header: str | None, default: int) -> int:

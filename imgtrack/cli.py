@@ -311,7 +311,7 @@ def pull(
         registries.close()
     if json_:
         output.emit_json({"source": result.source, "to": str(result.destination),
-                          "digest": result.record.digest if result.record else None,
+                          "digest": result.digest,
                           "blobs_copied": result.stats.copied, "blobs_skipped": result.stats.skipped})
         return
     output.emit(f"pulled {source} into {result.destination} "

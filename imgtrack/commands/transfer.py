@@ -313,6 +313,7 @@ class PullResult:
     source: str
     destination: Path
     stats: CopyStats
+    digest: str  # what was pulled: the record's digest, or what the reference named
 
 
 def pull_image(project: Project | None, source: str, destination: Path, registries: Registries) -> PullResult:
@@ -354,4 +355,4 @@ def pull_image(project: Project | None, source: str, destination: Path, registri
                                        annotations={REF_NAME: name} if name else {}))
     finally:
         layout.close()
-    return PullResult(record, layout.name, destination, stats)
+    return PullResult(record, layout.name, destination, stats, description.digest)

@@ -18,10 +18,11 @@ import httpx
 class Fault:
     method: str
     path: str  # regex searched in the request path
-    kind: str  # "503" | "500" | "429" | "reset" | "reset-mid-body" | "stall" | "lie-digest" | "replace"
+    kind: str  # "503" | "500" | "429" | "reset" | "reset-mid-body" | "stall" | "lie-digest" | "replace" | "retype" | "endless"
     times: int = 1
     seconds: float = 0.0
     body: bytes = b""  # for "replace": the response body (status 200, Content-Type of a manifest)
+    content_type: str = ""  # for "replace" and "retype": the Content-Type the proxy claims
 
     def matches(self, method: str, path: str) -> bool:
         return self.times > 0 and self.method == method and re.search(self.path, path) is not None
@@ -55,10 +56,22 @@ class FaultProxy:
                 body = self.rfile.read(length) if length else b""
                 if fault is not None and fault.kind == "replace":
                     self.send_response(200)
-                    self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                    self.send_header("Content-Type", fault.content_type or "application/vnd.oci.image.manifest.v1+json")
                     self.send_header("Content-Length", str(len(fault.body)))
                     self.end_headers()
                     self.wfile.write(fault.body)
+                    return
+                if fault is not None and fault.kind == "endless":  # a chunked body that never ends
+                    self.send_response(200)
+                    self.send_header("Content-Type", fault.content_type or "application/vnd.oci.image.manifest.v1+json")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    chunk = b"%x\r\n%s\r\n" % (65536, b" " * 65536)
+                    try:
+                        while True:
+                            self.wfile.write(chunk)
+                    except OSError:  # the client hung up, as it should
+                        self.close_connection = True
                     return
                 if fault is not None and fault.kind == "error-body":  # a 400 whose body echoes a secret
                     payload = fault.body
@@ -90,6 +103,8 @@ class FaultProxy:
                         value = value.replace(f"http://{proxy.upstream}", f"http://{proxy.host}")
                     if key.lower() == "docker-content-digest" and fault is not None and fault.kind == "lie-digest":
                         value = "sha256:" + "0" * 64
+                    if key.lower() == "content-type" and fault is not None and fault.kind == "retype":
+                        value = fault.content_type
                     self.send_header(key, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -170,3 +170,40 @@ def test_a_token_in_an_error_body_is_not_printed(project: Path, layouts: LayoutF
     result = run(["--debug", "push", str(path), "--image", "api", "--to", f"{faulty.host}/test/echo", "-q"], project)
     assert result.code == 3 and "MANIFEST_INVALID" in result.err
     assert token not in result.err + result.out
+
+
+def test_wrong_content_types_from_a_registry(
+    project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry, tmp_path: Path,
+) -> None:
+    digest, via_proxy, _ = _pushed_behind_proxy(project, layouts, faulty, plain_registry)
+    # A registry that labels a good manifest text/html: the manifest's own mediaType decides, as skopeo does.
+    faulty.faults = [Fault("GET", r"/manifests/", "retype", times=100, content_type="text/html")]
+    result = run(["pull", f"{via_proxy}@{digest}", "--to", str(tmp_path / "a"), "-q", "--json"], tmp_path)
+    assert result.code == 0, result.err
+    assert result.json()["digest"] == digest
+    # One that calls an image manifest an index: the two disagree, and nothing is written.
+    faulty.faults = [Fault("GET", r"/manifests/", "retype", times=100,
+                           content_type="application/vnd.oci.image.index.v1+json")]
+    result = run(["pull", f"{via_proxy}@{digest}", "--to", str(tmp_path / "b"), "-q"], tmp_path)
+    assert result.code == 3 and len(result.err.strip().splitlines()) == 1, result.err
+    assert "index" in result.err and "manifest" in result.err
+    assert not (tmp_path / "b").exists()
+    # JSON of a manifest type, but not a manifest's shape.
+    faulty.faults = [Fault("GET", r"/manifests/", "replace", times=100,
+                           body=b'{"schemaVersion": 2, "layers": "none"}')]
+    result = run(["pull", f"{via_proxy}:latest-build", "--to", str(tmp_path / "c"), "-q"], tmp_path)
+    assert result.code == 3 and len(result.err.strip().splitlines()) == 1, result.err
+    assert "Traceback" not in result.err and not (tmp_path / "c").exists()
+
+
+def test_endless_bodies_are_cut_off(
+    project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry, tmp_path: Path,
+) -> None:
+    digest, via_proxy, layer = _pushed_behind_proxy(project, layouts, faulty, plain_registry)
+    faulty.faults = [Fault("GET", r"/manifests/", "endless", times=100)]
+    result = run(["pull", f"{via_proxy}:latest-build", "--to", str(tmp_path / "a"), "-q"], tmp_path)
+    assert result.code == 3 and "4 MiB" in result.err, result.err
+    faulty.faults = [Fault("GET", f"/blobs/sha256:{layer}", "endless", times=100, content_type="application/octet-stream")]
+    result = run(["pull", f"{via_proxy}@{digest}", "--to", str(tmp_path / "b"), "-q"], tmp_path)
+    assert result.code == 3 and len(result.err.strip().splitlines()) == 1, result.err
+    assert not list((tmp_path / "b").rglob(layer)), result.err

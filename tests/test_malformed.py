@@ -72,6 +72,10 @@ SOURCES = {
     "manifest odd media type": _layout_with(manifest=json.dumps({"mediaType": "text/plain"}).encode()),
     "manifest layers not a list": _layout_with(manifest=json.dumps(
         {"config": {"digest": DIGEST, "size": 1, "mediaType": "x"}, "layers": 5}).encode()),
+    "manifest with both layers and manifests": _layout_with(manifest=json.dumps(
+        {"config": {"digest": DIGEST, "size": 1, "mediaType": "x"}, "layers": [], "manifests": []}).encode()),
+    "manifest whose mediaType contradicts its descriptor": _layout_with(manifest=json.dumps(
+        {"mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}).encode()),
     "tar without index": _tar({"oci-layout": b"{}"}),
     "tar with symlinked blob": _tar({"index.json": json.dumps({"manifests": [
         {"digest": DIGEST, "size": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}]}).encode()},

@@ -285,7 +285,13 @@ def describe(
     top = select_entry(layout, ref_name, digest)
     blobs: list[Descriptor] = []
     manifests: list[PlatformManifest] = []
-    media_type = _walk(layout, top, blobs, manifests, depth=0)
+    try:
+        media_type = _walk(layout, top, blobs, manifests, depth=0)
+    except LayoutError as error:
+        if layout.local:
+            raise
+        # a registry's malformed image is the registry's failure (exit 3), and rebuilding is no advice
+        raise RegistryError(f"{str(error).split('; ')[0]}; the registry served a malformed image, refused") from None
     if verify and layout.local:
         _verify_all(layout, [b for b in dict.fromkeys(blobs) if b.media_type not in ALL_MANIFEST_TYPES])
     return ImageDescription(
@@ -324,12 +330,29 @@ def _json_blob(layout: Layout, desc: Descriptor) -> tuple[dict[str, Any], bytes]
     return doc, data
 
 
+def _check_unambiguous(layout: Layout, desc: Descriptor, doc: dict[str, Any]) -> None:
+    """A document must be what its descriptor (or the registry's Content-Type) says it is: a manifest
+    read as an index, or one holding both `layers` and `manifests`, could mean two images under one
+    digest (the image-spec's mediaType rule, after CVE-2021-41190)."""
+    declared = doc.get("mediaType")
+    problem = ""
+    if "manifests" in doc and "layers" in doc:
+        problem = "has both manifests and layers, so it could name two different images"
+    elif declared and desc.media_type in ALL_MANIFEST_TYPES and declared != desc.media_type:
+        problem = f"says it is {declared} but was served as {desc.media_type}"
+    if problem:
+        if not layout.local:  # a registry's failure, not the user's layout (exit 3)
+            raise RegistryError(f"{layout.name}: manifest {desc.digest[:19]}… {problem}; refused")
+        raise LayoutError(f"{layout.name}: manifest {desc.digest[:19]}… {problem}; rebuild the layout")
+
+
 def _walk(
     layout: Layout, desc: Descriptor, blobs: list[Descriptor], manifests: list[PlatformManifest], depth: int,
 ) -> str:
     if depth > 2:
         raise LayoutError(f"{layout.name}: indexes nest deeper than two levels; rebuild the layout")
     doc, data = _json_blob(layout, desc)
+    _check_unambiguous(layout, desc, doc)
     media_type = doc.get("mediaType") or desc.media_type
     if media_type not in ALL_MANIFEST_TYPES:
         media_type = OCI_INDEX if "manifests" in doc else desc.media_type

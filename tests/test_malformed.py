@@ -34,7 +34,8 @@ def _layout_with(index: object | None = None, manifest: bytes | None = None) -> 
     return make
 
 
-def _tar(members: dict[str, bytes], links: dict[str, str] | None = None) -> Callable[[Path, LayoutFactory], Path]:
+def _tar(members: dict[str, bytes], links: dict[str, str] | None = None,
+         link_type: bytes = tarfile.SYMTYPE) -> Callable[[Path, LayoutFactory], Path]:
     def make(tmp: Path, layouts: LayoutFactory) -> Path:
         target = tmp / "bad.tar"
         with tarfile.open(target, "w") as tar:
@@ -44,7 +45,7 @@ def _tar(members: dict[str, bytes], links: dict[str, str] | None = None) -> Call
                 tar.addfile(info, io.BytesIO(data))
             for name, dest in (links or {}).items():
                 info = tarfile.TarInfo(name)
-                info.type = tarfile.SYMTYPE
+                info.type = link_type
                 info.linkname = dest
                 tar.addfile(info)
         return target
@@ -80,6 +81,9 @@ SOURCES = {
     "tar with symlinked blob": _tar({"index.json": json.dumps({"manifests": [
         {"digest": DIGEST, "size": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}]}).encode()},
         links={f"blobs/sha256/{DIGEST[7:]}": "/etc/passwd"}),
+    "tar with hard-linked blob": _tar({"index.json": json.dumps({"manifests": [
+        {"digest": DIGEST, "size": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}]}).encode()},
+        links={f"blobs/sha256/{DIGEST[7:]}": "/etc/passwd"}, link_type=tarfile.LNKTYPE),
     "truncated tar": lambda tmp, layouts: _file(b"\x00" * 700 + b"ustar", "t.tar")(tmp, layouts),
     "buildx metadata without digest": _file('{"image.name": "x"}', "meta.json"),
     "buildx metadata bad digest": _file('{"containerimage.digest": "sha256:xyz"}', "meta.json"),

@@ -167,6 +167,15 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
 
 
 @pytest.fixture
+def faulty_tls(plain_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FaultProxy, Path]]:
+    """The fault proxy served over TLS with a CA of its own, as a hostile TLS registry: (proxy, CA file)."""
+    ca, cert, key = make_ca_and_cert(tmp_path_factory.mktemp("faulty-tls"))
+    proxy = FaultProxy(plain_registry.host, tls=(cert, key))
+    yield proxy, ca
+    proxy.close()
+
+
+@pytest.fixture
 def faulty(plain_registry: Registry) -> Iterator[FaultProxy]:
     """A fault-injecting proxy in front of the plain registry (fresh rules for each test)."""
     proxy = FaultProxy(plain_registry.host)

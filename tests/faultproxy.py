@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 
@@ -18,10 +20,10 @@ import httpx
 class Fault:
     method: str
     path: str  # regex searched in the request path
-    kind: str  # "503" | "500" | "429" | "reset" | "reset-mid-body" | "stall" | "lie-digest" | "replace" | "retype" | "endless"
+    kind: str  # "503" | "500" | "429" | "reset" | "reset-mid-body" | "stall" | "lie-digest" | "replace" | "retype" | "endless" | "challenge" | "redirect"
     times: int = 1
     seconds: float = 0.0
-    body: bytes = b""  # for "replace": the response body (status 200, Content-Type of a manifest)
+    body: bytes = b""  # "replace": the body (status 200); "challenge": a token realm; "redirect": a base URL
     content_type: str = ""  # for "replace" and "retype": the Content-Type the proxy claims
 
     def matches(self, method: str, path: str) -> bool:
@@ -29,9 +31,11 @@ class Fault:
 
 
 class FaultProxy:
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, tls: tuple[Path, Path] | None = None) -> None:
+        """`tls`: (certificate, key) to serve https, as a TLS registry would."""
         self.upstream = upstream
         self.faults: list[Fault] = []
+        self.require_basic = False  # answer 401 Basic to any request without Authorization
         self.fired: list[str] = []
         self.lock = threading.Lock()
         proxy = self
@@ -45,7 +49,24 @@ class FaultProxy:
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
+                if proxy.require_basic and "Authorization" not in self.headers:
+                    self.rfile.read(length)
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="faulty"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 fault = proxy.take(self.command, self.path)
+                if fault is not None and fault.kind in ("challenge", "redirect"):  # body: the realm or the target
+                    self.rfile.read(length)
+                    self.send_response(401 if fault.kind == "challenge" else 307)
+                    if fault.kind == "challenge":
+                        self.send_header("WWW-Authenticate", f'Bearer realm="{fault.body.decode()}",service="faulty"')
+                    else:
+                        self.send_header("Location", fault.body.decode() + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if fault is not None and fault.kind == "reset":
                     self._reset()
                     return
@@ -129,6 +150,10 @@ class FaultProxy:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
@@ -140,6 +165,39 @@ class FaultProxy:
                     self.fired.append(f"{fault.kind} {method} {path}")
                     return fault
         return None
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class OtherHost:
+    """A server on another loopback address (127.0.0.2): where a redirect sends a blob download.
+    It serves the upstream registry's bytes and keeps the headers of every request it receives."""
+
+    def __init__(self, upstream: str) -> None:
+        self.requests: list[dict[str, str]] = []
+        seen = self.requests
+        client = httpx.Client(base_url=f"http://{upstream}", timeout=30)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                seen.append(dict(self.headers.items()))
+                upstream_response = client.get(self.path)
+                self.send_response(upstream_response.status_code)
+                self.send_header("Content-Length", str(len(upstream_response.content)))
+                self.end_headers()
+                self.wfile.write(upstream_response.content)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base = f"http://127.0.0.2:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self) -> None:
         self.httpd.shutdown()

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from tests.conftest import LayoutFactory, record_file, run
-from tests.faultproxy import Fault, FaultProxy
+from tests.faultproxy import Fault, FaultProxy, OtherHost
 from tests.layouts import biggest_blob
 from tests.registries import Registry
 
@@ -207,3 +207,37 @@ def test_endless_bodies_are_cut_off(
     result = run(["pull", f"{via_proxy}@{digest}", "--to", str(tmp_path / "b"), "-q"], tmp_path)
     assert result.code == 3 and len(result.err.strip().splitlines()) == 1, result.err
     assert not list((tmp_path / "b").rglob(layer)), result.err
+
+
+SECRET = "sentinel-Pa55word-for-hostile-registries"
+
+
+def test_a_tls_registry_with_a_plain_http_token_realm_gets_no_credentials(
+    faulty_tls: tuple[FaultProxy, Path], tmp_path: Path,
+) -> None:
+    proxy, ca = faulty_tls
+    for realm in ("http://token.invalid/token", f"http://{proxy.host}/token"):  # another host, and its own
+        proxy.faults = [Fault("GET", r"^/v2/", "challenge", times=100, body=realm.encode())]
+        result = run(["pull", f"{proxy.host}/test/app:1", "--to", str(tmp_path / "out"), "--ca-file", str(ca),
+                      "--username", "ci", "--password-stdin", "-q"], tmp_path, stdin=SECRET + "\n")
+        assert result.code == 3 and "plain HTTP" in result.err, result.err
+        assert SECRET not in result.err + result.out
+        assert not (tmp_path / "out").exists()
+
+
+def test_authorization_does_not_follow_a_redirect_to_another_host(
+    project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry, tmp_path: Path,
+) -> None:
+    digest, via_proxy, layer = _pushed_behind_proxy(project, layouts, faulty, plain_registry)
+    other = OtherHost(plain_registry.host)
+    try:
+        faulty.require_basic = True  # the registry wants credentials, then sends the layer to storage elsewhere
+        faulty.faults = [Fault("GET", f"/blobs/sha256:{layer}", "redirect", times=100, body=other.base.encode())]
+        result = run(["pull", f"{via_proxy}@{digest}", "--to", str(tmp_path / "out"),
+                      "--username", "ci", "--password-stdin", "--json"], tmp_path, stdin=SECRET + "\n")
+        assert result.code == 0, result.err
+        assert result.json()["digest"] == digest
+        assert other.requests, "the layer came from the other host"
+        assert all("authorization" not in {k.lower() for k in headers} for headers in other.requests)
+    finally:
+        other.close()

@@ -202,8 +202,10 @@ class RegistryAuth(httpx.Auth):
         query += [("scope", s) for s in scope.split()]
         headers = {}
         if self.credentials is not None:
-            # Credentials never travel in clear text: only to an https realm, or plain http on loopback.
-            if url.scheme == "https" or is_loopback(url.netloc):
+            # Credentials never travel in clear text: only to an https realm. A registry reached over
+            # plain HTTP (loopback, or marked insecure) may use a plain realm on loopback; one reached
+            # over TLS never downgrades its credentials, whatever host the realm names.
+            if url.scheme == "https" or request.url.scheme == "http" and is_loopback(url.netloc):
                 headers["Authorization"] = self.credentials.basic_header()
             else:
                 raise RegistryError(

@@ -354,6 +354,39 @@ def logout(registry: Annotated[str, typer.Argument(help="Registry host[:port].")
         output.emit(f"no credentials were saved for {registry}")
 
 
+export_app = typer.Typer(help="Write what the ledger knows in another tool's format.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("allowlist")
+def export_allowlist(
+    format_: Annotated[str, typer.Option("--format", help="Policy format: kyverno (a ClusterPolicy).")] = "kyverno",
+    image: Annotated[Optional[list[str]], typer.Option("--image", help="Only this image (repeatable).")] = None,
+    releases_only: Annotated[bool, typer.Option("--releases-only", help="Only release versions from clean trees.")] = False,
+    name: Annotated[str, typer.Option("--name", help="The policy's metadata.name.")] = "imgtrack-recorded-images",
+    audit: Annotated[bool, typer.Option("--audit", help="Report violations instead of refusing Pods.")] = False,
+    output_file: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here (atomically), not stdout.")] = None,
+) -> None:
+    """An admission policy that admits only images pinned to a digest the ledger records."""
+    import re
+
+    from imgtrack import output
+    from imgtrack.commands.export import export_allowlist as build
+    from imgtrack.errors import UsageError
+    from imgtrack.fsutil import write_atomic
+    from imgtrack.project import Project
+
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", name):
+        raise UsageError(f"--name {name!r}: not a Kubernetes object name; use lower-case letters, digits, '-' and '.'")
+    result = build(Project.open(Path.cwd()), format_, list(image or []), releases_only, name, audit)
+    if output_file is None:
+        output.emit(result.text)
+        return
+    write_atomic(output_file, result.text.encode())
+    output.emit(f"wrote {output_file}: a Kyverno ClusterPolicy admitting {result.digests} digests "
+                f"of {result.records} records")
+
+
 hooks_app = typer.Typer(help="Install, remove or inspect the pre-push hook.", no_args_is_help=True)
 app.add_typer(hooks_app, name="hooks")
 hook_app = typer.Typer(help="What installed hooks run.", no_args_is_help=True)

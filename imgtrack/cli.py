@@ -366,8 +366,10 @@ def export_allowlist(
     name: Annotated[str, typer.Option("--name", help="The policy's metadata.name.")] = "imgtrack-recorded-images",
     audit: Annotated[bool, typer.Option("--audit", help="Report violations instead of refusing Pods.")] = False,
     output_file: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here (atomically), not stdout.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="The policy as JSON (kubectl takes either).")] = False,
 ) -> None:
     """An admission policy that admits only images pinned to a digest the ledger records."""
+    import json
     import re
 
     from imgtrack import output
@@ -379,10 +381,11 @@ def export_allowlist(
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", name):
         raise UsageError(f"--name {name!r}: not a Kubernetes object name; use lower-case letters, digits, '-' and '.'")
     result = build(Project.open(Path.cwd()), format_, list(image or []), releases_only, name, audit)
+    text = json.dumps(result.policy, indent=2) + "\n" if json_ else result.text
     if output_file is None:
-        output.emit(result.text)
+        output.emit(text)
         return
-    write_atomic(output_file, result.text.encode())
+    write_atomic(output_file, text.encode())
     output.emit(f"wrote {output_file}: a Kyverno ClusterPolicy admitting {result.digests} digests "
                 f"of {result.records} records")
 

@@ -151,3 +151,8 @@ def test_a_policy_over_the_kubernetes_object_limit_is_refused(
     monkeypatch.setattr(export, "MAX_POLICY_BYTES", size - 1)
     with pytest.raises(UsageError, match="over the 1.5 MiB Kubernetes accepts.*--releases-only or --image"):
         export.export_allowlist(Project.open(project), "kyverno", [], False, "p", False)
+
+
+def test_json_is_the_same_policy(project: Path, ledger: dict[str, dict[str, Any]]) -> None:
+    result = run(["export", "allowlist", "--json"], project)
+    assert result.code == 0 and result.json() == _export(project)

@@ -25,7 +25,8 @@ CONTAINER_LISTS = "request.object.spec.[ephemeralContainers, initContainers, con
 
 @dataclass(frozen=True)
 class Allowlist:
-    text: str
+    policy: dict[str, object]
+    text: str  # YAML, with a comment naming the commit it came from
     records: int
     digests: int
 
@@ -129,4 +130,4 @@ def export_allowlist(
             f"the policy would be {len(text.encode()) // 1024} KiB, over the 1.5 MiB Kubernetes accepts for one "
             "object; narrow it with --releases-only or --image NAME"
         )
-    return Allowlist(text, len(records), len(digests))
+    return Allowlist(policy, text, len(records), len(digests))

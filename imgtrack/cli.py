@@ -2,148 +2,123 @@
 
 Exit codes (DESIGN §4): 0 ok, 1 a check failed, 2 bad usage or input, 3 registry or network failure,
 70 internal error. No traceback reaches a user without --debug.
+
+Built on argparse, not typer: typer (0.29) loads pydantic and builds every command's converters at
+start-up, about 90 ms of every run, which alone broke the 0.2 s no-op re-push (docs/design-notes.md).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import typer
+from imgtrack.errors import UsageError
 
 if TYPE_CHECKING:
     from imgtrack.commands.transfer import Registries
     from imgtrack.config import Config
     from imgtrack.oci.copy import BlobProgress
 
-
-app = typer.Typer(
-    name="imgtrack",
-    help="Track container images like git tracks code: digest -> commit -> version, under a tagging policy.",
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-CaFileOpt = Annotated[Optional[Path], typer.Option("--ca-file", help="PEM CA certificate that signs the registry's TLS certificate.")]
-InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Plain HTTP to the registry (loopback hosts may always).")]
-UserOpt = Annotated[Optional[str], typer.Option("--username", help="Registry user (else environment, docker or podman config).")]
-PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read the registry password from stdin.")]
-JobsOpt = Annotated[int, typer.Option("--jobs", min=1, max=32, help="Blobs transferred in parallel.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds a registry may stay silent before a retry.")]
+Args = argparse.Namespace
 
 
-@app.callback()
-def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")] = False,
-) -> None:
-    """imgtrack keeps a ledger of built images in your git repository (.imgtrack/)."""
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line and exit 2, like every other bad input; options are never abbreviated."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{**kwargs, "allow_abbrev": False})
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}; see `{self.prog} --help`")
 
 
-@app.command()
-def init(force: Annotated[bool, typer.Option("--force", help="Rewrite the config with the defaults.")] = False) -> None:
+def _bounded(kind: Callable[[str], Any], low: float, high: float | None = None) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is outside {low}..{high if high is not None else ''}")
+        return value
+    return parse
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def init(a: Args) -> None:
     """Create .imgtrack/config.toml with commented defaults in this git work tree."""
     from imgtrack import output
     from imgtrack.commands.init import init_project
 
-    result = init_project(Path.cwd(), force=force)
+    result = init_project(Path.cwd(), force=a.force)
     if result.created:
         output.emit(f"initialised {result.config}; add your images under [images] there")
     else:
         output.emit(f"{result.config} exists already; left as it is (--force rewrites it)")
 
 
-@app.command()
-def record(
-    source: Annotated[Optional[Path], typer.Argument(help="OCI layout directory, OCI layout tar, or buildx metadata JSON.")] = None,
-    image: Annotated[str, typer.Option("--image", help="Image name from .imgtrack/config.toml.")] = ...,  # type: ignore[assignment]
-    version: Annotated[Optional[str], typer.Option("--version", help="Semantic version (default: derived from git tags).")] = None,
-    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Extra tag (repeatable).")] = None,
-    commit: Annotated[Optional[str], typer.Option("--commit", help="Commit the image was built from (default HEAD).")] = None,
-    digest: Annotated[Optional[str], typer.Option("--digest", help="Record a build another tool pushed, by digest.")] = None,
-    ref_name: Annotated[Optional[str], typer.Option("--ref-name", help="Which image of a layout holding several.")] = None,
-    allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="Record a dev build from uncommitted changes.")] = False,
-    json_: JsonOpt = False,
-) -> None:
+def record(a: Args) -> None:
     """Record a built image: its digest, commit, version and tags."""
     from imgtrack import output
     from imgtrack.commands.record import RecordRequest, record_image
     from imgtrack.project import Project
 
     req = RecordRequest(
-        image=image, source=source, digest=digest, version=version, tags=tuple(tag or ()),
-        commit=commit, allow_dirty=allow_dirty, ref_name=ref_name,
+        image=a.image, source=a.source, digest=a.digest, version=a.version, tags=tuple(a.tag or ()),
+        commit=a.commit, allow_dirty=a.allow_dirty, ref_name=a.ref_name,
     )
     result = record_image(Project.open(), req)
-    if json_:
+    if a.json:
         output.emit_json({**result.record.to_json(), "path": str(result.path), "created": result.created})
     else:
         output.emit(output.record_summary(result.record, result.created))
 
 
-@app.command()
-def log(
-    image: Annotated[Optional[str], typer.Argument(help="Only this image.")] = None,
-    n: Annotated[Optional[int], typer.Option("-n", help="At most N records.")] = None,
-    json_: JsonOpt = False,
-) -> None:
+def log(a: Args) -> None:
     """Recorded images, newest first."""
     from imgtrack import output
     from imgtrack.commands.query import log_records
     from imgtrack.project import Project
 
-    records = log_records(Project.open().ledger, image, n)
-    if json_:
+    records = log_records(Project.open().ledger, a.image, a.n)
+    if a.json:
         output.emit_json([r.to_json() for r in records])
     else:
         output.emit("\n".join(output.log_line(r) for r in records))
 
 
-@app.command()
-def show(
-    ref: Annotated[str, typer.Argument(help="Digest (prefix), version, tag or commit (prefix); IMAGE@REF narrows.")],
-    json_: JsonOpt = False,
-) -> None:
+def show(a: Args) -> None:
     """Show the record a digest, version, tag or commit names."""
     from imgtrack import output
     from imgtrack.commands.query import show_record
     from imgtrack.project import Project
 
-    record_ = show_record(Project.open().ledger, ref)
-    if json_:
+    record_ = show_record(Project.open().ledger, a.ref)
+    if a.json:
         output.emit_json(record_.to_json())
     else:
         output.emit(output.record_details(record_))
 
 
-@app.command()
-def resolve(
-    spec: Annotated[str, typer.Argument(metavar="IMAGE@RANGE", help="e.g. api@^1.4, api@~1.4.2, api@1.x")],
-    repository: Annotated[Optional[str], typer.Option("--repository", help="Print REPOSITORY@digest for deployment.")] = None,
-    json_: JsonOpt = False,
-) -> None:
+def resolve(a: Args) -> None:
     """Print the digest-pinned reference of the highest recorded version in a range."""
     from imgtrack import output
     from imgtrack.commands.query import resolve_range
     from imgtrack.project import Project
 
-    resolved = resolve_range(Project.open().ledger, spec, repository)
-    if json_:
+    resolved = resolve_range(Project.open().ledger, a.spec, a.repository)
+    if a.json:
         output.emit_json({"reference": resolved.pinned, **resolved.record.to_json()})
     else:
         output.emit(resolved.pinned)
 
 
-@app.command()
-def verify(
-    remote: Annotated[bool, typer.Option("--remote", help="Also check every recorded push against its registry (drift).")] = False,
-    timeout: TimeoutOpt = 60.0, ca_file: CaFileOpt = None, insecure: InsecureOpt = False,
-    json_: JsonOpt = False,
-) -> None:
+def verify(a: Args) -> int:
     """Check the whole ledger: schema, commits, versions against git tags, tag policy; --remote: registries."""
     from imgtrack import output
     from imgtrack.commands.verify import verify_ledger
@@ -151,16 +126,16 @@ def verify(
 
     project = Project.open()
     report = verify_ledger(project)
-    if remote:
+    if a.remote:
         from imgtrack.commands.transfer import verify_pushes
         from imgtrack.oci.copy import no_progress
 
-        registries = _registries(project.config, ca_file, insecure, None, False, 4, timeout, no_progress)
+        registries = _registries(project.config, a, no_progress)
         try:
             report.findings += verify_pushes(project, registries)
         finally:
             registries.close()
-    if json_:
+    if a.json:
         output.emit_json({
             "ok": report.ok, "records": report.records,
             "findings": [{"file": f.file, "message": f.message} for f in report.findings],
@@ -169,49 +144,38 @@ def verify(
         for finding in report.findings:
             output.emit(str(finding))
         output.error(f"verify: {report.records} records, {len(report.findings)} findings")
-    if not report.ok:
-        raise typer.Exit(1)
+    return 0 if report.ok else 1
 
 
-def _registries(config: Config | None, ca_file: Path | None, insecure: bool, username: str | None,
-                password_stdin: bool, jobs: int, timeout: float, progress: BlobProgress) -> Registries:
+def _registries(config: Config | None, a: Args, progress: BlobProgress) -> Registries:
+    """Registry access from the command's options (those it has; the rest take their defaults)."""
     from imgtrack.commands.transfer import Registries
-    from imgtrack.errors import UsageError
 
-    password = None
-    if password_stdin:
+    username, password = getattr(a, "username", None), None
+    if getattr(a, "password_stdin", False):
         if username is None:
             raise UsageError("--password-stdin needs --username")
         password = sys.stdin.readline().rstrip("\r\n")
-    return Registries(config=config, ca_file=ca_file, insecure=insecure,
-                      username=username, password=password, jobs=jobs, timeout=timeout, progress=progress)
+    return Registries(config=config, ca_file=a.ca_file, insecure=a.insecure, username=username, password=password,
+                      jobs=getattr(a, "jobs", 4), timeout=a.timeout, progress=progress)
 
 
-@app.command()
-def push(
-    source: Annotated[str, typer.Argument(help="An OCI layout or layout tar, or IMAGE@VERSION of a recorded image.")],
-    to: Annotated[Optional[list[str]], typer.Option("--to", help="REPOSITORY (host/path) or oci:PATH; repeatable; default: the image's repositories.")] = None,
-    image: Annotated[Optional[str], typer.Option("--image", help="Image name, to record a layout first.")] = None,
-    version: Annotated[Optional[str], typer.Option("--version", help="Version, when recording first.")] = None,
-    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Extra tag, when recording first.")] = None,
-    jobs: JobsOpt = 4, timeout: TimeoutOpt = 60.0, ca_file: CaFileOpt = None, insecure: InsecureOpt = False,
-    username: UserOpt = None, password_stdin: PasswordStdinOpt = False, quiet: QuietOpt = False,
-    json_: JsonOpt = False,
-) -> None:
+def push(a: Args) -> None:
     """Push an image with the tags its record carries; records it first if needed."""
     from imgtrack import output
     from imgtrack.commands.transfer import push_image
     from imgtrack.project import Project
 
     project = Project.open()
-    progress, finish = output.blob_progress(quiet)
-    registries = _registries(project.config, ca_file, insecure, username, password_stdin, jobs, timeout, progress)
+    progress, finish = output.blob_progress(a.quiet)
+    registries = _registries(project.config, a, progress)
     try:
-        outcome = push_image(project, source, image, list(to or ()), registries, version, tuple(tag or ()))
+        outcome = push_image(project, a.source, getattr(a, "image", None), list(a.to or ()), registries,
+                             getattr(a, "version", None), tuple(getattr(a, "tag", None) or ()))
     finally:
         finish()
         registries.close()
-    if json_:
+    if a.json:
         output.emit_json({**outcome.record.to_json(), "pushed": [
             {"repository": p.destination, "tags": list(p.tags), "blobs_copied": p.stats.copied,
              "blobs_skipped": p.stats.skipped, "bytes_copied": p.stats.bytes_copied, "recorded": p.recorded}
@@ -222,75 +186,49 @@ def push(
                     f"({p.stats.copied} blobs copied, {p.stats.skipped} present; tags {' '.join(p.tags) or '-'})")
 
 
-@app.command()
-def audit(
-    source: Annotated[str, typer.Argument(metavar="FILE|-", help="Reference/digest lines, kubectl get pods -o json, Kubernetes YAML, or a compose file; - for stdin.")] = "-",
-    remote: Annotated[bool, typer.Option("--remote", help="Resolve tag-only references through their registries.")] = False,
-    fail_on: Annotated[str, typer.Option("--fail-on", help="Statuses that make the exit status 1.")] = "unknown,latest,mismatch",
-    timeout: TimeoutOpt = 60.0, ca_file: CaFileOpt = None, insecure: InsecureOpt = False,
-    json_: JsonOpt = False,
-) -> None:
+def audit(a: Args) -> int:
     """What is running: digest -> record (image, version, commit, recorded at/by) and one status each."""
     from imgtrack import output
     from imgtrack.audit import parse_input
     from imgtrack.commands.audit import audit_images, parse_fail_on
-    from imgtrack.errors import UsageError
     from imgtrack.project import Project
 
-    failing = parse_fail_on(fail_on)
-    if source == "-":
+    failing = parse_fail_on(a.fail_on)
+    if a.source == "-":
         text, name = sys.stdin.read(), "stdin"
     else:
         try:
-            text, name = Path(source).read_text(encoding="utf-8"), source
+            text, name = Path(a.source).read_text(encoding="utf-8"), a.source
         except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{source} cannot be read ({exc}); pass a readable file or - for stdin") from None
+            raise UsageError(f"{a.source} cannot be read ({exc}); pass a readable file or - for stdin") from None
     images = parse_input(text, name)
     project = Project.open()
     registries = None
-    if remote:
+    if a.remote:
         from imgtrack.oci.copy import no_progress
 
-        registries = _registries(project.config, ca_file, insecure, None, False, 4, timeout, no_progress)
+        registries = _registries(project.config, a, no_progress)
     try:
         rows = audit_images(project, images, registries)
     finally:
         if registries is not None:
             registries.close()
-    if json_:
+    if a.json:
         output.emit_json([output.audit_json(row) for row in rows])
     else:
         output.emit(output.audit_table(rows))
-    if any(row.status in failing for row in rows):
-        raise typer.Exit(1)
+    return 1 if any(row.status in failing for row in rows) else 0
 
 
-@app.command()
-def promote(
-    ref: Annotated[str, typer.Argument(metavar="IMAGE@VERSION", help="A recorded image (or its digest or tag).")],
-    to: Annotated[list[str], typer.Option("--to", help="Repository to promote to (repeatable).")],
-    jobs: JobsOpt = 4, timeout: TimeoutOpt = 60.0, ca_file: CaFileOpt = None, insecure: InsecureOpt = False,
-    username: UserOpt = None, password_stdin: PasswordStdinOpt = False, quiet: QuietOpt = False,
-    json_: JsonOpt = False,
-) -> None:
+def promote(a: Args) -> None:
     """Copy a recorded image by digest from where it was pushed to another repository or registry
     (a mount within one registry), with the tags policy gives it; the push is recorded."""
-    from imgtrack.errors import UsageError
-
-    if Path(ref).exists():
-        raise UsageError(f"{ref} is a path; promote takes a recorded image (IMAGE@VERSION); use push for build output")
-    push(source=ref, to=to, image=None, version=None, tag=None, jobs=jobs, timeout=timeout, ca_file=ca_file,
-         insecure=insecure, username=username, password_stdin=password_stdin, quiet=quiet, json_=json_)
+    if Path(a.source).exists():
+        raise UsageError(f"{a.source} is a path; promote takes a recorded image (IMAGE@VERSION); use push for build output")
+    push(a)
 
 
-@app.command()
-def pull(
-    source: Annotated[str, typer.Argument(help="IMAGE@VERSION, a digest or tag from the ledger, host/repo[:tag|@digest], or oci:PATH[:tag|@digest].")],
-    to: Annotated[Path, typer.Option("--to", help="OCI layout directory to pull into.")] = ...,  # type: ignore[assignment]
-    jobs: JobsOpt = 4, timeout: TimeoutOpt = 60.0, ca_file: CaFileOpt = None, insecure: InsecureOpt = False,
-    username: UserOpt = None, password_stdin: PasswordStdinOpt = False, quiet: QuietOpt = False,
-    json_: JsonOpt = False,
-) -> None:
+def pull(a: Args) -> None:
     """Pull an image into an OCI layout; only missing blobs move, every byte verified."""
     from imgtrack import output
     from imgtrack.commands.transfer import pull_image
@@ -301,151 +239,262 @@ def pull(
         project: Project | None = Project.open()
     except (NotAGitRepository, ConfigError):
         project = None
-    progress, finish = output.blob_progress(quiet)
-    registries = _registries(project.config if project else None, ca_file, insecure, username, password_stdin,
-                             jobs, timeout, progress)
+    progress, finish = output.blob_progress(a.quiet)
+    registries = _registries(project.config if project else None, a, progress)
     try:
-        result = pull_image(project, source, to, registries)
+        result = pull_image(project, a.source, a.to, registries)
     finally:
         finish()
         registries.close()
-    if json_:
-        output.emit_json({"source": result.source, "to": str(result.destination),
-                          "digest": result.digest,
+    if a.json:
+        output.emit_json({"source": result.source, "to": str(result.destination), "digest": result.digest,
                           "blobs_copied": result.stats.copied, "blobs_skipped": result.stats.skipped})
         return
-    output.emit(f"pulled {source} into {result.destination} "
+    output.emit(f"pulled {a.source} into {result.destination} "
                 f"({result.stats.copied} blobs copied, {result.stats.skipped} present)")
 
 
-@app.command()
-def login(
-    registry: Annotated[str, typer.Argument(help="Registry host[:port].")],
-    username: Annotated[str, typer.Option("--username", "-u", help="Registry user.")] = ...,  # type: ignore[assignment]
-    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin (the only way: never on the command line).")] = False,
-    ca_file: CaFileOpt = None, insecure: InsecureOpt = False,
-) -> None:
+def login(a: Args) -> None:
     """Check credentials against the registry and save them as `docker login` does."""
     from imgtrack import output
-    from imgtrack.errors import UsageError
     from imgtrack.oci.auth import Credentials, store_credentials
     from imgtrack.oci.registry import RegistryClient
 
-    if not password_stdin:
+    if not a.password_stdin:
         raise UsageError("give the password on stdin with --password-stdin (a password in arguments shows in ps and shell history)")
-    credentials = Credentials(username, sys.stdin.readline().rstrip("\r\n"))
-    client = RegistryClient(registry, credentials, insecure=insecure, ca_file=ca_file)
+    credentials = Credentials(a.username, sys.stdin.readline().rstrip("\r\n"))
+    client = RegistryClient(a.registry, credentials, insecure=a.insecure, ca_file=a.ca_file)
     try:
         client.check()
     finally:
         client.close()
-    output.emit(f"login to {registry} succeeded; credentials saved in {store_credentials(registry, credentials)}")
+    output.emit(f"login to {a.registry} succeeded; credentials saved in {store_credentials(a.registry, credentials)}")
 
 
-@app.command()
-def logout(registry: Annotated[str, typer.Argument(help="Registry host[:port].")]) -> None:
+def logout(a: Args) -> None:
     """Forget the saved credentials for a registry."""
     from imgtrack import output
     from imgtrack.oci.auth import erase_credentials
 
-    if erase_credentials(registry):
-        output.emit(f"removed the credentials for {registry}")
+    if erase_credentials(a.registry):
+        output.emit(f"removed the credentials for {a.registry}")
     else:
-        output.emit(f"no credentials were saved for {registry}")
+        output.emit(f"no credentials were saved for {a.registry}")
 
 
-export_app = typer.Typer(help="Write what the ledger knows in another tool's format.", no_args_is_help=True)
-app.add_typer(export_app, name="export")
-
-
-@export_app.command("allowlist")
-def export_allowlist(
-    format_: Annotated[str, typer.Option("--format", help="Policy format: kyverno (a ClusterPolicy).")] = "kyverno",
-    image: Annotated[Optional[list[str]], typer.Option("--image", help="Only this image (repeatable).")] = None,
-    releases_only: Annotated[bool, typer.Option("--releases-only", help="Only release versions from clean trees.")] = False,
-    name: Annotated[str, typer.Option("--name", help="The policy's metadata.name.")] = "imgtrack-recorded-images",
-    audit: Annotated[bool, typer.Option("--audit", help="Report violations instead of refusing Pods.")] = False,
-    output_file: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here (atomically), not stdout.")] = None,
-    json_: Annotated[bool, typer.Option("--json", help="The policy as JSON (kubectl takes either).")] = False,
-) -> None:
+def export_allowlist(a: Args) -> None:
     """An admission policy that admits only images pinned to a digest the ledger records."""
     import json
     import re
 
     from imgtrack import output
     from imgtrack.commands.export import export_allowlist as build
-    from imgtrack.errors import UsageError
     from imgtrack.fsutil import write_atomic
     from imgtrack.project import Project
 
-    if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", name):
-        raise UsageError(f"--name {name!r}: not a Kubernetes object name; use lower-case letters, digits, '-' and '.'")
-    result = build(Project.open(Path.cwd()), format_, list(image or []), releases_only, name, audit)
-    text = json.dumps(result.policy, indent=2) + "\n" if json_ else result.text
-    if output_file is None:
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", a.name):
+        raise UsageError(f"--name {a.name!r}: not a Kubernetes object name; use lower-case letters, digits, '-' and '.'")
+    result = build(Project.open(Path.cwd()), a.format, list(a.image or []), a.releases_only, a.name, a.audit)
+    text = json.dumps(result.policy, indent=2) + "\n" if a.json else result.text
+    if a.output is None:
         output.emit(text)
         return
-    write_atomic(output_file, text.encode())
-    output.emit(f"wrote {output_file}: a Kyverno ClusterPolicy admitting {result.digests} digests "
+    write_atomic(a.output, text.encode())
+    output.emit(f"wrote {a.output}: a Kyverno ClusterPolicy admitting {result.digests} digests "
                 f"of {result.records} records")
 
 
-hooks_app = typer.Typer(help="Install, remove or inspect the pre-push hook.", no_args_is_help=True)
-app.add_typer(hooks_app, name="hooks")
-hook_app = typer.Typer(help="What installed hooks run.", no_args_is_help=True)
-app.add_typer(hook_app, name="hook")
-
-
-def _hook_result(action: str, json_: bool) -> None:
+def _hook_result(action: str, a: Args) -> None:
     from imgtrack import output
     from imgtrack.commands import hooks
     from imgtrack.gitrepo import GitRepo
 
     repo = GitRepo(Path.cwd())
     status = {"install": hooks.install_hooks, "uninstall": hooks.uninstall_hooks, "status": hooks.hook_status}[action](repo)
-    if json_:
+    if a.json:
         output.emit_json({"path": str(status.path), "installed": status.installed, "foreign": status.foreign,
                           "chained": status.chained, "message": status.message})
     else:
         output.emit(status.message)
 
 
-@hooks_app.command("install")
-def hooks_install(json_: JsonOpt = False) -> None:
+def hooks_install(a: Args) -> None:
     """Install the pre-push hook (keeps a foreign hook as pre-push.legacy and runs it first)."""
-    _hook_result("install", json_)
+    _hook_result("install", a)
 
 
-@hooks_app.command("uninstall")
-def hooks_uninstall(json_: JsonOpt = False) -> None:
+def hooks_uninstall(a: Args) -> None:
     """Remove the pre-push hook and restore the one it replaced."""
-    _hook_result("uninstall", json_)
+    _hook_result("uninstall", a)
 
 
-@hooks_app.command("status")
-def hooks_status(json_: JsonOpt = False) -> None:
+def hooks_status(a: Args) -> None:
     """Say whether the pre-push hook is installed."""
-    _hook_result("status", json_)
+    _hook_result("status", a)
 
 
-@hook_app.command("pre-push")
-def hook_pre_push(
-    remote: Annotated[str, typer.Argument(help="Remote name, as git passes it.")] = "",
-    url: Annotated[str, typer.Argument(help="Remote URL, as git passes it.")] = "",
-) -> None:
+def hook_pre_push(a: Args) -> int:
     """Check a push (git's pre-push stdin, or the pre-commit framework's environment)."""
     import os
 
     from imgtrack import output
     from imgtrack.commands.prepush import pre_push_problems
 
-    problems = pre_push_problems(Path.cwd(), remote, sys.stdin, dict(os.environ))
-    if problems:
-        raise typer.Exit(output.push_refusal(problems))
+    problems = pre_push_problems(Path.cwd(), a.remote, sys.stdin, dict(os.environ))
+    return output.push_refusal(problems) if problems else 0
+
+
+# --- the parser ----------------------------------------------------------------------------------
+
+
+def _command(group: Any, name: str, func: Callable[[Args], int | None]) -> _Parser:
+    doc = " ".join((func.__doc__ or "").split())
+    parser: _Parser = group.add_parser(name, help=doc, description=doc)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _group(commands: Any, name: str, about: str) -> Any:
+    """A command holding commands (`imgtrack hooks install`); alone, it prints its help."""
+    group: _Parser = commands.add_parser(name, help=about, description=about)
+    group.set_defaults(func=lambda _a: group.print_help())
+    return group.add_subparsers(title="commands", metavar="COMMAND")
+
+
+def _json(p: _Parser) -> None:
+    p.add_argument("--json", action="store_true", help="Print the result as JSON on stdout.")
+
+
+def _registry_options(p: _Parser, credentials: bool = False, transfer: bool = False) -> None:
+    if transfer:
+        p.add_argument("--jobs", metavar="N", type=_bounded(int, 1, 32), default=4, help="Blobs transferred in parallel (1-32).")
+    p.add_argument("--timeout", metavar="SECONDS", type=_bounded(float, 0.1), default=60.0,
+                   help="Seconds a registry may stay silent before a retry.")
+    p.add_argument("--ca-file", metavar="FILE", type=Path, help="PEM CA certificate that signs the registry's TLS certificate.")
+    p.add_argument("--insecure", action="store_true", help="Plain HTTP to the registry (loopback hosts may always).")
+    if credentials:
+        p.add_argument("--username", metavar="USER", help="Registry user (else environment, docker or podman config).")
+        p.add_argument("--password-stdin", action="store_true", help="Read the registry password from stdin.")
+    if transfer:
+        p.add_argument("--quiet", "-q", action="store_true", help="No progress on stderr.")
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(
+        prog="imgtrack",
+        description="Track container images like git tracks code: digest -> commit -> version, under a tagging "
+                    "policy. imgtrack keeps a ledger of built images in your git repository (.imgtrack/).",
+    )
+    parser.add_argument("--debug", action="store_true", help="Show tracebacks of internal errors.")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = _command(commands, "init", init)
+    p.add_argument("--force", action="store_true", help="Rewrite the config with the defaults.")
+
+    p = _command(commands, "record", record)
+    p.add_argument("source", nargs="?", type=Path, help="OCI layout directory, OCI layout tar, or buildx metadata JSON.")
+    p.add_argument("--image", metavar="NAME", required=True, help="Image name from .imgtrack/config.toml.")
+    p.add_argument("--version", metavar="VERSION", help="Semantic version (default: derived from git tags).")
+    p.add_argument("--tag", metavar="TAG", action="append", help="Extra tag (repeatable).")
+    p.add_argument("--commit", metavar="REV", help="Commit the image was built from (default HEAD).")
+    p.add_argument("--digest", metavar="DIGEST", help="Record a build another tool pushed, by digest.")
+    p.add_argument("--ref-name", metavar="NAME", help="Which image of a layout holding several.")
+    p.add_argument("--allow-dirty", action="store_true", help="Record a dev build from uncommitted changes.")
+    _json(p)
+
+    p = _command(commands, "log", log)
+    p.add_argument("image", nargs="?", help="Only this image.")
+    p.add_argument("-n", metavar="N", type=_bounded(int, 0), help="At most N records.")
+    _json(p)
+
+    p = _command(commands, "show", show)
+    p.add_argument("ref", help="Digest (prefix), version, tag or commit (prefix); IMAGE@REF narrows.")
+    _json(p)
+
+    p = _command(commands, "resolve", resolve)
+    p.add_argument("spec", metavar="IMAGE@RANGE", help="e.g. api@^1.4, api@~1.4.2, api@1.x")
+    p.add_argument("--repository", metavar="REPOSITORY", help="Print REPOSITORY@digest for deployment.")
+    _json(p)
+
+    p = _command(commands, "verify", verify)
+    p.add_argument("--remote", action="store_true", help="Also check every recorded push against its registry (drift).")
+    _registry_options(p)
+    _json(p)
+
+    p = _command(commands, "push", push)
+    p.add_argument("source", help="An OCI layout or layout tar, or IMAGE@VERSION of a recorded image.")
+    p.add_argument("--to", metavar="DEST", action="append",
+                   help="REPOSITORY (host/path) or oci:PATH; repeatable; default: the image's repositories.")
+    p.add_argument("--image", metavar="NAME", help="Image name, to record a layout first.")
+    p.add_argument("--version", metavar="VERSION", help="Version, when recording first.")
+    p.add_argument("--tag", metavar="TAG", action="append", help="Extra tag, when recording first.")
+    _registry_options(p, credentials=True, transfer=True)
+    _json(p)
+
+    p = _command(commands, "audit", audit)
+    p.add_argument("source", metavar="FILE|-", nargs="?", default="-",
+                   help="Reference/digest lines, kubectl get pods -o json, Kubernetes YAML, or a compose file; "
+                        "- for stdin (the default).")
+    p.add_argument("--remote", action="store_true", help="Resolve tag-only references through their registries.")
+    p.add_argument("--fail-on", metavar="STATUSES", default="unknown,latest,mismatch", help="Statuses that make the exit status 1.")
+    _registry_options(p)
+    _json(p)
+
+    p = _command(commands, "promote", promote)
+    p.add_argument("source", metavar="IMAGE@VERSION", help="A recorded image (or its digest or tag).")
+    p.add_argument("--to", metavar="REPOSITORY", action="append", required=True, help="Repository to promote to (repeatable).")
+    _registry_options(p, credentials=True, transfer=True)
+    _json(p)
+
+    p = _command(commands, "pull", pull)
+    p.add_argument("source", help="IMAGE@VERSION, a digest or tag from the ledger, host/repo[:tag|@digest], "
+                                  "or oci:PATH[:tag|@digest].")
+    p.add_argument("--to", metavar="PATH", type=Path, required=True, help="OCI layout directory to pull into.")
+    _registry_options(p, credentials=True, transfer=True)
+    _json(p)
+
+    p = _command(commands, "login", login)
+    p.add_argument("registry", help="Registry host[:port].")
+    p.add_argument("--username", "-u", metavar="USER", required=True, help="Registry user.")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="Read the password from stdin (the only way: never on the command line).")
+    p.add_argument("--ca-file", metavar="FILE", type=Path, help="PEM CA certificate that signs the registry's TLS certificate.")
+    p.add_argument("--insecure", action="store_true", help="Plain HTTP to the registry (loopback hosts may always).")
+
+    p = _command(commands, "logout", logout)
+    p.add_argument("registry", help="Registry host[:port].")
+
+    p = _command(_group(commands, "export", "Write what the ledger knows in another tool's format."),
+                 "allowlist", export_allowlist)
+    p.add_argument("--format", metavar="FORMAT", default="kyverno", help="Policy format: kyverno (a ClusterPolicy).")
+    p.add_argument("--image", metavar="NAME", action="append", help="Only this image (repeatable).")
+    p.add_argument("--releases-only", action="store_true", help="Only release versions from clean trees.")
+    p.add_argument("--name", metavar="NAME", default="imgtrack-recorded-images", help="The policy's metadata.name.")
+    p.add_argument("--audit", action="store_true", help="Report violations instead of refusing Pods.")
+    p.add_argument("--output", "-o", metavar="FILE", type=Path, help="Write here (atomically), not stdout.")
+    p.add_argument("--json", action="store_true", help="The policy as JSON (kubectl takes either).")
+
+    hooks_commands = _group(commands, "hooks", "Install, remove or inspect the pre-push hook.")
+    for name, func in (("install", hooks_install), ("uninstall", hooks_uninstall), ("status", hooks_status)):
+        _json(_command(hooks_commands, name, func))
+
+    p = _command(_group(commands, "hook", "What installed hooks run."), "pre-push", hook_pre_push)
+    p.add_argument("remote", nargs="?", default="", help="Remote name, as git passes it.")
+    p.add_argument("url", nargs="?", default="", help="Remote URL, as git passes it.")
+    return parser
+
+
+def _dispatch(args: list[str]) -> int | None:
+    parser = build_parser()
+    parsed = parser.parse_args(args)
+    if not hasattr(parsed, "func"):  # `imgtrack` alone
+        parser.print_help()
+        return 0
+    return parsed.func(parsed)  # type: ignore[no-any-return]
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app and turn every outcome into an exit status."""
+    """Entry point: run the command and turn every outcome into an exit status."""
     from imgtrack import output
 
     # Start-up of registry commands, this process only: imgtrack's HTTP is synchronous, but httpcore
@@ -456,15 +505,4 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
-
-    def call() -> int | None:
-        try:
-            # Not standalone: click hands back typer.Exit's status instead of exiting.
-            return app(args=args, prog_name="imgtrack", standalone_mode=False)  # type: ignore[no-any-return]
-        except typer.Exit as exc:
-            return int(exc.exit_code)
-        except typer.Abort:
-            output.error("aborted")
-            return 130
-
-    sys.exit(output.run_guarded(call, debug))
+    sys.exit(output.run_guarded(lambda: _dispatch(args), debug))

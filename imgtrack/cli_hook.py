@@ -1,7 +1,7 @@
 """The installed pre-push hook's entry point: `python -m imgtrack.cli_hook REMOTE URL`, git's stdin.
 
-The same check as `imgtrack hook pre-push`, without loading the whole command line (typer costs about
-50 ms), since a hook's start-up is paid on every push.
+The same check as `imgtrack hook pre-push`, without building the whole command line's parser, since a
+hook's start-up is paid on every push. Installed hooks name this module: keep it.
 """
 
 from __future__ import annotations

@@ -80,11 +80,6 @@ def run_guarded(call: Callable[[], int | None], debug: bool) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:  # the last line of defence: one line, details with --debug
-        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
-        if callable(show) and isinstance(code, int):
-            # click's own usage errors (typer may vendor click, so match by shape): exit 2.
-            show()
-            return code
         if debug:
             import traceback
 

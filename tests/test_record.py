@@ -146,7 +146,7 @@ def test_bad_versions(project: Path, layouts: LayoutFactory) -> None:
 )
 def test_tags_breaking_policy_or_grammar(project: Path, layouts: LayoutFactory, tag: str, code: int, word: str) -> None:
     path, _ = layouts()
-    refused(project, ["record", str(path), "--image", "api", "--tag", tag], code, word)
+    refused(project, ["record", str(path), "--image", "api", f"--tag={tag}"], code, word)
 
 
 def test_immutable_tag_never_moves(project: Path, layouts: LayoutFactory) -> None:

@@ -25,6 +25,23 @@ from imgtrack.oci.digest import digest_bytes
 from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES, MAX_MANIFEST_BYTES
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# httpcore reads a response 64 KiB at a time, and each read takes a trip through h11 and httpx in
+# Python. 512 KiB reads make a cold pull ~20% faster (docs/performance.md); 4 MiB reads are slower
+# again (a fresh 4 MiB buffer for every read). It is a class attribute of httpcore's HTTP/1.1
+# connection: if a later httpcore drops it, setting it changes nothing.
+READ_BYTES = 512 * 1024
+
+
+def _read_bigger_chunks() -> None:
+    try:
+        from httpcore._sync.http11 import HTTP11Connection
+    except ImportError:
+        return
+    if getattr(HTTP11Connection, "READ_NUM_BYTES", 0) < READ_BYTES:
+        HTTP11Connection.READ_NUM_BYTES = READ_BYTES
+
+
+_read_bigger_chunks()
 ACCEPT_MANIFESTS = ", ".join(sorted(ALL_MANIFEST_TYPES))
 
 

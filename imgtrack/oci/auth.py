@@ -166,6 +166,16 @@ class RegistryAuth(httpx.Auth):
         mount_from = request.url.params.get("from")
         return f"{scope} repository:{mount_from}:pull" if mount_from else scope
 
+    def held_header(self, request: httpx.Request) -> str | None:
+        """The Authorization this client already holds for `request` (a cached token, or Basic once the
+        registry asked for it), without asking anyone; None if it holds none."""
+        scope = self._scope(request)
+        if scope in self._tokens:
+            return f"Bearer {self._tokens[scope]}"
+        if self._basic and self.credentials:
+            return self.credentials.basic_header()
+        return None
+
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         scope = self._scope(request)
         if scope in self._tokens:

@@ -1,0 +1,106 @@
+"""Blob downloads over the standard library's http.client: the body comes off the socket in 512 KiB
+reads, without passing through httpx, httpcore and h11, which copy every byte three more times in
+Python (a cold pull spent about a third of its time there; docs/performance.md).
+
+Only the common case takes this path: a GET that the registry itself answers 200, sent with the
+Authorization imgtrack already holds for it, with no proxy set in the environment. Everything else
+goes back to the httpx client, with its auth flow, redirect rules and retries: a challenge, an error
+status, a connection that fails before the response. A redirect (to blob storage on another host)
+also turns this path off for the registry, since such a registry redirects every blob.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+from imgtrack.errors import TransferInterrupted
+
+READ_BYTES = 512 * 1024
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
+
+
+def proxy_configured() -> bool:
+    """Whether the environment names a proxy (httpx would use it; this path does not speak proxies)."""
+    return any(os.environ.get(name) or os.environ.get(name.upper()) for name in _PROXY_VARIABLES)
+
+
+class FastBlobGet:
+    """Kept-alive connections to one registry, shared by the threads of a transfer."""
+
+    def __init__(self, context: ssl.SSLContext, connect_timeout: float, read_timeout: float) -> None:
+        self.context = context
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
+        self.enabled = not proxy_configured()
+        self._idle: list[tuple[str, http.client.HTTPConnection]] = []
+        self._lock = threading.Lock()
+
+    def _connection(self, origin: str, scheme: str, netloc: str) -> http.client.HTTPConnection:
+        with self._lock:
+            for i, (held, conn) in enumerate(self._idle):
+                if held == origin:
+                    del self._idle[i]
+                    return conn
+        if scheme == "https":
+            return http.client.HTTPSConnection(netloc, timeout=self.connect_timeout, context=self.context)
+        return http.client.HTTPConnection(netloc, timeout=self.connect_timeout)
+
+    def open(self, url: str, headers: dict[str, str]) -> FastBody | None:
+        """The 200 response to GET `url`, or None when httpx should make the request instead."""
+        if not self.enabled:
+            return None
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        conn = self._connection(origin, parts.scheme, parts.netloc)
+        try:
+            conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers)
+            if conn.sock is not None:
+                conn.sock.settimeout(self.read_timeout)
+            response = conn.getresponse()
+        except (OSError, http.client.HTTPException):
+            conn.close()  # a kept-alive connection the server had closed, or no connection at all
+            return None
+        if response.status != 200:
+            if 300 <= response.status < 400:
+                self.enabled = False
+            conn.close()
+            return None
+        return FastBody(self, origin, conn, response)
+
+    def give_back(self, origin: str, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._idle.append((origin, conn))
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for _, conn in idle:
+            conn.close()
+
+
+class FastBody:
+    """One response body, read in chunks; the connection is kept only if the body was read whole."""
+
+    def __init__(self, owner: FastBlobGet, origin: str, conn: http.client.HTTPConnection,
+                 response: http.client.HTTPResponse) -> None:
+        self.owner, self.origin, self.conn, self.response = owner, origin, conn, response
+
+    def chunks(self, what: str) -> Iterator[bytes]:
+        try:
+            while chunk := self.response.read(READ_BYTES):
+                yield chunk
+        except (OSError, socket.timeout, http.client.HTTPException) as exc:
+            raise TransferInterrupted(f"{what} broke off ({type(exc).__name__}: {exc}); run the command again") from exc
+        if self.response.length:  # http.client ends a body cut short without a word: bytes still owed
+            raise TransferInterrupted(f"{what} broke off {self.response.length} bytes early; run the command again")
+
+    def close(self) -> None:
+        if self.response.isclosed() and not self.response.will_close:
+            self.owner.give_back(self.origin, self.conn)
+        else:
+            self.conn.close()

@@ -118,6 +118,14 @@ def test_registry_that_alters_a_digest_is_refused(project: Path, layouts: Layout
     assert pushes_recorded(project, rec) == 0
 
 
+def test_registry_that_alters_a_blob_digest_is_refused(project: Path, layouts: LayoutFactory, faulty: FaultProxy) -> None:
+    faulty.faults = [Fault("PUT", r"/blobs/uploads/", "lie-digest", times=1)]
+    path, _ = layouts()
+    result = run(["push", str(path), "--image", "api", "--to", f"{faulty.host}/test/blobliar", "-q"], project)
+    assert result.code == 3 and "altered" in result.err and "blob upload" in result.err, result.err
+    assert pushes_recorded(project, run(["log", "--json"], project).json()[0]) == 0
+
+
 def test_manifest_over_4_mib_is_refused(project: Path, faulty: FaultProxy, tmp_path: Path) -> None:
     faulty.faults = [Fault("GET", r"/manifests/", "replace", times=5, body=b"{" + b" " * (4 * 1024 * 1024 + 10) + b"}")]
     result = run(["pull", f"{faulty.host}/test/huge:1", "--to", str(tmp_path / "out"), "-q"], tmp_path)

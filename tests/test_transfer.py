@@ -12,6 +12,7 @@ from imgtrack.errors import InvalidReference
 from imgtrack.oci.reference import parse_reference
 from tests.conftest import LayoutFactory, git, record_file, run
 from tests.layouts import biggest_blob
+from tests.registries import Registry
 
 
 def skopeo_digest(ref: str) -> str:
@@ -137,3 +138,37 @@ def test_progress_lines_on_stderr_and_quiet(project: Path, layouts: LayoutFactor
     assert "pushed api" in loud.out and "imgtrack: copied" not in loud.out
     quiet = run(["push", str(path), "--to", f"oci:{tmp_path / 'b'}", "--quiet"], project)
     assert quiet.code == 0 and quiet.err == ""
+
+
+def test_a_layout_tar_pushes_from_its_blobs_in_place(
+    project: Path, layouts: LayoutFactory, plain_registry: Registry, tmp_path: Path,
+) -> None:
+    import gzip
+    import hashlib
+
+    from imgtrack.oci.layout import TarLayout
+    from tests.layouts import layout_tar
+
+    path, digest = layouts(layers=2, layer_size=300_000)
+    tar = layout_tar(path, tmp_path / "image.tar")
+    layer = biggest_blob(path)
+    reader = TarLayout(tar)
+    extent = reader.blob_extent(f"sha256:{layer.name}")
+    reader.close()
+    assert extent is not None
+    with open(extent[0], "rb") as f:  # the bytes a zero-copy upload sends are the blob's
+        f.seek(extent[1])
+        assert hashlib.sha256(f.read(layer.stat().st_size)).hexdigest() == layer.name
+    gz = tmp_path / "image.tar.gz"
+    gz.write_bytes(gzip.compress(tar.read_bytes()))
+    compressed = TarLayout(gz)
+    assert compressed.blob_extent(f"sha256:{layer.name}") is None  # compressed: streamed instead
+    compressed.close()
+    repo = plain_registry.repo()
+    assert run(["push", str(tar), "--image", "api", "--to", repo, "-q"], project).code == 0
+    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{repo}@{digest}"],
+                         check=True, capture_output=True).stdout
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest
+    copy = subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{repo}@{digest}",
+                           f"oci:{tmp_path / 'check'}:x"], capture_output=True, text=True)
+    assert copy.returncode == 0, copy.stderr

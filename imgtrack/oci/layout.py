@@ -7,6 +7,7 @@ atomic rename after its bytes matched.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from abc import ABC, abstractmethod
@@ -99,6 +100,11 @@ class Layout(ABC):
         with self.open_blob(digest) as f:
             yield iter(lambda: f.read(CHUNK), b"")
 
+    def blob_extent(self, digest: str) -> tuple[Path, int] | None:
+        """Where a blob's bytes lie whole in one file, (file, offset), for zero-copy sending; None
+        when they do not (a compressed tar, a registry)."""
+        return None
+
     def read_range(self, digest: str, start: int, end: int) -> Iterator[bytes]:
         """Bytes [start, end) of a blob, in chunks (local layouts only: they can seek)."""
         with self.open_blob(digest) as f:
@@ -174,6 +180,9 @@ class DirLayout(Layout):
     def open_blob(self, digest: str) -> IO[bytes]:
         return open(self._blob_path(digest), "rb")
 
+    def blob_extent(self, digest: str) -> tuple[Path, int] | None:
+        return (self._blob_path(digest), 0) if self.has_blob(digest) else None
+
     def read_index_json(self) -> bytes:
         try:
             with open(self.path / "index.json", "rb") as f:
@@ -204,6 +213,14 @@ class TarLayout(Layout):
     def has_blob(self, digest: str) -> bool:
         algo, _, hexpart = check_digest(digest).partition(":")
         return self._member(f"blobs/{algo}/{hexpart}") is not None
+
+    def blob_extent(self, digest: str) -> tuple[Path, int] | None:
+        algo, _, hexpart = check_digest(digest).partition(":")
+        member = self._member(f"blobs/{algo}/{hexpart}")
+        # A plain tar stores a member's bytes whole and as they are; a compressed tar, or a sparse member, does not.
+        if member is None or member.issparse() or not isinstance(self._tar.fileobj, io.BufferedReader):
+            return None
+        return self.path, member.offset_data
 
     def open_blob(self, digest: str) -> IO[bytes]:
         algo, _, hexpart = check_digest(digest).partition(":")

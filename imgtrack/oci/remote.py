@@ -119,7 +119,8 @@ def push_to_registry(
             client.upload_blob_chunked(repo, blob.digest, blob.size,
                                        lambda start, end: source.read_range(blob.digest, start, end), client.chunk_size)
         else:
-            client.upload_blob(repo, blob.digest, blob.size, lambda: _chunks(source, blob.digest))
+            client.upload_blob(repo, blob.digest, blob.size, lambda: _chunks(source, blob.digest),
+                               source.blob_extent(blob.digest))
         progress("copied", blob)
         return blob.size
 

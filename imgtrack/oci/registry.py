@@ -22,7 +22,7 @@ import httpx
 from imgtrack.errors import RegistryError, TransferInterrupted
 from imgtrack.oci.auth import Credentials, RegistryAuth, is_loopback
 from imgtrack.oci.digest import digest_bytes
-from imgtrack.oci.fastget import READ_BYTES, FastBlobGet
+from imgtrack.oci.fastpath import READ_BYTES, BlobFastPath
 from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES, MAX_MANIFEST_BYTES
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -77,7 +77,7 @@ class RegistryClient:
         except (OSError, ssl.SSLError) as exc:
             raise RegistryError(f"--ca-file {ca_file} cannot be loaded ({exc}); pass a PEM CA certificate") from None
         self._auth = RegistryAuth(registry, credentials)
-        self._fast = FastBlobGet(verify, connect_timeout=10.0, read_timeout=timeout)
+        self._fast = BlobFastPath(verify, connect_timeout=10.0, read_timeout=timeout)
         self._http = httpx.Client(
             auth=self._auth, verify=verify, follow_redirects=True,
             timeout=httpx.Timeout(timeout, connect=10.0),

@@ -285,15 +285,12 @@ def logout(a: Args) -> None:
 def export_allowlist(a: Args) -> None:
     """An admission policy that admits only images pinned to a digest the ledger records."""
     import json
-    import re
 
     from imgtrack import output
     from imgtrack.commands.export import export_allowlist as build
     from imgtrack.fsutil import write_atomic
     from imgtrack.project import Project
 
-    if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", a.name):
-        raise UsageError(f"--name {a.name!r}: not a Kubernetes object name; use lower-case letters, digits, '-' and '.'")
     result = build(Project.open(Path.cwd()), a.format, list(a.image or []), a.releases_only, a.name, a.audit)
     text = json.dumps(result.policy, indent=2) + "\n" if a.json else result.text
     if a.output is None:

@@ -10,6 +10,7 @@ controllers itself. See docs/audit.md.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from imgtrack.errors import UsageError
@@ -112,6 +113,8 @@ def export_allowlist(
 
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt}: unknown format; choose from {', '.join(FORMATS)}")
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", name):
+        raise UsageError(f"--name {name!r}: not a Kubernetes object name; use lower-case letters, digits, '-' and '.'")
     records = select_records(project, images, releases_only)
     if not records:
         raise UsageError(

@@ -43,25 +43,29 @@ class BlobFastPath:
         self._idle: list[tuple[str, http.client.HTTPConnection]] = []
         self._lock = threading.Lock()
 
-    def _connection(self, origin: str, scheme: str, netloc: str) -> http.client.HTTPConnection:
+    def _connection(self, url: str) -> tuple[str, http.client.HTTPConnection, str]:
+        """(origin, a kept-alive or new connection to it, the request target) for `url`."""
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
         with self._lock:
             for i, (held, conn) in enumerate(self._idle):
                 if held == origin:
                     del self._idle[i]
-                    return conn
-        if scheme == "https":
-            return http.client.HTTPSConnection(netloc, timeout=self.connect_timeout, context=self.context)
-        return http.client.HTTPConnection(netloc, timeout=self.connect_timeout)
+                    return origin, conn, target
+        if parts.scheme == "https":
+            conn = http.client.HTTPSConnection(parts.netloc, timeout=self.connect_timeout, context=self.context)
+        else:
+            conn = http.client.HTTPConnection(parts.netloc, timeout=self.connect_timeout)
+        return origin, conn, target
 
     def open(self, url: str, headers: dict[str, str]) -> FastBody | None:
         """The 200 response to GET `url`, or None when httpx should make the request instead."""
         if not self.enabled:
             return None
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        conn = self._connection(origin, parts.scheme, parts.netloc)
+        origin, conn, target = self._connection(url)
         try:
-            conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers)
+            conn.request("GET", target, headers=headers)
             if conn.sock is not None:
                 conn.sock.settimeout(self.read_timeout)
             response = conn.getresponse()
@@ -80,11 +84,9 @@ class BlobFastPath:
         when it sent none, or None when httpx should upload instead (nothing was committed)."""
         if not self.enabled:
             return None
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        conn = self._connection(origin, parts.scheme, parts.netloc)
+        origin, conn, target = self._connection(url)
         try:
-            conn.putrequest("PUT", parts.path + (f"?{parts.query}" if parts.query else ""), skip_accept_encoding=True)
+            conn.putrequest("PUT", target, skip_accept_encoding=True)
             for name, value in {**headers, "Content-Length": str(size)}.items():
                 conn.putheader(name, value)
             conn.endheaders()

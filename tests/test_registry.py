@@ -122,6 +122,15 @@ def test_tls_registry_needs_its_ca(project: Path, layouts: LayoutFactory, tls_re
     pulled = run(["pull", f"{repo}@{digest}", "--to", str(out), "--ca-file", str(tls_registry.ca_file)], project)
     assert pulled.code == 0, pulled.err
     assert skopeo_digest(f"oci:{out}") == digest
+    # Without --ca-file, the system trust store decides; OpenSSL reads its location from SSL_CERT_FILE.
+    system = run(["pull", f"{repo}@{digest}", "--to", str(project.parent / "pulled-tls-system")], project,
+                 env={"SSL_CERT_FILE": str(tls_registry.ca_file)})
+    assert system.code == 0, system.err
+    junk = project.parent / "not-a-ca.pem"
+    junk.write_text("hello\n")
+    bad = run(["pull", f"{repo}@{digest}", "--to", str(project.parent / "x"), "--ca-file", str(junk)], project)
+    assert bad.code == 3 and f"--ca-file {junk} cannot be loaded" in bad.err and len(bad.err.splitlines()) == 1
+    assert not (project.parent / "x").exists()
 
 
 def test_unreachable_registry_and_missing_repository(project: Path, layouts: LayoutFactory,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import re
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,8 +21,9 @@ import httpx
 from imgtrack.errors import RegistryError, TransferInterrupted
 from imgtrack.oci.auth import Credentials, RegistryAuth, is_loopback
 from imgtrack.oci.digest import digest_bytes
-from imgtrack.oci.fastpath import READ_BYTES, BlobFastPath
+from imgtrack.oci.fastpath import READ_BYTES, BlobFastPath, proxy_configured
 from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES, MAX_MANIFEST_BYTES
+from imgtrack.oci.tls import client_context, speaks_tls
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -70,12 +70,7 @@ class RegistryClient:
         self.registry = registry
         self.retry = retry
         self.chunk_size = chunk_size  # blobs larger than this go up in resumable chunks of this size
-        # The system trust store (where an operator adds a company CA), not certifi's bundle, which
-        # also costs 50 ms more to load on every run.
-        try:
-            verify = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-        except (OSError, ssl.SSLError) as exc:
-            raise RegistryError(f"--ca-file {ca_file} cannot be loaded ({exc}); pass a PEM CA certificate") from None
+        verify = client_context(ca_file)
         self._auth = RegistryAuth(registry, credentials)
         self._fast = BlobFastPath(verify, connect_timeout=10.0, read_timeout=timeout)
         self._http = httpx.Client(
@@ -101,6 +96,10 @@ class RegistryClient:
 
     def _probe(self) -> str:
         """https, or plain http where allowed and the server speaks nothing else (docker's rule for loopback)."""
+        if self._plain_allowed and not proxy_configured():
+            tls = speaks_tls(self.registry, timeout=10.0)
+            if tls is not None:
+                return f"{'https' if tls else 'http'}://{self.registry}"
         try:
             self._send("GET", f"https://{self.registry}/v2/")
             return f"https://{self.registry}"

@@ -11,7 +11,8 @@ import pytest
 
 from imgtrack.commands.transfer import Registries
 from imgtrack.errors import RegistryError
-from imgtrack.oci.auth import Credentials, RegistryAuth, find_credentials
+from imgtrack.oci.auth import Credentials, find_credentials
+from imgtrack.oci.authflow import RegistryAuth
 
 SECRET = "s3ntinel-not-for-logs"
 

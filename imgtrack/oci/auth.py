@@ -1,4 +1,5 @@
-"""Registry credentials and the httpx auth flow (Basic, and Bearer with a token per scope).
+"""Registry credentials: where they come from, and where `login` stores them (the auth flow that
+uses them is in authflow.py, which needs httpx; this module does not).
 
 Where credentials come from, in order (written down once): `--username`/`--password-stdin`, then the
 environment (IMGTRACK_USERNAME / IMGTRACK_PASSWORD), then `$DOCKER_CONFIG/config.json` (`credHelpers`,
@@ -12,16 +13,11 @@ import base64
 import ipaddress
 import json
 import os
-import re
 import subprocess
-import time
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlencode, urlparse
-
-import httpx
 
 from imgtrack.errors import RegistryError
 
@@ -136,115 +132,6 @@ def _from_helper(helper: str, key: str, missing_ok: bool = False) -> Credentials
         return Credentials(data["Username"], data["Secret"])
     except (json.JSONDecodeError, KeyError, TypeError):
         raise RegistryError(f"credential helper {program} answered in an unknown format") from None
-
-
-_CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
-_REPO_PATH_RE = re.compile(r"^/v2/(.+?)/(blobs|manifests|tags)/")
-
-
-def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
-    scheme, _, params = header.strip().partition(" ")
-    return scheme.lower(), dict(_CHALLENGE_RE.findall(params))
-
-
-class RegistryAuth(httpx.Auth):
-    """Basic, or Bearer tokens fetched from the challenge's realm and cached per scope (thread-safe
-    enough: a token fetched twice by two threads is harmless)."""
-
-    def __init__(self, registry: str, credentials: Credentials | None) -> None:
-        self.registry = registry
-        self.credentials = credentials
-        self._tokens: dict[str, str] = {}
-        self._basic = False
-
-    def _scope(self, request: httpx.Request) -> str:
-        m = _REPO_PATH_RE.match(request.url.path)
-        if not m:
-            return "registry:catalog:*" if request.url.path.startswith("/v2/_catalog") else ""
-        actions = "pull" if request.method in ("GET", "HEAD") else "pull,push"
-        scope = f"repository:{m.group(1)}:{actions}"
-        mount_from = request.url.params.get("from")
-        return f"{scope} repository:{mount_from}:pull" if mount_from else scope
-
-    def held_header(self, request: httpx.Request) -> str | None:
-        """The Authorization this client already holds for `request` (a cached token, or Basic once the
-        registry asked for it), without asking anyone; None if it holds none."""
-        scope = self._scope(request)
-        if scope in self._tokens:
-            return f"Bearer {self._tokens[scope]}"
-        if self._basic and self.credentials:
-            return self.credentials.basic_header()
-        return None
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        scope = self._scope(request)
-        if scope in self._tokens:
-            request.headers["Authorization"] = f"Bearer {self._tokens[scope]}"
-        elif self._basic and self.credentials:
-            request.headers["Authorization"] = self.credentials.basic_header()
-        response = yield request
-        if response.status_code != 401:
-            return
-        scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
-        if scheme == "basic":
-            if self.credentials is None or self._basic and "Authorization" in request.headers:
-                return
-            self._basic = True
-            request.headers["Authorization"] = self.credentials.basic_header()
-            yield request
-        elif scheme == "bearer" and params.get("realm"):
-            # The challenge names the scope the registry wants (on insufficient scope too).
-            wanted = params.get("scope") or scope
-            token = yield from self._fetch_token(request, params["realm"], params.get("service"), wanted)
-            if token is None:
-                return
-            self._tokens[scope] = self._tokens[wanted] = token
-            request.headers["Authorization"] = f"Bearer {token}"
-            yield request
-
-    def _fetch_token(
-        self, request: httpx.Request, realm: str, service: str | None, scope: str,
-    ) -> Generator[httpx.Request, httpx.Response, str | None]:
-        url = urlparse(realm)
-        if url.scheme not in ("https", "http"):
-            raise RegistryError(f"{self.registry}: token realm {realm!r} is not an http(s) URL")
-        query = [("service", service)] if service else []
-        query += [("scope", s) for s in scope.split()]
-        headers = {}
-        if self.credentials is not None:
-            # Credentials never travel in clear text: only to an https realm. A registry reached over
-            # plain HTTP (loopback, or marked insecure) may use a plain realm on loopback; one reached
-            # over TLS never downgrades its credentials, whatever host the realm names.
-            if url.scheme == "https" or request.url.scheme == "http" and is_loopback(url.netloc):
-                headers["Authorization"] = self.credentials.basic_header()
-            else:
-                raise RegistryError(
-                    f"{self.registry}: the token realm {url.scheme}://{url.netloc} is plain HTTP; "
-                    "refusing to send credentials there (ask the registry's operator for an https realm)"
-                )
-        token_request = httpx.Request(
-            "GET", realm + ("&" if "?" in realm else "?") + urlencode(query), headers=headers,
-        )
-        started = time.monotonic()
-        response = yield token_request
-        response.read()
-        if response.status_code in (401, 403):
-            return None  # wrong credentials: the registry's 401 is what the caller reports
-        if response.status_code != 200:
-            raise RegistryError(
-                f"{self.registry}: token service {url.netloc} answered {response.status_code} after "
-                f"{time.monotonic() - started:.1f} s; try again later"
-            )
-        try:
-            body = response.json()
-            token = body.get("token") or body.get("access_token")
-        except (json.JSONDecodeError, AttributeError):
-            token = None
-        if not isinstance(token, str) or not token:
-            raise RegistryError(f"{self.registry}: token service {url.netloc} sent no token")
-        return token
-
-    requires_response_body = False
 
 
 def store_credentials(registry: str, credentials: Credentials, environ: Mapping[str, str] = os.environ) -> str:

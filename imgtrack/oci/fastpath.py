@@ -1,7 +1,7 @@
-"""Blob bodies over the standard library's http.client. Downloads come off the socket in 512 KiB
-reads, uploads go out by `sendfile` straight from the layout's file, without passing through httpx,
-httpcore and h11, which copy every byte three more times in Python (a cold pull spent about a third
-of its time there; docs/performance.md).
+"""Manifest and blob bodies over the standard library's http.client. Downloads come off the socket in
+512 KiB reads, uploads go out by `sendfile` straight from the layout's file, without passing through
+httpx, httpcore and h11, which copy every byte three more times in Python (a cold pull spent about a
+third of its time there; docs/performance.md), and a pull that needs nothing else never imports them.
 
 Only the common case takes this path: a GET the registry itself answers 200, or the PUT that ends an
 upload answered 201, sent with the Authorization imgtrack already holds, with no proxy set in the
@@ -125,6 +125,9 @@ class FastBody:
     def __init__(self, owner: BlobFastPath, origin: str, conn: http.client.HTTPConnection,
                  response: http.client.HTTPResponse) -> None:
         self.owner, self.origin, self.conn, self.response = owner, origin, conn, response
+
+    def header(self, name: str) -> str | None:
+        return self.response.getheader(name)
 
     def chunks(self, what: str) -> Iterator[bytes]:
         try:

@@ -1,4 +1,8 @@
-"""The OCI distribution API over httpx: one sync client per registry, shared by a thread pool.
+"""The OCI distribution API: one sync client per registry, shared by a thread pool.
+
+Plain GETs the registry answers 200 (manifests, blobs) and upload PUTs go over http.client (fastpath.py);
+everything else goes through httpx, with its auth flow and redirect rules. httpx is imported on the
+first request that needs it: a pull from a registry that asks for no credentials never loads it (~30 ms).
 
 Retries exactly what the protocol says is retryable (408, 429, 5xx and connection errors) with
 exponential backoff, jitter and `Retry-After`, bounded in tries and time. Lower-level errors are
@@ -12,18 +16,23 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import partial
 from dataclasses import dataclass
+from functools import cached_property, partial
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from imgtrack.errors import RegistryError, TransferInterrupted
-from imgtrack.oci.auth import Credentials, RegistryAuth, is_loopback
+from imgtrack.oci.auth import Credentials, is_loopback
 from imgtrack.oci.digest import digest_bytes
-from imgtrack.oci.fastpath import READ_BYTES, BlobFastPath, proxy_configured
+from imgtrack.oci.fastpath import READ_BYTES, BlobFastPath, FastBody, proxy_configured
 from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES, MAX_MANIFEST_BYTES
 from imgtrack.oci.tls import client_context, speaks_tls
+
+if TYPE_CHECKING:
+    import httpx
+
+    from imgtrack.oci.authflow import RegistryAuth
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -41,8 +50,6 @@ def _read_bigger_chunks() -> None:
     if getattr(HTTP11Connection, "READ_NUM_BYTES", 0) < READ_BYTES:
         HTTP11Connection.READ_NUM_BYTES = READ_BYTES
 
-
-_read_bigger_chunks()
 
 ACCEPT_MANIFESTS = ", ".join(sorted(ALL_MANIFEST_TYPES))
 
@@ -70,21 +77,37 @@ class RegistryClient:
         self.registry = registry
         self.retry = retry
         self.chunk_size = chunk_size  # blobs larger than this go up in resumable chunks of this size
-        verify = client_context(ca_file)
-        self._auth = RegistryAuth(registry, credentials)
-        self._fast = BlobFastPath(verify, connect_timeout=10.0, read_timeout=timeout)
-        self._http = httpx.Client(
-            auth=self._auth, verify=verify, follow_redirects=True,
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            limits=httpx.Limits(max_connections=jobs + 2, max_keepalive_connections=jobs + 2),
-            headers={"User-Agent": "imgtrack"},
-        )
+        self.credentials = credentials
+        self._verify = client_context(ca_file)
+        self._timeout, self._jobs = timeout, jobs
+        self._fast = BlobFastPath(self._verify, connect_timeout=10.0, read_timeout=timeout)
         self._plain_allowed = insecure or is_loopback(registry)
         self._base: str | None = "http://" + registry if insecure else None
 
+    @cached_property
+    def _http(self) -> httpx.Client:
+        """The httpx client, made (and httpx imported) for the first request that needs it."""
+        import httpx
+
+        from imgtrack.oci.authflow import RegistryAuth
+
+        _read_bigger_chunks()
+        return httpx.Client(
+            auth=RegistryAuth(self.registry, self.credentials), verify=self._verify, follow_redirects=True,
+            timeout=httpx.Timeout(self._timeout, connect=10.0),
+            limits=httpx.Limits(max_connections=self._jobs + 2, max_keepalive_connections=self._jobs + 2),
+            headers={"User-Agent": "imgtrack"},
+        )
+
+    @property
+    def _auth(self) -> RegistryAuth | None:
+        """The auth flow, once httpx is in use; before that no credentials were asked for, so none are held."""
+        return self.__dict__["_http"].auth if "_http" in self.__dict__ else None
+
     def close(self) -> None:
         self._fast.close()
-        self._http.close()
+        if "_http" in self.__dict__:
+            self._http.close()
 
     # --- transport -------------------------------------------------------------------------------
 
@@ -95,8 +118,13 @@ class RegistryClient:
         return self._base
 
     def _probe(self) -> str:
-        """https, or plain http where allowed and the server speaks nothing else (docker's rule for loopback)."""
-        if self._plain_allowed and not proxy_configured():
+        """https, or plain http where allowed and the server speaks nothing else (docker's rule for loopback).
+
+        A registry that may only be reached over https is not probed: its first request says whatever
+        is wrong (no TLS, an untrusted certificate) as well as a probe would, a round trip sooner."""
+        if not self._plain_allowed:
+            return f"https://{self.registry}"
+        if not proxy_configured():
             tls = speaks_tls(self.registry, timeout=10.0)
             if tls is not None:
                 return f"{'https' if tls else 'http'}://{self.registry}"
@@ -113,6 +141,8 @@ class RegistryClient:
               headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200,), stream: bool = False,
               tries: int | None = None) -> httpx.Response:
         """One request with retries. `content` makes a fresh body for each try (a stream is read once)."""
+        import httpx
+
         started = time.monotonic()
         tries = tries or self.retry.tries
         for attempt in range(1, tries + 1):
@@ -146,7 +176,7 @@ class RegistryClient:
                 cause = RegistryError(failure)
             if attempt == tries or time.monotonic() - started + delay > self.retry.max_seconds:
                 raise RegistryError(
-                    f"{self.registry}: {method} {httpx.URL(url).path} failed after {attempt} tries ({failure}); "
+                    f"{self.registry}: {method} {urlsplit(url).path} failed after {attempt} tries ({failure}); "
                     "check that the registry is up and reachable, then run the command again"
                 ) from cause
             time.sleep(delay)
@@ -224,10 +254,7 @@ class RegistryClient:
         sep = "&" if "?" in location else "?"
         if extent is not None and self._fast.enabled and location.startswith(self.base + "/"):
             url = f"{location}{sep}digest={digest}"
-            headers = {"User-Agent": "imgtrack", "Content-Type": "application/octet-stream"}
-            held = self._auth.held_header(httpx.Request("PUT", url))
-            if held:
-                headers["Authorization"] = held
+            headers = self._fast_headers("PUT", url, {"Content-Type": "application/octet-stream"})
             said = self._fast.put_file(url, headers, extent, size)
             if said is not None:
                 self._check_said(said, digest, f"blob upload to {repo}")
@@ -288,6 +315,8 @@ class RegistryClient:
         self._check_digest(done, digest, f"blob upload to {repo}")
 
     def _cancel(self, response: httpx.Response) -> None:
+        import httpx
+
         location = response.headers.get("Location")
         if location:
             try:
@@ -307,42 +336,64 @@ class RegistryClient:
             raise self._fail(response, f"manifest {reference} in {repo}")
         self._check_digest(response, digest_bytes(data), f"manifest {reference} in {repo}")
 
+    def _fast_headers(self, method: str, url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = {"User-Agent": "imgtrack", **(extra or {})}
+        held = self._auth.held_header(method, url) if self._auth else None
+        if held:
+            headers["Authorization"] = held
+        return headers
+
+    def _fast_get(self, url: str, extra: dict[str, str] | None = None) -> FastBody | None:
+        """The 200 response to a GET over http.client, or None for httpx to make the request. Not tried
+        when the registry has asked for credentials and none are held for this request: it would only
+        answer 401 again, a round trip for nothing."""
+        headers = self._fast_headers("GET", url, extra)
+        if "Authorization" not in headers and self._auth is not None and self._auth.challenged:
+            return None
+        return self._fast.open(url, headers)
+
     def get_manifest(self, repo: str, reference: str) -> tuple[bytes, str]:
         """A manifest's bytes and media type, refused above 4 MiB."""
-        response = self._send("GET", f"{self.base}/v2/{repo}/manifests/{reference}",
-                              headers={"Accept": ACCEPT_MANIFESTS}, stream=True)
+        url = f"{self.base}/v2/{repo}/manifests/{reference}"
+        what = f"manifest {reference} of {repo}"
+        body = self._fast_get(url, {"Accept": ACCEPT_MANIFESTS})
+        if body is not None:
+            try:
+                return self._read_manifest(body.header("Content-Length"), body.header("Content-Type"),
+                                           body.chunks(f"{self.registry}: {what}"), what)
+            finally:
+                body.close()
+        response = self._send("GET", url, headers={"Accept": ACCEPT_MANIFESTS}, stream=True)
         try:
             if response.status_code != 200:
                 response.read()
-                raise self._fail(response, f"manifest {reference} of {repo}")
-            length = int(response.headers.get("Content-Length") or 0)
-            if length > MAX_MANIFEST_BYTES:
-                raise RegistryError(f"{self.registry}: manifest {reference} of {repo} is {length} bytes; over 4 MiB is refused")
-            data = b""
-            for chunk in response.iter_bytes():
-                data += chunk
-                if len(data) > MAX_MANIFEST_BYTES:
-                    raise RegistryError(f"{self.registry}: manifest {reference} of {repo} is over 4 MiB; refused")
-            media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-            return data, media_type
+                raise self._fail(response, what)
+            return self._read_manifest(response.headers.get("Content-Length"), response.headers.get("Content-Type"),
+                                       response.iter_bytes(), what)
         finally:
             response.close()
+
+    def _read_manifest(self, length: str | None, content_type: str | None, chunks: Iterator[bytes],
+                       what: str) -> tuple[bytes, str]:
+        if length and length.isdigit() and int(length) > MAX_MANIFEST_BYTES:
+            raise RegistryError(f"{self.registry}: {what} is {length} bytes; over 4 MiB is refused")
+        data = b""
+        for chunk in chunks:
+            data += chunk
+            if len(data) > MAX_MANIFEST_BYTES:
+                raise RegistryError(f"{self.registry}: {what} is over 4 MiB; refused")
+        return data, (content_type or "").split(";")[0].strip()
 
     @contextmanager
     def blob_stream(self, repo: str, digest: str) -> Iterator[Iterator[bytes]]:
         url = f"{self.base}/v2/{repo}/blobs/{digest}"
-        if self._fast.enabled:
-            headers = {"User-Agent": "imgtrack"}
-            held = self._auth.held_header(httpx.Request("GET", url))
-            if held:
-                headers["Authorization"] = held
-            body = self._fast.open(url, headers)
-            if body is not None:
-                try:
-                    yield body.chunks(f"{self.registry}: download of {digest[:19]}…")
-                finally:
-                    body.close()
-                return
+        body = self._fast_get(url)
+        if body is not None:
+            try:
+                yield body.chunks(f"{self.registry}: download of {digest[:19]}…")
+            finally:
+                body.close()
+            return
         response = self._send("GET", url, stream=True)
         try:
             if response.status_code != 200:
@@ -354,6 +405,8 @@ class RegistryClient:
             response.close()
 
     def _guarded(self, chunks: Iterator[bytes], digest: str) -> Iterator[bytes]:
+        import httpx
+
         try:
             yield from chunks
         except httpx.TransportError as exc:
@@ -375,6 +428,8 @@ _ERROR_CODE_RE = re.compile(r"^[A-Z][A-Z_]{1,40}$")
 def _error_codes(response: httpx.Response) -> str:
     """The distribution spec's error codes (`MANIFEST_INVALID`, …) from an error body, and nothing else
     of it: a body is the registry's text, and may echo a token or a header back."""
+    import httpx
+
     try:
         doc = response.json()
     except (ValueError, httpx.ResponseNotRead):

@@ -37,6 +37,7 @@ class FaultProxy:
         self.faults: list[Fault] = []
         self.require_basic = False  # answer 401 Basic to any request without Authorization
         self.fired: list[str] = []
+        self.forwarded: list[tuple[str, str, int, bool]] = []  # (method, path, status, sent Authorization)
         self.lock = threading.Lock()
         proxy = self
         client = httpx.Client(base_url=f"http://{upstream}", follow_redirects=False, timeout=30)
@@ -111,6 +112,8 @@ class FaultProxy:
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
                 upstream = client.request(self.command, self.path, content=body, headers=headers)
+                with proxy.lock:
+                    proxy.forwarded.append((self.command, self.path, upstream.status_code, "Authorization" in self.headers))
                 data = upstream.content
                 if fault is not None and fault.kind == "grow-body":  # a body longer than the blob
                     data = data + b"\0" * 10_000_000

@@ -169,6 +169,31 @@ def test_token_auth_push_and_pull(project: Path, layouts: LayoutFactory, token_r
     assert PASSWORD not in pushed.out + pushed.err + mounted.out + pulled.out
 
 
+def test_a_registry_that_asked_for_credentials_is_not_asked_again_without_them(
+        project: Path, layouts: LayoutFactory, token_registry: Registry) -> None:
+    """Promote within a token-auth registry: the destination's first request meets the challenge, so
+    the source manifest, for which no token is held yet, goes straight to the auth flow: one 401, not two."""
+    from tests.faultproxy import FaultProxy
+
+    proxy = FaultProxy(token_registry.host)  # forwards everything; records what it forwarded
+    try:
+        path, digest = layouts()
+        creds = {"IMGTRACK_USERNAME": USER, "IMGTRACK_PASSWORD": PASSWORD}
+        pushed = run(["push", str(path), "--image", "api", "--to", f"{proxy.host}/team/source", "--json"], project,
+                     env=creds)
+        assert pushed.code == 0, pushed.err
+        proxy.forwarded.clear()
+        promoted = run(["promote", f"api@{pushed.json()['version']}", "--to", f"{proxy.host}/team/target"], project,
+                       env=creds)
+        assert promoted.code == 0, promoted.err
+        source_gets = [(status, auth) for method, p, status, auth in proxy.forwarded
+                       if method == "GET" and p.startswith("/v2/team/source/manifests/")]
+        assert source_gets and source_gets[-1] == (200, True)
+        assert [g for g in source_gets if not g[1]] == [(401, False)]
+    finally:
+        proxy.close()
+
+
 def test_login_logout_with_docker_config(project: Path, layouts: LayoutFactory, basic_registry: Registry,
                                          isolated_home: Path) -> None:
     config = isolated_home / ".docker" / "config.json"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,11 @@ def client_context(ca_file: Path | None = None) -> ssl.SSLContext:
     """Certificates and host names verified. With `ca_file`, that CA alone is trusted (loaded now, so a
     bad file is reported before anything is sent); without it, the system trust store (where an operator
     adds a company CA; not certifi's bundle, which costs 50 ms more to load), loaded on first use."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT) if ca_file else _TrustOnFirstHandshake(ssl.PROTOCOL_TLS_CLIENT)
+    if sys.version_info >= (3, 13):  # what ssl.create_default_context() sets there
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | ssl.VERIFY_X509_STRICT
     if ca_file is None:
-        return _TrustOnFirstHandshake(ssl.PROTOCOL_TLS_CLIENT)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        return context
     try:
         context.load_verify_locations(cafile=str(ca_file))
     except (OSError, ssl.SSLError) as exc:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property, partial
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -81,33 +82,39 @@ class RegistryClient:
         self._verify = client_context(ca_file)
         self._timeout, self._jobs = timeout, jobs
         self._fast = BlobFastPath(self._verify, connect_timeout=10.0, read_timeout=timeout)
+        self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()  # the threads of a transfer may all need it at once
         self._plain_allowed = insecure or is_loopback(registry)
         self._base: str | None = "http://" + registry if insecure else None
 
-    @cached_property
+    @property
     def _http(self) -> httpx.Client:
         """The httpx client, made (and httpx imported) for the first request that needs it."""
-        import httpx
+        with self._client_lock:
+            if self._client is None:
+                import httpx
 
-        from imgtrack.oci.authflow import RegistryAuth
+                from imgtrack.oci.authflow import RegistryAuth
 
-        _read_bigger_chunks()
-        return httpx.Client(
-            auth=RegistryAuth(self.registry, self.credentials), verify=self._verify, follow_redirects=True,
-            timeout=httpx.Timeout(self._timeout, connect=10.0),
-            limits=httpx.Limits(max_connections=self._jobs + 2, max_keepalive_connections=self._jobs + 2),
-            headers={"User-Agent": "imgtrack"},
-        )
+                _read_bigger_chunks()
+                self._client = httpx.Client(
+                    auth=RegistryAuth(self.registry, self.credentials), verify=self._verify, follow_redirects=True,
+                    timeout=httpx.Timeout(self._timeout, connect=10.0),
+                    limits=httpx.Limits(max_connections=self._jobs + 2, max_keepalive_connections=self._jobs + 2),
+                    headers={"User-Agent": "imgtrack"},
+                )
+            return self._client
 
     @property
     def _auth(self) -> RegistryAuth | None:
         """The auth flow, once httpx is in use; before that no credentials were asked for, so none are held."""
-        return self.__dict__["_http"].auth if "_http" in self.__dict__ else None
+        client = self._client
+        return client.auth if client is not None else None  # type: ignore[return-value]
 
     def close(self) -> None:
         self._fast.close()
-        if "_http" in self.__dict__:
-            self._http.close()
+        if self._client is not None:
+            self._client.close()
 
     # --- transport -------------------------------------------------------------------------------
 

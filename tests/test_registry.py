@@ -293,12 +293,12 @@ def test_promote_within_a_registry_and_to_another(project: Path, layouts: Layout
 def test_blob_downloads_leave_proxied_registries_to_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
     import ssl
 
-    from imgtrack.oci.fastpath import BlobFastPath
+    from imgtrack.oci.fastpath import FastPath
 
     context = ssl.create_default_context()
     monkeypatch.delenv("HTTPS_PROXY", raising=False)
     for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    assert BlobFastPath(context, 1, 1).enabled
+    assert FastPath(context, 1, 1).enabled
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    assert not BlobFastPath(context, 1, 1).enabled  # httpx honours the proxy; the fast path cannot
+    assert not FastPath(context, 1, 1).enabled  # httpx honours the proxy; the fast path cannot

@@ -32,9 +32,9 @@ def proxy_configured() -> bool:
     return any(os.environ.get(name) or os.environ.get(name.upper()) for name in _PROXY_VARIABLES)
 
 
-class BlobFastPath:
-    """Blob GETs and upload PUTs over kept-alive connections to one registry, shared by the threads of
-    a transfer."""
+class FastPath:
+    """Manifest and blob GETs and upload PUTs over kept-alive connections to one registry, shared by the
+    threads of a transfer."""
 
     def __init__(self, context: ssl.SSLContext, connect_timeout: float, read_timeout: float) -> None:
         self.context = context
@@ -122,7 +122,7 @@ class BlobFastPath:
 class FastBody:
     """One response body, read in chunks; the connection is kept only if the body was read whole."""
 
-    def __init__(self, owner: BlobFastPath, origin: str, conn: http.client.HTTPConnection,
+    def __init__(self, owner: FastPath, origin: str, conn: http.client.HTTPConnection,
                  response: http.client.HTTPResponse) -> None:
         self.owner, self.origin, self.conn, self.response = owner, origin, conn, response
 

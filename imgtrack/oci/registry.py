@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from imgtrack.errors import RegistryError, TransferInterrupted
 from imgtrack.oci.auth import Credentials, is_loopback
 from imgtrack.oci.digest import digest_bytes
-from imgtrack.oci.fastpath import READ_BYTES, BlobFastPath, FastBody, proxy_configured
+from imgtrack.oci.fastpath import READ_BYTES, FastPath, FastBody, proxy_configured
 from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES, MAX_MANIFEST_BYTES
 from imgtrack.oci.tls import client_context, speaks_tls
 
@@ -81,7 +81,7 @@ class RegistryClient:
         self.credentials = credentials
         self._verify = client_context(ca_file)
         self._timeout, self._jobs = timeout, jobs
-        self._fast = BlobFastPath(self._verify, connect_timeout=10.0, read_timeout=timeout)
+        self._fast = FastPath(self._verify, connect_timeout=10.0, read_timeout=timeout)
         self._client: httpx.Client | None = None
         self._client_lock = threading.Lock()  # the threads of a transfer may all need it at once
         self._plain_allowed = insecure or is_loopback(registry)
@@ -138,11 +138,8 @@ class RegistryClient:
         try:
             self._send("GET", f"https://{self.registry}/v2/")
             return f"https://{self.registry}"
-        except NotTLS:
-            # Only a server that speaks no TLS at all; a certificate problem is never a reason for clear text.
-            if self._plain_allowed:
-                return f"http://{self.registry}"
-            raise
+        except NotTLS:  # only a server that speaks no TLS at all; a certificate problem never means clear text
+            return f"http://{self.registry}"
 
     def _send(self, method: str, url: str, *, content: Callable[[], object] | None = None,
               headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200,), stream: bool = False,

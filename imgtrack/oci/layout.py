@@ -357,9 +357,7 @@ def _check_unambiguous(layout: Layout, desc: Descriptor, doc: dict[str, Any]) ->
         problem = "has both manifests and layers, so it could name two different images"
     elif declared and desc.media_type in ALL_MANIFEST_TYPES and declared != desc.media_type:
         problem = f"says it is {declared} but was served as {desc.media_type}"
-    if problem:
-        if not layout.local:  # a registry's failure, not the user's layout (exit 3)
-            raise RegistryError(f"{layout.name}: manifest {desc.digest[:19]}… {problem}; refused")
+    if problem:  # describe() makes it the registry's failure when a registry served it
         raise LayoutError(f"{layout.name}: manifest {desc.digest[:19]}… {problem}; rebuild the layout")
 
 

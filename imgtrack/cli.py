@@ -171,7 +171,8 @@ def push(a: Args) -> None:
     registries = _registries(project.config, a, progress)
     try:
         outcome = push_image(project, a.source, getattr(a, "image", None), list(a.to or ()), registries,
-                             getattr(a, "version", None), tuple(getattr(a, "tag", None) or ()))
+                             getattr(a, "version", None), tuple(getattr(a, "tag", None) or ()),
+                             promote=a.func is promote)
     finally:
         finish()
         registries.close()

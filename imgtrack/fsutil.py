@@ -9,7 +9,7 @@ from pathlib import Path
 
 # Temp files carry their writer's pid: `.name.<pid>.tmp` (ledger, index.json) and
 # `.name.<pid>.<thread>.partial` (blobs).
-TEMP_RE = re.compile(r"^\..+\.(\d+)(?:\.\d+)?\.(?:tmp|partial)$")
+TEMP_RE = re.compile(r"\..+?\.(\d+)(?:\.\d+)?\.(?:tmp|partial)")
 STALE_TEMP_NS = 3600 * 1_000_000_000
 
 
@@ -40,7 +40,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 def sweep_if_stale(entry: os.DirEntry[str]) -> None:
     """Remove a temp file left by a writer that was killed: its pid is gone, or it is an hour old."""
-    m = TEMP_RE.match(entry.name)
+    m = TEMP_RE.fullmatch(entry.name)
     if not m:
         return
     try:
@@ -52,6 +52,8 @@ def sweep_if_stale(entry: os.DirEntry[str]) -> None:
 
 
 def pid_alive(pid: int) -> bool:
+    if not 0 < pid < 2**31:
+        return False  # no process has it
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

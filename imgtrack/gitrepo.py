@@ -191,3 +191,15 @@ class GitRepo:
                 blobs[oid] = out[pos:pos + size]
                 pos += size + 1
         return blobs
+
+    # --- the ledger's view of git ----------------------------------------------------------------
+
+    def tree_id(self, rev: str, path: str) -> str | None:
+        """The id of the tree at `path` in `rev`, or None (no such commit, or no such path there)."""
+        out = self._try("rev-parse", "--verify", "--quiet", f"{rev}:{path}")
+        return out or None
+
+    def changed_paths(self, old_tree: str, new_tree: str) -> list[str]:
+        """Paths (relative to the two trees) that were added, changed or removed between them."""
+        out = self._run("diff-tree", "-r", "--no-renames", "--name-only", "-z", old_tree, new_tree)
+        return [p for p in out.split("\0") if p]

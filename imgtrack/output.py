@@ -9,7 +9,7 @@ from typing import Any
 
 from imgtrack.errors import ImgtrackError
 
-from imgtrack.record import Record, iso
+from imgtrack.ledger.schema import Build, iso
 
 
 def emit_json(data: Any) -> None:
@@ -31,7 +31,7 @@ def short_digest(digest: str) -> str:
     return f"{algo}:{hexpart[:12]}"
 
 
-def record_summary(record: Record, created: bool) -> str:
+def record_summary(record: Build, created: bool) -> str:
     verb = "recorded" if created else "already recorded"
     return (
         f"{verb} {record.image} {record.version} {record.digest}\n"
@@ -39,7 +39,7 @@ def record_summary(record: Record, created: bool) -> str:
     )
 
 
-def record_details(record: Record) -> str:
+def record_details(record: Build) -> str:
     lines = [
         f"image        {record.image}",
         f"version      {record.version}",
@@ -52,11 +52,16 @@ def record_details(record: Record) -> str:
     for m in record.manifests:
         lines.append(f"platform     {m.platform:<16} {m.digest}  config {short_digest(m.config) if m.config else '-'}")
     for p in record.pushes:
-        lines.append(f"pushed       {iso(p.pushed_at)} {p.repository} ({' '.join(p.tags) or 'by digest'})")
+        by = f" by {p.pushed_by}" if p.pushed_by else ""
+        lines.append(f"{'promoted' if p.promoted else 'pushed':<12} {iso(p.pushed_at)} {p.repository} "
+                     f"({' '.join(p.tags) or 'by digest'}){by}")
+    for fact in record.ordered_facts():
+        if fact.kind == "tag":
+            lines.append(f"tagged       {iso(fact.at)} {fact.tag}{f' by {fact.by}' if fact.by else ''}")
     return "\n".join(lines)
 
 
-def log_line(record: Record) -> str:
+def log_line(record: Build) -> str:
     return (
         f"{record.recorded_at:%Y-%m-%dT%H:%M:%SZ}  {record.image:<12} {record.version:<28} {short_digest(record.digest)}  "
         f"{record.commit[:7]}  {' '.join(record.tags)}"

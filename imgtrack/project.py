@@ -8,6 +8,7 @@ from pathlib import Path
 from imgtrack.config import Config, config_path, ledger_root, load_config
 from imgtrack.gitrepo import GitRepo
 from imgtrack.ledger import Ledger
+from imgtrack.ledger.index import GitView
 
 
 @dataclass
@@ -29,4 +30,11 @@ class Project:
 
 def open_ledger(repo: GitRepo) -> Ledger:
     """The ledger of `repo`'s work tree; its cache lives in the (per-worktree) git dir."""
-    return Ledger(ledger_root(repo.work_tree), repo.git_dir / "imgtrack")
+    root = ledger_root(repo.work_tree)
+    rel = root.relative_to(repo.work_tree).as_posix()
+    view = GitView(
+        index_file=repo.git_dir / "index",
+        head_tree=lambda: repo.tree_id("HEAD", rel),
+        changed=repo.changed_paths,
+    )
+    return Ledger(root, repo.git_dir / "imgtrack", view)

@@ -102,7 +102,18 @@ def project(tmp_path: Path) -> Path:
 
 def record_file(repo: Path, rec: dict[str, str]) -> Path:
     """Where the ledger keeps the record `rec` (a `record --json` result)."""
-    return repo / ".imgtrack" / "ledger" / rec["image"] / f"{rec['digest'].replace(':', '-')}.toml"
+    stem = rec["digest"].replace(":", "-")
+    return repo / ".imgtrack" / "ledger" / rec["image"] / stem[7:9] / f"{stem}.toml"
+
+
+def record_files(repo: Path) -> list[Path]:
+    """Every record file of the ledger (facts aside)."""
+    return sorted((repo / ".imgtrack" / "ledger").glob("*/*/*.toml"))
+
+
+def fact_files(repo: Path, rec: dict[str, str], kind: str = "*") -> list[Path]:
+    """The fact files of the record `rec` (of one kind: push, promote, tag)."""
+    return sorted(record_file(repo, rec).with_suffix("").glob(f"{kind}-*.toml"))
 
 
 def smuggle_tag(path: Path, tag: str) -> None:

@@ -15,7 +15,7 @@ from tests.conftest import LayoutFactory, commit_file, run
 
 
 def record_files(project: Path) -> list[Path]:
-    return sorted((project / ".imgtrack" / "ledger").glob("*/*.toml"))
+    return sorted((project / ".imgtrack" / "ledger").glob("*/*/*.toml"))
 
 
 def test_kill_9_never_leaves_a_partial_record(project: Path, layouts: LayoutFactory) -> None:
@@ -117,11 +117,12 @@ def test_kill_9_during_pull_and_push_leaves_no_partial_blob_and_no_false_record(
         time.sleep(rng.uniform(0.1, 0.6))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        records = list((project / ".imgtrack" / "ledger").glob("*/*.toml"))
-        for record in records:
-            text = record.read_text()
-            tomllib.loads(text)
-            if "[[pushes]]" in text:  # recorded only once everything landed
+        records = list((project / ".imgtrack" / "ledger").glob("*/*/*.toml"))
+        facts = list((project / ".imgtrack" / "ledger").glob("*/*/*/*.toml"))
+        for file in records + facts:
+            tomllib.loads(file.read_text())
+        for fact in facts:
+            if fact.name.startswith("push-"):  # recorded only once everything landed
                 out = tmp_path / f"check-{i}"
                 assert run(["pull", f"{repo}@{digest}", "--to", str(out), "-q"], project).code == 0
     assert run(["push", str(path), "--image", "api", "--version", "1.0.0", "--to", repo, "-q"], project).code == 0

@@ -8,14 +8,14 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.conftest import LayoutFactory, record_file, run
+from tests.conftest import LayoutFactory, fact_files, run
 from tests.faultproxy import Fault, FaultProxy, OtherHost
 from tests.layouts import biggest_blob
 from tests.registries import Registry
 
 
 def pushes_recorded(project: Path, rec: dict) -> int:
-    return record_file(project, rec).read_text().count("[[pushes]]")
+    return len(fact_files(project, rec, "push"))
 
 
 def test_5xx_and_429_are_retried_and_the_push_completes(

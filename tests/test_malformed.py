@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LayoutFactory, run
+from tests.conftest import LayoutFactory, record_file, run
 from tests.layouts import biggest_blob
 from tests.test_record import ledger_files
 
@@ -141,7 +141,7 @@ RECORDS = {
 def test_malformed_records(case: str, project: Path, layouts: LayoutFactory) -> None:
     path, digest = layouts()
     assert run(["record", str(path), "--image", "api"], project).code == 0
-    record = project / ".imgtrack" / "ledger" / "api" / f"{digest.replace(':', '-')}.toml"
+    record = record_file(project, {"image": "api", "digest": digest})
     good = record.read_text()
     replacements = {
         "tags not strings": lambda t: t.replace("tags = [\n", "tags = [\n    1,\n"),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LayoutFactory, commit_file, git, run
+from tests.conftest import LayoutFactory, commit_file, git, record_file, run
 from tests.layouts import biggest_blob, layout_tar
 
 
@@ -43,9 +43,8 @@ def test_record_layout_binds_digest_commit_version_and_platforms(project: Path, 
     assert data["media_type"] == "application/vnd.oci.image.index.v1+json"
     assert [m["platform"] for m in data["manifests"]] == ["linux/amd64", "linux/arm64/v8"]
     assert data["created"] is True
-    record_file = project / ".imgtrack" / "ledger" / "api" / f"{digest.replace(':', '-')}.toml"
-    stored = tomllib.loads(record_file.read_text())
-    assert stored["schema"] == 1 and stored["tree"] == "clean"
+    stored = tomllib.loads(record_file(project, data).read_text())
+    assert stored["schema"] == 2 and stored["tree"] == "clean"
     assert stored["recorded_by"] == "Test Dev <dev@example.com>"
     assert all(m["config"].startswith("sha256:") for m in stored["manifests"])
 
@@ -224,7 +223,7 @@ def test_not_a_git_repository_and_no_commits(tmp_path: Path, layouts: LayoutFact
     (empty / ".imgtrack" / "config.toml").write_text("[images.api]\n")
     result = run(["record", str(path), "--image", "api"], empty)
     assert result.code == 2 and "no commits" in result.err
-    assert not list((empty / ".imgtrack" / "ledger").glob("*/*.toml"))
+    assert not list((empty / ".imgtrack" / "ledger").rglob("*.toml"))
 
 
 def test_shallow_clone(project: Path, layouts: LayoutFactory, tmp_path: Path) -> None:
@@ -288,18 +287,18 @@ def test_several_manifests_need_ref_name(project: Path, tmp_path: Path) -> None:
 def test_malformed_record_is_named_with_file_and_line(project: Path, layouts: LayoutFactory) -> None:
     path, digest = layouts()
     assert run(["record", str(path), "--image", "api"], project).code == 0
-    record_file = project / ".imgtrack" / "ledger" / "api" / f"{digest.replace(':', '-')}.toml"
-    lines = record_file.read_text().splitlines()
+    record = record_file(project, {"image": "api", "digest": digest})
+    lines = record.read_text().splitlines()
     line_no = next(i for i, line in enumerate(lines, 1) if line.startswith("version"))
     lines[line_no - 1] = 'version = "not-a-version"'
-    record_file.write_text("\n".join(lines) + "\n")
+    record.write_text("\n".join(lines) + "\n")
     other, _ = layouts()
     commit_file(project)
-    err = refused(project, ["record", str(other), "--image", "api"], 2, f"{record_file.name}:{line_no}", "version")
+    err = refused(project, ["record", str(other), "--image", "api"], 2, f"{record.name}:{line_no}", "version")
     assert len(err.strip().splitlines()) == 1
     assert run(["log"], project).code == 2
-    record_file.write_text("schema = 1\nimage = [unclosed\n")
-    refused(project, ["show", digest], 2, f"{record_file.name}:2", "not valid TOML")
+    record.write_text("schema = 1\nimage = [unclosed\n")
+    refused(project, ["show", digest], 2, f"{record.name}:2", "not valid TOML")
 
 
 def test_umoci_built_layout(project: Path, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.conftest import LayoutFactory, git, record_file, run
+from tests.conftest import LayoutFactory, git, fact_files, record_file, run
 from tests.registries import PASSWORD, USER, Registry
 
 
@@ -74,7 +74,7 @@ def test_basic_auth_from_environment_and_docker_config(project: Path, layouts: L
     repo = basic_registry.repo()
     anonymous = run(["push", str(path), "--image", "api", "--to", repo], project)
     assert anonymous.code == 3 and basic_registry.host in anonymous.err and "401" in anonymous.err
-    assert "[[pushes]]" not in next((project / ".imgtrack" / "ledger" / "api").glob("*.toml")).read_text()
+    assert not list((project / ".imgtrack" / "ledger" / "api").glob("*/*/push-*.toml"))
 
     wrong = run(["push", str(path), "--to", repo], project,
                 env={"IMGTRACK_USERNAME": USER, "IMGTRACK_PASSWORD": "not-" + PASSWORD})
@@ -286,7 +286,7 @@ def test_promote_within_a_registry_and_to_another(project: Path, layouts: Layout
     assert across.json()["pushed"][0]["bytes_copied"] > 0
     target = across.json()["pushed"][0]["repository"]
     assert skopeo_digest(f"docker://{target}:3.1.0", "--creds", f"{USER}:{PASSWORD}") == digest
-    assert record_file(project, rec).read_text().count("[[pushes]]") == 3
+    assert len(fact_files(project, rec, "push")) == 1 and len(fact_files(project, rec, "promote")) == 2
     assert run(["promote", str(path), "--to", first], project).code == 2
 
 

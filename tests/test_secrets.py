@@ -33,7 +33,7 @@ def test_sentinel_password_never_leaks(project: Path, layouts: LayoutFactory, ba
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "ledger after pushes")
     history = subprocess.run(["git", "log", "-p", "--all"], cwd=project, capture_output=True, text=True).stdout
-    assert "[[pushes]]" in history
+    assert 'kind = "push"' in history
     assert PASSWORD not in history and USER + ":" not in history
     for ledger_file in (project / ".imgtrack").rglob("*"):
         if ledger_file.is_file():

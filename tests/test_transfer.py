@@ -10,7 +10,7 @@ import pytest
 
 from imgtrack.errors import InvalidReference
 from imgtrack.oci.reference import parse_reference
-from tests.conftest import LayoutFactory, git, record_file, run
+from tests.conftest import LayoutFactory, git, fact_files, record_file, run
 from tests.layouts import biggest_blob
 from tests.registries import Registry
 
@@ -36,8 +36,8 @@ def test_push_records_copies_tags_and_appends_one_push(project: Path, layouts: L
         assert skopeo_digest(f"oci:{dest}:{tag}") == digest
     again = run(["push", "api@1.2.0", "--to", f"oci:{dest}", "--json"], project).json()
     assert again["pushed"][0]["blobs_copied"] == 0 and again["pushed"][0]["recorded"] is False
-    stored = record_file(project, data).read_text()
-    assert stored.count("[[pushes]]") == 1 and f'repository = "oci:{dest}"' in stored
+    pushes = fact_files(project, data, "push")
+    assert len(pushes) == 1 and f'repository = "oci:{dest}"' in pushes[0].read_text()
 
 
 def test_push_without_to_uses_configured_repositories(project: Path, layouts: LayoutFactory, tmp_path: Path) -> None:
@@ -59,7 +59,7 @@ def test_corrupt_source_blob_pushes_and_records_nothing(project: Path, layouts: 
     result = run(["push", str(path), "--image", "api", "--to", f"oci:{dest}"], project)
     assert result.code == 2 and biggest.name in result.err
     assert not dest.exists()
-    assert not list((project / ".imgtrack" / "ledger").glob("*/*.toml"))
+    assert not list((project / ".imgtrack" / "ledger").rglob("*.toml"))
 
 
 def test_destination_drift_on_an_immutable_tag_is_refused(project: Path, layouts: LayoutFactory, tmp_path: Path) -> None:

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from imgtrack.audit import RunningImage
-from imgtrack.cache import LedgerIndex
+from imgtrack.ledger.index import LedgerIndex
 from imgtrack.errors import ImgtrackError, UsageError
 from imgtrack.oci.digest import DIGEST_RE
 from imgtrack.oci.reference import Reference, parse_reference
 from imgtrack.project import Project
-from imgtrack.record import Record
+from imgtrack.ledger.schema import Build
 from imgtrack.versions import decode_tag, is_version, semver_of
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ class AuditRow:
     reference: str
     status: str
     digest: str | None
-    record: Record | None
+    record: Build | None
     detail: str = ""
 
 
@@ -44,10 +44,10 @@ def audit_images(project: Project, images: list[RunningImage], registries: Regis
     """One row per running image: its record (if any) and one status."""
     ledger = project.ledger
     index = ledger.index()
-    by_digest: dict[str, Record | None] = {}
+    by_digest: dict[str, Build | None] = {}
     newest_release: dict[str, str | None] = {}
 
-    def record_of(digest: str) -> Record | None:
+    def record_of(digest: str) -> Build | None:
         if digest not in by_digest:
             found = [r for r in ledger.find(digest) if digest in r.all_digests()]
             by_digest[digest] = found[0] if found else None
@@ -98,7 +98,7 @@ def _reference(text: str) -> Reference | None:
         return None
 
 
-def _mismatch(index: LedgerIndex, record: Record, tag: str) -> str | None:
+def _mismatch(index: LedgerIndex, record: Build, tag: str) -> str | None:
     """Why the tag names another version than the digest that runs, or None."""
     if tag in record.tags:
         return None

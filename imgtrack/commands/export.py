@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from imgtrack.errors import UsageError
 from imgtrack.project import Project
-from imgtrack.record import Record
+from imgtrack.ledger.schema import Build
 
 FORMATS = ("kyverno",)
 # The API server refuses an object above etcd's request limit (1.5 MiB by default): such a policy could
@@ -32,7 +32,7 @@ class Allowlist:
     digests: int
 
 
-def select_records(project: Project, images: list[str], releases_only: bool) -> list[Record]:
+def select_records(project: Project, images: list[str], releases_only: bool) -> list[Build]:
     """The records an allowlist admits, by image then version: all of them, or only releases (no
     pre-release version, clean work tree)."""
     index = project.ledger.index()
@@ -42,7 +42,7 @@ def select_records(project: Project, images: list[str], releases_only: bool) -> 
         raise UsageError(
             f"--image {unknown[0]}: no records of that image in the ledger; see `imgtrack log` for what is recorded"
         )
-    chosen: list[Record] = []
+    chosen: list[Build] = []
     for image in images or known:
         paths = [path for _, path in sorted(index.versions(image, releases_only=releases_only))]
         records = [project.ledger.read(path) for path in paths]
@@ -50,13 +50,13 @@ def select_records(project: Project, images: list[str], releases_only: bool) -> 
     return chosen
 
 
-def admitted_digests(records: list[Record]) -> list[str]:
+def admitted_digests(records: list[Build]) -> list[str]:
     """What a Pod may name: each record's digest and its platform manifests' (not configs: no runtime
     pulls an image by its config's digest)."""
     return list(dict.fromkeys(d for r in records for d in [r.digest, *(m.digest for m in r.manifests)]))
 
 
-def kyverno_policy(records: list[Record], digests: list[str], name: str, audit: bool, commit: str) -> dict[str, object]:
+def kyverno_policy(records: list[Build], digests: list[str], name: str, audit: bool, commit: str) -> dict[str, object]:
     """The ClusterPolicy (kyverno.io/v1) as data."""
     images = sorted({r.image for r in records})
     return {

@@ -6,18 +6,17 @@ tags — and looks up everything else in the ledger's cache, so its cost does no
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from imgtrack.cache import RECORD_NAME_RE
 from imgtrack.config import CONFIG_DIR, LEDGER_DIR, config_path
 from imgtrack.errors import ImgtrackError, InvalidTag
 from imgtrack.gitrepo import GitRepo
 from imgtrack.policy import Candidate, check_tags, check_version_unique
 from imgtrack.project import Project
-from imgtrack.record import Record, parse_record
+from imgtrack.ledger.schema import Build, Fact, Record, parse_fact, parse_record
+from imgtrack.ledger.store import check_fact_placement, check_record_placement, classify, record_rel
 from imgtrack.versions import same_release, semver_of, version_from_tag
 
 ZERO = "0" * 40
@@ -94,8 +93,9 @@ def check_push(project: Project, remote: str, refs: list[PushedRef]) -> list[str
             revs = [old, tip]
         changed = repo.changed_blobs(revs, LEDGER_PATH)
         contents = repo.read_blobs(changed.values())
+        pushed_records = {path.removeprefix(LEDGER_PATH + "/") for path in changed}
         for path, blob in changed.items():
-            problems += _check_record_file(project, tip, path, contents.get(blob), ref.remote_ref)
+            problems += _check_ledger_file(project, tip, path, contents.get(blob), ref.remote_ref, pushed_records)
     return list(dict.fromkeys(problems))
 
 
@@ -128,21 +128,49 @@ def _check_tag(project: Project, ref: PushedRef) -> list[str]:
     return []
 
 
-def _commits_bound_to(project: Project, version: str) -> list[Record]:
+def _commits_bound_to(project: Project, version: str) -> list[Build]:
     """Records of this release, with or without build metadata."""
     ledger = project.ledger
     return [ledger.read(path) for path in ledger.index().paths_by_release(version)]
 
 
-def _check_record_file(project: Project, tip: str, path: str, data: bytes | None, remote_ref: str) -> list[str]:
-    name = os.path.basename(path)
-    if not RECORD_NAME_RE.match(name) or data is None:
+def _check_ledger_file(
+    project: Project, tip: str, path: str, data: bytes | None, remote_ref: str, pushed: set[str],
+) -> list[str]:
+    rel = path.removeprefix(LEDGER_PATH + "/")
+    kind = classify(rel)
+    if kind is None or data is None:
         return []
     try:
-        record = parse_record(data, path)
+        if kind == "record":
+            record = parse_record(data, path)
+            problem = check_record_placement(record, rel, path)
+            return [f"{problem} (pushed in {remote_ref})"] if problem else \
+                [f"{path}: {p}" for p in _check_record(project, tip, record)]
+        fact = parse_fact(data, path)
     except ImgtrackError as exc:
         return [f"{exc} (pushed in {remote_ref})"]
-    return [f"{path}: {p}" for p in _check_record(project, tip, record)]
+    problem = check_fact_placement(fact, data, rel, path)
+    if problem:
+        return [f"{problem} (pushed in {remote_ref})"]
+    return [f"{path}: {p}" for p in _check_fact(project, fact, pushed)]
+
+
+def _check_fact(project: Project, fact: Fact, pushed: set[str]) -> list[str]:
+    """A fact names a record the remote will have, and a tag it adds obeys the policy."""
+    owner = record_rel(fact.image, fact.record)
+    build = project.ledger.get(fact.image, fact.record)
+    if build is None and owner not in pushed:
+        return [f"names record {fact.record[:19]}… of {fact.image}, which is in neither the pushed history nor "
+                "the ledger; push the record too"]
+    if fact.kind != "tag" or build is None:
+        return []
+    index = project.ledger.index()
+    candidate = Candidate(build.image, build.digest, build.version, build.commit, build.dirty)
+    try:
+        return check_tags(project.config.rules, candidate, [fact.tag], {fact.tag: index.tag_holders(build.image, fact.tag)})
+    except InvalidTag as exc:
+        return [str(exc)]
 
 
 def _check_record(project: Project, tip: str, record: Record) -> list[str]:

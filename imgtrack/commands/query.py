@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from imgtrack.errors import InvalidReference, NotFound, UsageError
 from imgtrack.ledger import Ledger
-from imgtrack.record import Record
+from imgtrack.ledger.schema import Build
 from imgtrack.versions import parse_range
 
 
-def log_records(ledger: Ledger, image: str | None, limit: int | None) -> list[Record]:
+def log_records(ledger: Ledger, image: str | None, limit: int | None) -> list[Build]:
     """Records newest first, optionally of one image."""
     if limit is not None and limit < 0:
         raise UsageError(f"-n {limit} is negative; give how many records to show")
@@ -19,7 +19,7 @@ def log_records(ledger: Ledger, image: str | None, limit: int | None) -> list[Re
     return ledger.log(image, limit)
 
 
-def show_record(ledger: Ledger, ref: str) -> Record:
+def show_record(ledger: Ledger, ref: str) -> Build:
     try:
         return ledger.find_one(ref)
     except InvalidReference as exc:
@@ -30,7 +30,7 @@ def show_record(ledger: Ledger, ref: str) -> Record:
 
 @dataclass(frozen=True)
 class Resolved:
-    record: Record
+    record: Build
     pinned: str  # IMAGE@sha256:… or REPOSITORY@sha256:…
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from imgtrack.errors import GitStateError, InvalidVersion, PolicyViolation, UsageError
 from imgtrack.oci.layout import ImageDescription
 from imgtrack.policy import Candidate, check_tags, check_version_unique, drop_tags_of_earlier_build, render_tags
 from imgtrack.project import Project
-from imgtrack.record import Record, now
+from imgtrack.ledger.schema import Build, Fact, Record, now
 from imgtrack.sources import digest_only, read_source
 from imgtrack.versions import (
     check_explicit_version,
@@ -35,7 +35,7 @@ class RecordRequest:
 
 @dataclass(frozen=True)
 class RecordResult:
-    record: Record
+    record: Build
     path: Path
     created: bool  # False: this digest was recorded already (idempotent success)
 
@@ -84,7 +84,7 @@ def record_image(project: Project, req: RecordRequest, description: ImageDescrip
             record = _write_new(project, req, description, candidate, rendered)
     if raced is not None:  # recorded meanwhile by another process (handled outside the lock it retakes)
         return _record_again(project, req, raced)
-    return RecordResult(record, ledger.path_of(req.image, description.digest), created=True)
+    return RecordResult(Build(record), ledger.path_of(req.image, description.digest), created=True)
 
 
 def _write_new(
@@ -116,8 +116,8 @@ def _write_new(
     return record
 
 
-def _record_again(project: Project, req: RecordRequest, existing: Record) -> RecordResult:
-    """The digest is recorded: succeed unchanged, add new --tags, or refuse a contradiction."""
+def _record_again(project: Project, req: RecordRequest, existing: Build) -> RecordResult:
+    """The digest is recorded: succeed unchanged, add new --tags (a fact each), or refuse a contradiction."""
     ledger, config = project.ledger, project.config
     path = ledger.path_of(existing.image, existing.digest)
     said_commit = project.repo.resolve_commit(req.commit) if req.commit else existing.commit
@@ -126,20 +126,21 @@ def _record_again(project: Project, req: RecordRequest, existing: Record) -> Rec
             f"{existing.digest[:19]}… is already recorded as {existing.image} {existing.version} from "
             f"{existing.commit[:7]}; a digest has one commit and one version"
         )
-    new_tags = [t for t in req.tags if t not in existing.tags]
-    if not new_tags:
+    if not [t for t in req.tags if t not in existing.tags]:
         return RecordResult(existing, path, created=False)
     with ledger.locked():
         index = ledger.index()
         current = ledger.get(existing.image, existing.digest) or existing
-        tags = [*current.tags, *(t for t in new_tags if t not in current.tags)]
+        new_tags = [t for t in dict.fromkeys(req.tags) if t not in current.tags]
         candidate = Candidate(current.image, current.digest, current.version, current.commit, current.dirty)
-        holders = {t: index.tag_holders(current.image, t) for t in tags}
-        problems = check_tags(config.rules, candidate, tags, holders)
+        holders = {t: index.tag_holders(current.image, t) for t in new_tags}
+        problems = check_tags(config.rules, candidate, new_tags, holders)
         if problems:
             raise PolicyViolation("\n".join(problems))
-        updated = replace(current, tags=tuple(tags))
-        ledger.write(updated)
+        who, when = project.repo.identity(), now()
+        for tag in new_tags:
+            ledger.add_fact_locked(Fact(kind="tag", image=current.image, record=current.digest, at=when, by=who, tag=tag))
+        updated = ledger.get(current.image, current.digest) or current
     return RecordResult(updated, path, created=False)
 
 

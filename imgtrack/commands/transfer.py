@@ -20,7 +20,7 @@ from imgtrack.oci.layout import REF_NAME, Descriptor, ImageDescription, Layout, 
 from imgtrack.oci.reference import Reference, parse_reference
 from imgtrack.policy import TagKind, latest_alias, tag_kind
 from imgtrack.project import Project
-from imgtrack.record import Push, Record, now
+from imgtrack.ledger.schema import Build, Fact, Push, now
 from imgtrack.sources import read_source
 from imgtrack.versions import encode_tag, semver_of
 
@@ -80,7 +80,7 @@ class PushResult:
 
 @dataclass(frozen=True)
 class PushOutcome:
-    record: Record
+    record: Build
     pushes: list[PushResult]
 
 
@@ -110,7 +110,7 @@ class _Source:
 
 def push_image(
     project: Project, source: str, image: str | None, destinations: list[str], registries: Registries,
-    version: str | None = None, extra_tags: tuple[str, ...] = (),
+    version: str | None = None, extra_tags: tuple[str, ...] = (), promote: bool = False,
 ) -> PushOutcome:
     """Record SOURCE if need be, then copy it to each destination with the tags its record carries."""
     explicit = [_destination(t) for t in destinations]  # bad --to: refused before anything is recorded
@@ -128,7 +128,8 @@ def push_image(
         existing = {ref: _existing_tags(ref, tags, registries) for ref in refs}
         for ref in refs:
             _check_destination_tags(ref, record, tags, existing[ref], project.config.rules)
-        results = [_push_one(project, source_image, record, ref, tags, existing[ref], registries) for ref in refs]
+        results = [_push_one(project, source_image, record, ref, tags, existing[ref], registries, promote)
+                   for ref in refs]
     finally:
         source_image.close()
     return PushOutcome(project.ledger.get(record.image, record.digest) or record, results)
@@ -137,7 +138,7 @@ def push_image(
 def _push_source(
     project: Project, source: str, image: str | None, version: str | None, extra_tags: tuple[str, ...],
     registries: Registries,
-) -> tuple[Record, _Source]:
+) -> tuple[Build, _Source]:
     path = Path(source)
     if path.exists():
         description, layout = read_source(path)
@@ -170,7 +171,7 @@ def _push_source(
     return record, _Source(open_recorded)
 
 
-def _recorded_copy(record: Record, registries: Registries) -> Layout:
+def _recorded_copy(record: Build, registries: Registries) -> Layout:
     """Where a recorded image can be read from: the newest push whose destination still exists."""
     for push in reversed(record.pushes):
         ref = parse_reference(push.repository)
@@ -185,7 +186,7 @@ def _recorded_copy(record: Record, registries: Registries) -> Layout:
     )
 
 
-def _push_tags(project: Project, record: Record) -> tuple[str, ...]:
+def _push_tags(project: Project, record: Build) -> tuple[str, ...]:
     """The record's tags, plus `latest` when enabled and this is the highest release (never alone)."""
     tags = list(record.tags)
     if project.config.rules.latest and record.tags:
@@ -213,7 +214,7 @@ def verify_pushes(project: Project, registries: Registries) -> list[Finding]:
 
     findings: list[Finding] = []
     ledger = project.ledger
-    for rel, record in ledger.load_all()[0]:
+    for _rel, record in ledger.load_all().builds():
         newest: dict[str, Push] = {p.repository: p for p in record.pushes}
         for push in newest.values():
             where = f"{record.image}@{record.version} in {push.repository}"
@@ -250,7 +251,7 @@ def _layout_lists(ref: Reference, digest: str) -> bool:
 
 
 def _check_destination_tags(
-    ref: Reference, record: Record, tags: tuple[str, ...], existing: dict[str, str], rules: TagRules,
+    ref: Reference, record: Build, tags: tuple[str, ...], existing: dict[str, str], rules: TagRules,
 ) -> None:
     """Refuse to move an immutable tag that the destination already holds for another digest."""
     problems = [
@@ -266,8 +267,8 @@ def _check_destination_tags(
 
 
 def _push_one(
-    project: Project, source: _Source, record: Record, ref: Reference, tags: tuple[str, ...],
-    existing: dict[str, str], registries: Registries,
+    project: Project, source: _Source, record: Build, ref: Reference, tags: tuple[str, ...],
+    existing: dict[str, str], registries: Registries, promote: bool = False,
 ) -> PushResult:
     if not ref.is_layout and tags and all(existing.get(t) == record.digest for t in tags):
         # Every tag already names this manifest, so it and all it references are there: nothing to read.
@@ -292,24 +293,18 @@ def _push_one(
         layout, description = source.get()
         stats = push_to_registry(registries.client(ref.registry), ref.repository, layout, description, tags,
                                  jobs=registries.jobs, mount_from=same_registry, progress=registries.progress)
-    appended = False
-
-    def append_push(current: Record) -> Record:
-        # Decided under the ledger lock, so concurrent identical pushes record one entry.
-        nonlocal appended
-        if any(p.repository == ref.name and tuple(p.tags) == tags for p in current.pushes):
-            return current
-        appended = True
-        return current.with_push(Push(ref.name, tags, now()))
-
-    # Only now, with every blob, manifest and tag in place, does the ledger say it was pushed.
-    project.ledger.update(record.image, record.digest, append_push)
+    # Only now, with every blob, manifest and tag in place, does the ledger say it was pushed. The same
+    # push recorded before (decided under the ledger lock) adds nothing.
+    appended = project.ledger.add_fact(Fact(
+        kind="promote" if promote else "push", image=record.image, record=record.digest, at=now(),
+        by=project.repo.identity(), repository=ref.name, tags=tags,
+    ))
     return PushResult(ref.name, tags, stats, recorded=appended)
 
 
 @dataclass(frozen=True)
 class PullResult:
-    record: Record | None
+    record: Build | None
     source: str
     destination: Path
     stats: CopyStats
@@ -320,7 +315,7 @@ def pull_image(project: Project | None, source: str, destination: Path, registri
     """Copy an image into the layout `destination`: by ledger record (`IMAGE@VERSION`, a digest, a tag)
     from where it was pushed, or from a reference (`host/repo:tag`, `oci:PATH[:tag|@digest]`).
     Only missing blobs move; every byte is verified before it becomes visible."""
-    record: Record | None = None
+    record: Build | None = None
     wanted_digest: str | None
     ref_name: str | None
     if project is not None and not source.startswith("oci:") and "/" not in source:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from imgtrack.errors import InvalidTag
 from imgtrack.policy import Candidate, TagHolder, TagKind, check_tags, floating_moves_backwards, tag_kind
 from imgtrack.project import Project
-from imgtrack.record import Record
+from imgtrack.ledger.schema import Build
 from imgtrack.versions import parse_version, same_release, version_from_tag
 
 _BUILD_SHA_RE = re.compile(r"^g([0-9a-f]{7,40})$")
@@ -37,9 +37,10 @@ class VerifyReport:
 def verify_ledger(project: Project) -> VerifyReport:
     """Every check of DESIGN §1–2 over every record file (read from the files, not the cache)."""
     ledger, repo, config = project.ledger, project.repo, project.config
-    loaded, errors = ledger.load_all()
+    files = ledger.load_all()
+    loaded = files.builds()
     report = VerifyReport(records=len(loaded))
-    report.findings += [Finding(*_split(e)) for e in errors]
+    report.findings += [Finding(*_split(e)) for e in files.errors]
     root = project.ledger.root.relative_to(repo.work_tree)
 
     def add(rel: str, message: str) -> None:
@@ -67,7 +68,7 @@ def verify_ledger(project: Project) -> VerifyReport:
     }
 
     tag_history: dict[tuple[str, str], list[tuple[str, TagHolder]]] = defaultdict(list)
-    versions: dict[tuple[str, str], list[tuple[str, Record]]] = defaultdict(list)
+    versions: dict[tuple[str, str], list[tuple[str, Build]]] = defaultdict(list)
     for rel, record in loaded:
         if record.commit in missing:
             add(rel, f"commit {record.commit[:12]} is not in this repository; fetch it, or the record is untraceable")
@@ -90,8 +91,12 @@ def verify_ledger(project: Project) -> VerifyReport:
         except InvalidTag as exc:
             add(rel, str(exc))
         holder = TagHolder(record.digest, record.version, record.commit, record.recorded_at)
-        for tag in record.tags:
+        for tag in record.record.tags:
             tag_history[(record.image, tag)].append((rel, holder))
+        for fact in record.facts:
+            if fact.kind == "tag":  # a tag given later holds from when it was given
+                given = TagHolder(record.digest, record.version, record.commit, fact.at)
+                tag_history[(record.image, fact.tag)].append((rel, given))
         versions[(record.image, record.version)].append((rel, record))
 
     for (image, tag), history in tag_history.items():
@@ -99,8 +104,8 @@ def verify_ledger(project: Project) -> VerifyReport:
         if kind is TagKind.IMMUTABLE:
             digests = {h.digest for _, h in history}
             if len(digests) > 1:
-                files = ", ".join(sorted(rel for rel, _ in history))
-                add(history[0][0], f"immutable tag {tag!r} of {image} names {len(digests)} digests ({files})")
+                names = ", ".join(sorted({rel for rel, _ in history}))
+                add(history[0][0], f"immutable tag {tag!r} of {image} names {len(digests)} digests ({names})")
         else:
             by_holder = {h: rel for rel, h in history}
             for earlier, later in floating_moves_backwards([h for _, h in history]):
@@ -112,7 +117,7 @@ def verify_ledger(project: Project) -> VerifyReport:
 
     report.findings.sort(key=lambda f: (f.file, f.message))
     # Refresh the lookup cache from the files, so that in-place edits are seen from here on.
-    ledger.refresh_cache(dict(loaded))
+    ledger.refresh_cache({**dict(files.records), **dict(files.facts)})
     return report
 
 

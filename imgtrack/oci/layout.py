@@ -23,10 +23,18 @@ from imgtrack.errors import LayoutError, RegistryError
 from imgtrack.fsutil import sweep_if_stale, write_atomic
 from imgtrack.oci.digest import check_digest, digest_bytes, hasher, is_digest
 from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES, INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, OCI_INDEX
-from imgtrack.record import PlatformManifest
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PlatformManifest:
+    """One platform's manifest inside an index (or the image itself, for a single manifest)."""
+
+    platform: str
+    digest: str
+    config: str
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,578 @@
+"""The ledger's lookup cache: SQLite under the git dir, rebuilt from the files at will, never the truth.
+
+It stays fresh without reading every file:
+* imgtrack's own writes are noted in it as they are made (under the ledger lock);
+* creating or removing a file changes its folder's mtime, so each command stats the image folders and
+  their 256 buckets (and, in a bucket that changed, its records' fact folders), and reads only new files;
+* a fact that arrives through git in a fact folder of an unchanged bucket is found by diffing the
+  ledger tree git's HEAD had at the last sync against HEAD's now, which runs only when git's index
+  file changed (every checkout, merge, pull, reset and commit rewrites it);
+* a fact imgtrack wrote and git has not committed yet is checked to still exist.
+A folder changed within RACY_NS of a scan is scanned again next time (git's "racy" rule). Files
+edited in place, or a fact copied by hand into an existing folder, are seen by `imgtrack verify`,
+which reads every file and refreshes the cache.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from imgtrack.errors import LedgerError
+from imgtrack.fsutil import sweep_if_stale
+from imgtrack.ledger.schema import Fact, Record, sort_key
+from imgtrack.ledger.store import (
+    BUCKET_RE, FACT_DIR_RE, RECORD_NAME_RE, classify, is_schema1_name, read_fact_file, read_record_file,
+    record_rel_of_fact,
+)
+from imgtrack.policy import TagHolder
+from imgtrack.versions import semver_of
+
+CACHE_SCHEMA = "8"
+RACY_NS = 100_000_000  # Linux file times tick every 10 ms at most
+PARALLEL_MIN = 4000
+
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS records_version ON records(version, image);
+CREATE INDEX IF NOT EXISTS records_image ON records(image, major);
+CREATE INDEX IF NOT EXISTS records_release ON records(image, pre, major, minor, patch);
+CREATE INDEX IF NOT EXISTS records_commit ON records(commit_sha);
+CREATE INDEX IF NOT EXISTS records_recorded_at ON records(recorded_at);
+CREATE INDEX IF NOT EXISTS refs_value ON refs(value, kind);
+CREATE INDEX IF NOT EXISTS refs_source ON refs(source);
+CREATE INDEX IF NOT EXISTS files_bucket ON files(bucket);
+CREATE INDEX IF NOT EXISTS files_error ON files(error) WHERE error IS NOT NULL;
+CREATE INDEX IF NOT EXISTS files_overlay ON files(overlay) WHERE overlay=1;
+CREATE INDEX IF NOT EXISTS facts_record ON facts(record_path);
+"""
+_INDEX_NAMES = [line.split()[5] for line in _INDEXES.strip().splitlines()]
+
+_DDL = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE dirs(path TEXT PRIMARY KEY, mtime_ns INTEGER);
+CREATE TABLE files(path TEXT PRIMARY KEY, bucket TEXT, mtime_ns INTEGER, size INTEGER, error TEXT, overlay INTEGER);
+CREATE TABLE records(
+    path TEXT PRIMARY KEY, image TEXT, digest TEXT, version TEXT, major INTEGER, pre INTEGER,
+    commit_sha TEXT, recorded_at TEXT, minor INTEGER, patch INTEGER);
+CREATE TABLE facts(path TEXT PRIMARY KEY, record_path TEXT, kind TEXT, at TEXT);
+CREATE TABLE refs(path TEXT, kind TEXT, value TEXT, at TEXT, source TEXT);
+"""
+
+
+@dataclass(frozen=True)
+class GitView:
+    """What the cache asks of git, supplied by the ledger (the cache runs no git itself)."""
+
+    index_file: Path  # rewritten by every git command that changes the work tree or HEAD
+    head_tree: Callable[[], str | None]  # the ledger's tree at HEAD
+    changed: Callable[[str, str], list[str]]  # paths under the ledger that differ between two trees
+
+
+def _prefix_upper(prefix: str) -> str:
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\uffff"
+
+
+def _bucket(rel: str) -> str:
+    return "/".join(rel.split("/", 2)[:2])
+
+
+class Schema1Ledger(LedgerError):
+    """The ledger still has schema-1 records."""
+
+
+class LedgerIndex:
+    """Lookups by digest, tag, version and commit over the ledger folder `root`."""
+
+    def __init__(self, db_path: Path, root: Path, git: GitView | None = None) -> None:
+        self.root = root
+        self.db_path = db_path
+        self.git = git
+        self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        """Open the cache, creating it (or replacing an unreadable or outdated one)."""
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError:
+            self._drop()
+            return self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        with _transaction(db):
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "meta" in tables:
+                row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+                if row and row[0] == CACHE_SCHEMA:
+                    return db
+                for table in tables:
+                    db.execute(f"DROP TABLE {table}")
+            for stmt in (_DDL + _INDEXES).strip().split(";"):
+                if stmt.strip():
+                    db.execute(stmt)
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (CACHE_SCHEMA,))
+        return db
+
+    def _drop(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.unlink(f"{self.db_path}{suffix}")
+            except FileNotFoundError:
+                pass
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    @property
+    def built(self) -> bool:
+        return self._meta("built") == "1"
+
+    # --- refresh ---------------------------------------------------------------------------------
+
+    def refresh(self, full: bool = False, parsed: Mapping[str, Record | Fact] | None = None) -> None:
+        """Bring the cache up to date with the files (only what changed, unless `full` or not built yet).
+
+        `parsed` holds files the caller has just read, so they are not parsed twice.
+        """
+        if full or not self.built:
+            self._build(parsed or {})
+            return
+        scan_start = time.time_ns()
+        stamp = self._index_stamp()
+        git_moved = stamp != self._meta("index_stamp")
+        known = dict(self._db.execute("SELECT path, mtime_ns FROM dirs WHERE path NOT LIKE '%/%/%'").fetchall())
+        changed_buckets: list[tuple[str, int]] = []
+        seen: set[str] = set()
+        try:
+            images = [e for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+        except FileNotFoundError:
+            images = []
+        for image in images:
+            seen.add(image.name)
+            mtime = image.stat(follow_symlinks=False).st_mtime_ns
+            if known.get(image.name) == mtime:
+                buckets = [(b, os.stat(self.root / b).st_mtime_ns) for b in self._known_buckets(image.name)]
+            else:
+                buckets = self._list_buckets(image.path, image.name)
+                changed_buckets.append((image.name, mtime))
+            for rel, b_mtime in buckets:
+                seen.add(rel)
+                if known.get(rel) != b_mtime:
+                    changed_buckets.append((rel, b_mtime))
+        gone = [p for p in known if p not in seen]
+        if not changed_buckets and not gone and not git_moved:
+            return
+        with _transaction(self._db):
+            for path in gone:
+                self._forget_prefix(path)
+            for rel, mtime in changed_buckets:
+                stored = mtime if scan_start - mtime > RACY_NS else -1
+                if rel.count("/") == 1:
+                    self._rescan_bucket(rel, scan_start)
+                self._db.execute("INSERT OR REPLACE INTO dirs VALUES (?, ?)", (rel, stored))
+            if git_moved:
+                self._follow_git(stamp)
+
+    def _known_buckets(self, image: str) -> list[str]:
+        return [r[0] for r in self._db.execute(
+            "SELECT path FROM dirs WHERE path>? AND path<? AND path NOT LIKE '%/%/%'", (image + "/", image + "0"))]
+
+    def _list_buckets(self, image_path: str, image: str) -> list[tuple[str, int]]:
+        out = []
+        for entry in os.scandir(image_path):
+            if entry.is_dir(follow_symlinks=False) and BUCKET_RE.fullmatch(entry.name):
+                out.append((f"{image}/{entry.name}", entry.stat(follow_symlinks=False).st_mtime_ns))
+            elif is_schema1_name(entry.name):
+                raise Schema1Ledger(schema1_message(self.root))
+        return out
+
+    def _index_stamp(self) -> str:
+        if self.git is None:
+            return ""
+        try:
+            st = os.stat(self.git.index_file)
+        except FileNotFoundError:
+            return "none"
+        return f"{st.st_mtime_ns}:{st.st_size}:{st.st_ino}"
+
+    def _follow_git(self, stamp: str) -> None:
+        """After git changed the index: apply what HEAD's ledger tree changed since the last sync,
+        and forget facts imgtrack wrote that are gone (discarded before they were committed)."""
+        assert self.git is not None
+        tree = self.git.head_tree() or ""
+        before = self._meta("head_tree") or ""
+        if tree != before and before and tree:
+            for rel in self.git.changed(before, tree):
+                self._reread(rel)
+        elif tree != before and tree and not before:
+            pass  # the cache was built before the first ledger commit: its folder scans saw everything
+        for (rel,) in list(self._db.execute("SELECT path FROM files WHERE overlay=1")):
+            if not (self.root / rel).exists():
+                self._delete(rel)
+        self._db.execute("UPDATE files SET overlay=0 WHERE overlay=1")
+        self._set_meta("head_tree", tree)
+        self._set_meta("index_stamp", stamp)
+
+    def _reread(self, rel: str) -> None:
+        kind = classify(rel)
+        if kind is None:
+            return
+        self._delete(rel)
+        if not (self.root / rel).exists():
+            return
+        if kind == "record":
+            record, error = read_record_file(self.root, rel)
+            self._insert_many([(rel, record, error)], [])
+        else:
+            fact, error = read_fact_file(self.root, rel)
+            self._insert_many([], [(rel, fact, error)])
+
+    def _rescan_bucket(self, bucket: str, scan_start: int) -> None:
+        cached: dict[str, list[str]] = {}  # record path or fact folder -> cached paths under it
+        stamps: dict[str, tuple[int, int]] = {}
+        for rel, m, size in self._db.execute("SELECT path, mtime_ns, size FROM files WHERE bucket=?", (bucket,)):
+            stamps[rel] = (m, size)
+            cached.setdefault(rel if rel.endswith(".toml") and rel.count("/") == 2 else rel.rsplit("/", 1)[0], []).append(rel)
+        fact_dirs = dict(self._db.execute(
+            "SELECT path, mtime_ns FROM dirs WHERE path>? AND path<?", (bucket + "/", bucket + "0")).fetchall())
+        present: set[str] = set()
+        new_records: list[str] = []
+        new_facts: list[str] = []
+        try:
+            entries = list(os.scandir(self.root / bucket))
+        except FileNotFoundError:
+            entries = []
+        seen_dirs = set()
+        for entry in entries:
+            rel = f"{bucket}/{entry.name}"
+            if RECORD_NAME_RE.fullmatch(entry.name):
+                present.add(rel)
+                st = entry.stat(follow_symlinks=False)
+                if stamps.get(rel) != (st.st_mtime_ns, st.st_size):  # new, or edited in place
+                    new_records.append(rel)
+            elif FACT_DIR_RE.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                seen_dirs.add(rel)
+                mtime = entry.stat(follow_symlinks=False).st_mtime_ns
+                known = cached.get(rel, [])
+                if fact_dirs.get(rel) == mtime:
+                    present.update(known)
+                    continue
+                for fact_entry in os.scandir(entry.path):
+                    fact_rel = f"{rel}/{fact_entry.name}"
+                    if classify(fact_rel) == "fact":
+                        present.add(fact_rel)
+                        st = fact_entry.stat(follow_symlinks=False)
+                        if stamps.get(fact_rel) != (st.st_mtime_ns, st.st_size):
+                            new_facts.append(fact_rel)
+                    else:
+                        sweep_if_stale(fact_entry)
+                stored = mtime if scan_start - mtime > RACY_NS else -1
+                self._db.execute("INSERT OR REPLACE INTO dirs VALUES (?, ?)", (rel, stored))
+            else:
+                sweep_if_stale(entry)
+        for rel in set(fact_dirs) - seen_dirs:
+            self._db.execute("DELETE FROM dirs WHERE path=?", (rel,))
+        for paths in cached.values():
+            for rel in paths:
+                if rel not in present:
+                    self._delete(rel)
+        for rel in (*new_records, *new_facts):
+            if rel in stamps:
+                self._delete(rel)
+        self._insert_many(
+            [(rel, *res) for rel, res in zip(new_records, read_files(self.root, new_records, "record"))],  # type: ignore[misc]
+            [(rel, *res) for rel, res in zip(new_facts, read_files(self.root, new_facts, "fact"))],  # type: ignore[misc]
+        )
+
+    def _build(self, parsed: Mapping[str, Record | Fact]) -> None:
+        """Fill the cache from every file: a fresh clone's first command, or `verify`."""
+        from imgtrack.ledger.store import Store
+
+        scan_start = time.time_ns()
+        stamp = self._index_stamp()
+        tree = (self.git.head_tree() if self.git else None) or ""
+        files = Store(self.root, self.db_path.parent).scan()
+        if files.schema1:
+            raise Schema1Ledger(schema1_message(self.root))
+        todo_r = [r for r in files.records if r not in parsed]
+        todo_f = [r for r in files.facts if r not in parsed]
+        read_r = dict(zip(todo_r, read_files(self.root, todo_r, "record")))
+        read_f = dict(zip(todo_f, read_files(self.root, todo_f, "fact")))
+        records = [(rel, *((parsed[rel], None) if rel in parsed else read_r[rel])) for rel in files.records]
+        facts = [(rel, *((parsed[rel], None) if rel in parsed else read_f[rel])) for rel in files.facts]
+        dirs: dict[str, int] = {}
+        for rel in (*files.records, *files.facts):
+            parts = rel.split("/")
+            for depth in (1, 2, 3) if len(parts) == 4 else (1, 2):
+                d = "/".join(parts[:depth])
+                if d not in dirs:
+                    try:
+                        mtime = os.stat(self.root / d).st_mtime_ns
+                    except FileNotFoundError:
+                        continue
+                    dirs[d] = mtime if scan_start - mtime > RACY_NS else -1
+        for entry in _images(self.root):
+            if entry not in dirs:
+                mtime = os.stat(self.root / entry).st_mtime_ns
+                dirs[entry] = mtime if scan_start - mtime > RACY_NS else -1
+        with _transaction(self._db):
+            for table in ("dirs", "files", "records", "facts", "refs"):
+                self._db.execute(f"DELETE FROM {table}")
+            for name in _INDEX_NAMES:
+                self._db.execute(f"DROP INDEX IF EXISTS {name}")
+            self._insert_many(records, facts)  # type: ignore[arg-type]
+            self._db.executemany("INSERT INTO dirs VALUES (?, ?)", dirs.items())
+            for stmt in _INDEXES.strip().split(";"):
+                if stmt.strip():
+                    self._db.execute(stmt)
+            self._set_meta("head_tree", tree)
+            self._set_meta("index_stamp", stamp)
+            self._set_meta("built", "1")
+
+    def _forget_prefix(self, prefix: str) -> None:
+        lo, hi = prefix + "/", prefix + "0"
+        for table in ("refs", "records", "facts", "files"):
+            col = "source" if table == "refs" else "path"
+            self._db.execute(f"DELETE FROM {table} WHERE {col}>? AND {col}<?", (lo, hi))
+        self._db.execute("DELETE FROM dirs WHERE path=? OR (path>? AND path<?)", (prefix, lo, hi))
+
+    def _delete(self, rel: str) -> None:
+        self._db.execute("DELETE FROM refs WHERE source=?", (rel,))
+        for table in ("records", "facts", "files"):
+            self._db.execute(f"DELETE FROM {table} WHERE path=?", (rel,))
+
+    def _insert_many(
+        self,
+        records: Iterable[tuple[str, Record | None, str | None]],
+        facts: Iterable[tuple[str, Fact | None, str | None]],
+        overlay: int = 0,
+    ) -> None:
+        files, rows, fact_rows, refs = [], [], [], []
+
+        def stamp(rel: str) -> tuple[int, int]:
+            try:
+                st = os.stat(self.root / rel)
+            except FileNotFoundError:
+                return (-1, -1)
+            return (st.st_mtime_ns, st.st_size)
+
+        for rel, record, error in records:
+            files.append((rel, _bucket(rel), *stamp(rel), error, overlay))
+            if record is None:
+                continue
+            v = semver_of(record.version)
+            at = sort_key(record.recorded_at)
+            rows.append((rel, record.image, record.digest, record.version, v.major, 1 if v.prerelease else 0,
+                         record.commit, at, v.minor, v.patch))
+            refs += [(rel, "d", d, at, rel) for d in record.all_digests()]
+            refs += [(rel, "t", t, at, rel) for t in record.tags]
+        for rel, fact, error in facts:
+            files.append((rel, _bucket(rel), *stamp(rel), error, overlay))
+            if fact is None:
+                continue
+            owner = record_rel_of_fact(rel)
+            at = sort_key(fact.at)
+            fact_rows.append((rel, owner, fact.kind, at))
+            if fact.kind == "tag":
+                refs.append((owner, "t", fact.tag, at, rel))
+        self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", files)
+        self._db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self._db.executemany("INSERT OR REPLACE INTO facts VALUES (?, ?, ?, ?)", fact_rows)
+        self._db.executemany("INSERT INTO refs VALUES (?, ?, ?, ?, ?)", refs)
+
+    def note_written(self, rel: str, item: Record | Fact) -> None:
+        """Index a file imgtrack itself just wrote (under the ledger lock), keeping its folders fresh."""
+        if not self.built:
+            return  # the first lookup builds the cache from the files, this one among them
+        with _transaction(self._db):
+            self._delete(rel)
+            if isinstance(item, Record):
+                self._insert_many([(rel, item, None)], [], overlay=1)
+            else:
+                self._insert_many([], [(rel, item, None)], overlay=1)
+            # Only a folder that was fresh before our write stays fresh after it.
+            parts = rel.split("/")
+            for depth in range(1, len(parts)):
+                d = "/".join(parts[:depth])
+                known = self._db.execute("SELECT mtime_ns FROM dirs WHERE path=?", (d,)).fetchone()
+                if known is not None and known[0] != -1:
+                    self._db.execute("UPDATE dirs SET mtime_ns=? WHERE path=?", (os.stat(self.root / d).st_mtime_ns, d))
+                elif known is None and depth > 1:
+                    self._db.execute("INSERT INTO dirs VALUES (?, ?)", (d, -1))
+
+    # --- lookups ---------------------------------------------------------------------------------
+
+    def check_healthy(self) -> None:
+        """Refuse to go on over a malformed file: a policy decision that skipped it could be wrong."""
+        broken = sorted(self._db.execute("SELECT path FROM files WHERE error IS NOT NULL").fetchall())
+        for (rel,) in broken:
+            # A broken file is usually being fixed by hand, in place: look again before blaming it.
+            with _transaction(self._db):
+                self._reread(rel)
+            row = self._db.execute("SELECT error FROM files WHERE path=?", (rel,)).fetchone()
+            if row and row[0]:
+                raise LedgerError(row[0])
+
+    def _holders(self, sql: str, args: Iterable[object]) -> list[TagHolder]:
+        return [
+            TagHolder(digest=d, version=v, commit=c, recorded_at=datetime.fromisoformat(at + "+00:00"))
+            for d, v, c, at in self._db.execute(sql, tuple(args))
+        ]
+
+    def tag_holders(self, image: str, tag: str) -> list[TagHolder]:
+        """Every build of `image` that carries `tag`, with when it was given (recorded, or added later)."""
+        return self._holders(
+            "SELECT r.digest, r.version, r.commit_sha, f.at FROM refs f JOIN records r ON r.path=f.path "
+            "WHERE f.value=? AND f.kind='t' AND r.image=?",
+            (tag, image),
+        )
+
+    def version_holders(self, image: str, version: str) -> list[TagHolder]:
+        return self._holders(
+            "SELECT digest, version, commit_sha, recorded_at FROM records WHERE image=? AND version=?",
+            (image, version),
+        )
+
+    def paths_by_digest(self, digest: str, image: str | None = None) -> list[str]:
+        """Records `digest` names exactly: its own record first, then those listing it as a platform or config."""
+        own = self._paths("SELECT r.path FROM records r WHERE r.digest=?", (digest,), image)
+        return list(dict.fromkeys(own + self._paths(
+            "SELECT DISTINCT f.path FROM refs f JOIN records r ON r.path=f.path WHERE f.kind='d' AND f.value=?",
+            (digest,), image)))
+
+    def paths_by_digest_prefix(self, prefix: str, image: str | None = None) -> list[str]:
+        return self._paths(
+            "SELECT DISTINCT f.path FROM refs f JOIN records r ON r.path=f.path "
+            "WHERE f.kind='d' AND f.value>=? AND f.value<?",
+            (prefix, _prefix_upper(prefix)), image,
+        )
+
+    def paths_by_tag(self, tag: str, image: str | None = None) -> list[str]:
+        return self._paths(
+            "SELECT DISTINCT f.path FROM refs f JOIN records r ON r.path=f.path WHERE f.kind='t' AND f.value=?",
+            (tag,), image,
+        )
+
+    def paths_by_version(self, version: str, image: str | None = None) -> list[str]:
+        return self._paths("SELECT r.path FROM records r WHERE r.version=?", (version,), image)
+
+    def paths_by_release(self, version: str) -> list[str]:
+        """Records of `version` with or without build metadata (`1.4.0`, `1.4.0+build.2`)."""
+        base = version.split("+", 1)[0]
+        # '+' sorts just before ',': a range the version index can serve.
+        return [row[0] for row in self._db.execute(
+            "SELECT path FROM records WHERE version=? OR (version>? AND version<?)", (base, base + "+", base + ","),
+        )]
+
+    def paths_by_commit_prefix(self, prefix: str, image: str | None = None) -> list[str]:
+        return self._paths(
+            "SELECT r.path FROM records r WHERE r.commit_sha>=? AND r.commit_sha<?",
+            (prefix, _prefix_upper(prefix)), image,
+        )
+
+    def _paths(self, sql: str, args: tuple[object, ...], image: str | None) -> list[str]:
+        if image is not None:
+            sql += " AND r.image=?"
+            args = (*args, image)
+        return [row[0] for row in self._db.execute(sql + " ORDER BY r.recorded_at DESC", args)]
+
+    def newest(self, image: str | None, limit: int | None) -> list[str]:
+        sql = "SELECT path FROM records"
+        args: list[object] = []
+        if image is not None:
+            sql += " WHERE image=?"
+            args.append(image)
+        sql += " ORDER BY recorded_at DESC, path DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [row[0] for row in self._db.execute(sql, args)]
+
+    def versions(self, image: str, major: int | None = None, releases_only: bool = False) -> list[tuple[str, str]]:
+        """(version, path) of an image's records, optionally narrowed to one major version."""
+        sql = "SELECT version, path FROM records WHERE image=?"
+        args: list[object] = [image]
+        if major is not None:
+            sql += " AND major=?"
+            args.append(major)
+        if releases_only:
+            sql += " AND pre=0"
+        return list(self._db.execute(sql, args))
+
+    def highest_release(self, image: str) -> str | None:
+        """The highest non-prerelease version of `image` (semver order, build metadata aside)."""
+        row = self._db.execute(
+            "SELECT version FROM records WHERE image=? AND pre=0 ORDER BY major DESC, minor DESC, patch DESC LIMIT 1",
+            (image,),
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def images(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT DISTINCT image FROM records ORDER BY image")]
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM records").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def schema1_message(root: Path) -> str:
+    return (f"{root} holds schema-1 records, which this imgtrack no longer reads; run `imgtrack ledger migrate`, "
+            "review and commit the change")
+
+
+def _images(root: Path) -> list[str]:
+    try:
+        return [e.name for e in os.scandir(root) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+    except FileNotFoundError:
+        return []
+
+
+def _read_chunk(root: Path, rels: list[str], kind: str) -> list[tuple[object, str | None]]:
+    reader = read_record_file if kind == "record" else read_fact_file
+    return [reader(root, rel) for rel in rels]
+
+
+def read_files(root: Path, rels: list[str], kind: str) -> list[tuple[object, str | None]]:
+    """Parse files of one kind ("record" or "fact"): (item, None) or (None, one-line error) each, in order.
+
+    Large batches (a fresh clone, `verify`) are parsed on every core: TOML parsing is the cost.
+    """
+    workers = min(os.cpu_count() or 1, 8)
+    if len(rels) < PARALLEL_MIN or workers < 2:
+        return _read_chunk(root, rels, kind)
+    from concurrent.futures import ProcessPoolExecutor
+
+    size = -(-len(rels) // (workers * 4))
+    chunks = [rels[i:i + size] for i in range(0, len(rels), size)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(_read_chunk, [root] * len(chunks), chunks, [kind] * len(chunks))
+        return [item for chunk in results for item in chunk]
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    if db.in_transaction:
+        yield
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

@@ -302,6 +302,43 @@ def export_allowlist(a: Args) -> None:
                 f"of {result.records} records")
 
 
+def ledger_migrate(a: Args) -> None:
+    """Turn a schema-1 ledger into schema 2 in the work tree, for review; nothing is committed."""
+    from imgtrack import output
+    from imgtrack.commands.ledger import migrate_ledger
+    from imgtrack.project import Project
+
+    project = Project.open()
+    result = migrate_ledger(project)
+    if a.json:
+        output.emit_json({"records": result.records, "facts": result.facts})
+    elif result.records:
+        output.emit(f"migrated {result.records} schema-1 records ({result.facts} pushes became facts) in "
+                    f"{project.ledger.root}; review with `git status`, then commit (imgtrack ledger commit)")
+    else:
+        output.emit(f"nothing to migrate: {project.ledger.root} is schema 2")
+
+
+def ledger_commit(a: Args) -> None:
+    """Commit .imgtrack/ alone, saying what was recorded, pushed or promoted; --push lands it on the remote,
+    fetching and rebasing ledger commits when the branch moved meanwhile."""
+    from imgtrack import output
+    from imgtrack.commands.ledger import commit_ledger
+    from imgtrack.project import Project
+
+    result = commit_ledger(Project.open(), a.message, a.push is not None, a.push or None)
+    if a.json:
+        output.emit_json({"commit": result.commit, "changes": result.summary, "pushed_to": result.pushed_to,
+                          "attempts": result.attempts})
+        return
+    if result.commit:
+        output.emit(f"committed {result.commit[:12]}: " + "; ".join(result.summary))
+    else:
+        output.emit("nothing to commit in .imgtrack/")
+    if result.pushed_to:
+        output.emit(f"pushed to {result.pushed_to}" + (f" after {result.attempts} attempts" if result.attempts > 1 else ""))
+
+
 def _hook_result(action: str, a: Args) -> None:
     from imgtrack import output
     from imgtrack.commands import hooks
@@ -471,6 +508,14 @@ def build_parser() -> _Parser:
     p.add_argument("--audit", action="store_true", help="Report violations instead of refusing Pods.")
     p.add_argument("--output", "-o", metavar="FILE", type=Path, help="Write here (atomically), not stdout.")
     p.add_argument("--json", action="store_true", help="The policy as JSON (kubectl takes either).")
+
+    ledger_commands = _group(commands, "ledger", "Upkeep of the ledger in git: migrate, commit.")
+    _json(_command(ledger_commands, "migrate", ledger_migrate))
+    p = _command(ledger_commands, "commit", ledger_commit)
+    p.add_argument("--message", "-m", metavar="MESSAGE", help="Commit subject (default: what changed).")
+    p.add_argument("--push", metavar="REMOTE", nargs="?", const="",
+                   help="Then push the branch (to its upstream, or REMOTE), rebasing ledger commits if it moved.")
+    _json(p)
 
     hooks_commands = _group(commands, "hooks", "Install, remove or inspect the pre-push hook.")
     for name, func in (("install", hooks_install), ("uninstall", hooks_uninstall), ("status", hooks_status)):

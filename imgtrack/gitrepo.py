@@ -203,3 +203,66 @@ class GitRepo:
         """Paths (relative to the two trees) that were added, changed or removed between them."""
         out = self._run("diff-tree", "-r", "--no-renames", "--name-only", "-z", old_tree, new_tree)
         return [p for p in out.split("\0") if p]
+
+    # --- committing and pushing the ledger (`imgtrack ledger commit`) -----------------------------
+
+    def stage_all(self, path: str) -> None:
+        """Stage every change under `path` (new, changed and removed files), and nothing else."""
+        self._run("add", "-A", "--", path)
+
+    def staged_changes(self, path: str) -> list[tuple[str, str]]:
+        """(status letter, path) of what the index holds under `path` that HEAD does not."""
+        head = self._try("rev-parse", "--verify", "--quiet", "HEAD")
+        base = head if head else "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # the empty tree
+        out = self._run("diff", "--cached", "--no-renames", "--name-status", "-z", base, "--", path)
+        fields = [f for f in out.split("\0") if f]
+        return list(zip(fields[0::2], fields[1::2]))
+
+    def commit_only(self, message: str, path: str) -> str:
+        """Commit the changes under `path` alone (other staged files stay staged); the new commit."""
+        proc = run_git(["commit", "-q", "--only", "-F", "-", "--", path], self.work_tree, stdin=message, check=False)
+        if proc.returncode != 0:
+            why = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+            raise GitStateError(f"git commit failed: {why[-1] if why else proc.returncode}; fix that and run the "
+                                "command again")
+        return self._run("rev-parse", "HEAD")
+
+    def current_branch(self) -> str | None:
+        return self._try("symbolic-ref", "--quiet", "--short", "HEAD")
+
+    def upstream(self) -> tuple[str, str] | None:
+        """(remote, branch on it) of the current branch's upstream, or None."""
+        branch = self.current_branch()
+        if not branch:
+            return None
+        remote = self._try("config", "--get", f"branch.{branch}.remote")
+        merge = self._try("config", "--get", f"branch.{branch}.merge")
+        if not remote or not merge or remote == ".":
+            return None
+        return remote, merge.removeprefix("refs/heads/")
+
+    def push_head(self, remote: str, branch: str) -> tuple[bool, str]:
+        """`git push REMOTE HEAD:refs/heads/BRANCH`: (pushed, git's message)."""
+        proc = run_git(["push", "--porcelain", remote, f"HEAD:refs/heads/{branch}"], self.work_tree, check=False)
+        return proc.returncode == 0, (proc.stderr + proc.stdout).strip()
+
+    def fetch_branch(self, remote: str, branch: str) -> str | None:
+        """Fetch BRANCH from REMOTE; the commit it names there, or None if it does not exist."""
+        proc = run_git(["fetch", "--quiet", "--no-tags", remote, f"refs/heads/{branch}"], self.work_tree, check=False)
+        if proc.returncode != 0:
+            return None
+        return self._try("rev-parse", "--verify", "--quiet", "FETCH_HEAD^{commit}")
+
+    def paths_changed_by(self, upstream: str, head: str = "HEAD") -> set[str]:
+        """Every path a commit in `upstream..head` changes."""
+        out = self._run("log", "--format=", "--name-only", "--no-renames", "-z", f"{upstream}..{head}")
+        return {p.strip("\n") for p in out.split("\0") if p.strip("\n")}
+
+    def rebase_onto(self, upstream: str) -> bool:
+        """Rebase the current branch onto `upstream` (local changes stashed around it); False, and the
+        rebase undone, if it stopped on a conflict."""
+        proc = run_git(["-c", "rebase.autoStash=true", "rebase", "--quiet", upstream], self.work_tree, check=False)
+        if proc.returncode == 0:
+            return True
+        run_git(["rebase", "--abort"], self.work_tree, check=False)
+        return False

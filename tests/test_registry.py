@@ -28,7 +28,7 @@ def test_push_pull_round_trip_with_skopeo(project: Path, layouts: LayoutFactory,
     assert data["pushed"][0]["recorded"] and data["pushed"][0]["bytes_copied"] > 0
     for tag in ("1.0.0", "1.0", f"sha-{data['commit'][:7]}"):
         assert skopeo_digest(f"docker://{repo}:{tag}") == digest
-    assert f'repository = "{repo}"' in record_file(project, data).read_text()
+    assert f'repository = "{repo}"' in fact_files(project, data, "push")[0].read_text()
 
     again = run(["push", "api@1.0.0", "--to", repo, "--json"], project).json()["pushed"][0]
     assert again["bytes_copied"] == 0 and again["recorded"] is False

@@ -77,6 +77,7 @@ def check_push(project: Project, remote: str, refs: list[PushedRef]) -> list[str
     """Every reason to refuse this push, one line each with its fix; empty when the push may go."""
     problems: list[str] = []
     repo = project.repo
+    project.ledger.index()  # a schema-1 or malformed ledger is refused before anything is judged by it
     for ref in refs:
         if ref.remote_ref.startswith("refs/tags/"):
             problems += _check_tag(project, ref)

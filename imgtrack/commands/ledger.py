@@ -1,0 +1,138 @@
+"""`imgtrack ledger migrate` and `imgtrack ledger commit`: the ledger's own upkeep in git.
+
+`ledger commit` is the hand-off at the end of a CI job: it commits `.imgtrack/` alone, with a message
+that says what was recorded, pushed or promoted, and with `--push` lands that commit on the remote
+branch even when the branch moved during the job: the push is retried after fetching and rebasing
+onto the remote branch, which cannot conflict because ledger changes only ever add files.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+from imgtrack.config import CONFIG_DIR
+from imgtrack.errors import GitStateError, LedgerError, PolicyViolation, RegistryError
+from imgtrack.ledger.migrate import MigrateResult, migrate
+from imgtrack.ledger.schema import parse_fact, parse_record
+from imgtrack.ledger.store import classify
+from imgtrack.project import Project
+
+PUSH_ATTEMPTS = 6
+BACKOFF_S = 0.2
+LEDGER_PREFIX = f"{CONFIG_DIR}/ledger/"
+
+
+def migrate_ledger(project: Project) -> MigrateResult:
+    return migrate(project.ledger.store)
+
+
+@dataclass
+class CommitResult:
+    commit: str | None  # None: nothing to commit
+    summary: list[str] = field(default_factory=list)
+    pushed_to: str | None = None
+    attempts: int = 0
+
+
+def describe_changes(project: Project, changes: list[tuple[str, str]]) -> list[str]:
+    """One line per thing a ledger change does: `record api 1.4.0`, `push api 1.4.0 to REPO`, …"""
+    lines: list[str] = []
+    root = project.ledger.root
+    for status, path in changes:
+        rel = path.removeprefix(LEDGER_PREFIX)
+        kind = classify(rel) if path.startswith(LEDGER_PREFIX) else None
+        if status != "A" or kind is None:
+            if path.startswith(LEDGER_PREFIX) or status == "D":
+                lines.append(f"{ {'A': 'add', 'D': 'remove'}.get(status, 'change')} {path}")
+            continue
+        data = (root / rel).read_bytes()
+        try:
+            if kind == "record":
+                r = parse_record(data, path)
+                lines.append(f"record {r.image} {r.version} ({r.digest[:19]}…)")
+                continue
+            fact = parse_fact(data, path)
+        except LedgerError:
+            lines.append(f"add {path}")
+            continue
+        build = project.ledger.get(fact.image, fact.record)
+        name = f"{fact.image} {build.version if build else fact.record[:19] + '…'}"
+        if fact.kind == "tag":
+            lines.append(f"tag {name} {fact.tag}")
+        else:
+            lines.append(f"{fact.kind} {name} to {fact.repository}")
+    return lines
+
+
+def commit_ledger(project: Project, message: str | None, push: bool, remote: str | None) -> CommitResult:
+    """Commit `.imgtrack/` alone; with `push`, land the branch on the remote (rebasing as needed)."""
+    repo = project.repo
+    if push:
+        branch = repo.current_branch()
+        if branch is None:
+            raise GitStateError("HEAD is detached, so there is no branch to push; check out the branch the ledger "
+                                "belongs to (git switch BRANCH) first")
+    repo.stage_all(CONFIG_DIR)
+    changes = repo.staged_changes(CONFIG_DIR)
+    result = CommitResult(commit=None)
+    if changes:
+        result.summary = describe_changes(project, changes)
+        subject = message or "imgtrack: " + "; ".join(result.summary)
+        if len(subject) > 72 and not message:
+            subject = f"imgtrack: {len(result.summary)} ledger changes ({result.summary[0]}, …)"
+        body = "\n".join(f"* {line}" for line in result.summary)
+        result.commit = repo.commit_only(f"{subject}\n\n{body}\n", CONFIG_DIR)
+    if push:
+        result.pushed_to, result.attempts = _push(project, remote)
+    return result
+
+
+def _push(project: Project, remote: str | None) -> tuple[str, int]:
+    repo = project.repo
+    branch = repo.current_branch()
+    assert branch is not None
+    upstream = repo.upstream()
+    if remote is None:
+        remote, target = upstream if upstream else ("origin", branch)
+    else:
+        target = upstream[1] if upstream and upstream[0] == remote else branch
+    why = ""
+    for attempt in range(1, PUSH_ATTEMPTS + 1):
+        pushed, why = repo.push_head(remote, target)
+        if pushed:
+            return f"{remote} {target}", attempt
+        if not _behind(why):
+            line = why.splitlines()[-1] if why else "no reason given"
+            if "hook" in why:
+                refusal = [ln for ln in why.splitlines() if ln.startswith("imgtrack:")] or [line]
+                raise PolicyViolation(f"git push to {remote} {target} was refused by a hook: "
+                                      f"{refusal[0].removeprefix('imgtrack: ')}")
+            raise RegistryError(f"git push to {remote} {target} failed: {line}; check the remote and your access, "
+                                "then run `imgtrack ledger commit --push` again")
+        theirs = repo.fetch_branch(remote, target)
+        if theirs is None:
+            raise RegistryError(f"git fetch of {target} from {remote} failed after the push was refused; check the "
+                                "remote, then run `imgtrack ledger commit --push` again")
+        outside = sorted(p for p in repo.paths_changed_by(theirs) if not p.startswith(f"{CONFIG_DIR}/"))
+        if outside:
+            raise PolicyViolation(
+                f"{branch} has commits {remote}/{target} lacks that change files outside {CONFIG_DIR}/ "
+                f"({', '.join(outside[:3])}{', …' if len(outside) > 3 else ''}); imgtrack rebases only ledger "
+                "commits: rebase these yourself (git pull --rebase), then push"
+            )
+        if not repo.rebase_onto(theirs):
+            raise PolicyViolation(
+                f"rebasing {branch} onto {remote}/{target} stopped on a conflict and was undone (a ledger file was "
+                "changed on both sides, or local changes clash with the remote's); nothing was pushed"
+            )
+        time.sleep(BACKOFF_S * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
+    raise RegistryError(f"{remote} {target} kept moving: {PUSH_ATTEMPTS} pushes were refused ({why.splitlines()[-1]}); "
+                        "run `imgtrack ledger commit --push` again")
+
+
+def _behind(message: str) -> bool:
+    """Whether git refused the push because the remote branch has commits we lack."""
+    text = message.lower()
+    return "[rejected]" in text and any(s in text for s in ("non-fast-forward", "fetch first", "stale info"))

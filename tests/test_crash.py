@@ -165,3 +165,19 @@ def test_kill_9_during_hook_install_leaves_the_old_hook_or_the_new(project: Path
     assert run(["hooks", "install"], project).code == 0, "a re-run finishes what a killed one started"
     assert "imgtrack-managed-hook" in (hooks / "pre-push").read_text()
     assert (hooks / "pre-push.legacy").read_text() == foreign
+
+
+def test_eight_concurrent_pushes_of_one_build_each_land_as_a_fact(project: Path, layouts: LayoutFactory,
+                                                                   tmp_path: Path) -> None:
+    path, _ = layouts()
+    assert run(["record", str(path), "--image", "api", "--version", "1.0.0"], project).code == 0
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "imgtrack", "push", str(path), "--to", f"oci:{tmp_path / f'd{i}'}", "-q"],
+                         cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(8)
+    ]
+    outcomes = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+    assert all(code == 0 for _, _, code in outcomes), outcomes
+    shown = run(["show", "api@1.0.0", "--json"], project).json()
+    assert sorted(p["repository"] for p in shown["pushes"]) == sorted(f"oci:{tmp_path / f'd{i}'}" for i in range(8))
+    assert run(["verify"], project).code == 0

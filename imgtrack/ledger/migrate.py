@@ -19,6 +19,7 @@ from typing import Any
 import tomli_w
 
 from imgtrack.errors import LedgerError
+from imgtrack.fsutil import sweep_if_stale
 from imgtrack.ledger.schema import MAX_FILE_BYTES, SCHEMA, Fact, parse_record
 from imgtrack.ledger.store import Store, is_schema1_name, record_rel
 
@@ -43,6 +44,7 @@ def migrate(store: Store) -> MigrateResult:
     """Move every schema-1 record of the ledger to schema 2, under the ledger lock."""
     facts = 0
     with store.locked():
+        _sweep(store.root)
         todo = schema1_files(store.root)
         converted = [(rel, *_convert(store.root, rel)) for rel in todo]  # all parsed before anything moves
         for rel, record_bytes, new_facts in converted:
@@ -94,6 +96,13 @@ def _convert(root: Path, rel: str) -> tuple[bytes, list[Fact]]:
         facts.append(Fact(kind="push", image=record.image, record=record.digest, at=entry["pushed_at"],
                           repository=entry["repository"], tags=tuple(entry["tags"])))
     return record_bytes, facts
+
+
+def _sweep(root: Path) -> None:
+    """Remove the temp files a killed migration (or writer) left: their processes are gone."""
+    for folder, _dirs, names in os.walk(root):
+        for entry in os.scandir(folder) if any(n.endswith(".tmp") for n in names) else ():
+            sweep_if_stale(entry)
 
 
 def _fsync_dir(path: Path) -> None:

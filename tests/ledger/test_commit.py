@@ -1,0 +1,116 @@
+"""`imgtrack ledger commit [--push]`: the CI hand-off, with real clones of one bare remote racing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LayoutFactory, commit_file, git, run
+
+
+def clone(remote: Path, where: Path) -> Path:
+    git(where.parent, "clone", "-q", str(remote), str(where))
+    return where
+
+
+@pytest.fixture
+def remote(project: Path, layouts: LayoutFactory, tmp_path: Path) -> tuple[Path, dict]:
+    """A bare remote whose main holds one recorded, pushed build (api 1.0.0)."""
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    git(project, "remote", "add", "origin", str(bare))
+    git(project, "tag", "v1.0.0")
+    path, _ = layouts()
+    pushed = run(["push", str(path), "--image", "api", "--to", f"oci:{tmp_path / 'first'}", "--json", "-q"], project)
+    assert pushed.code == 0, pushed.err
+    assert run(["ledger", "commit"], project).code == 0
+    git(project, "push", "-q", "--tags", "origin", "main")
+    return bare, pushed.json()
+
+
+def test_commit_lists_what_changed_and_takes_only_the_ledger(project: Path, layouts: LayoutFactory) -> None:
+    path, _ = layouts()
+    rec = run(["record", str(path), "--image", "api", "--json"], project).json()
+    (project / "app.txt").write_text("dirty, not part of the ledger\n")
+    (project / "staged.txt").write_text("staged, not part of the ledger\n")
+    git(project, "add", "staged.txt")
+    result = run(["ledger", "commit", "--json"], project)
+    assert result.code == 0, result.err
+    assert result.json()["changes"] == [f"record api {rec['version']} ({rec['digest'][:19]}…)"]
+    assert git(project, "show", "--name-only", "--format=", "HEAD").splitlines() == [
+        f".imgtrack/ledger/api/{rec['digest'][7:9]}/{rec['digest'].replace(':', '-')}.toml"]
+    assert f"record api {rec['version']}" in git(project, "log", "-1", "--format=%s")
+    assert git(project, "diff", "--name-only") == "app.txt", "other changes stay as they were"
+    assert git(project, "diff", "--cached", "--name-only") == "staged.txt"
+    again = run(["ledger", "commit"], project)
+    assert again.code == 0 and "nothing to commit" in again.out
+
+
+def test_two_ci_jobs_push_at_the_same_moment_and_both_land(
+    remote: tuple[Path, dict], layouts: LayoutFactory, tmp_path: Path,
+) -> None:
+    bare, first = remote
+    job_a, job_b, job_c = (clone(bare, tmp_path / name) for name in ("job-a", "job-b", "job-c"))
+    # Job A records and pushes a new build; job B pushes the existing build to another destination.
+    commit_file(job_a, "a.txt", "a\n")
+    git(job_a, "push", "-q", "origin", "main")
+    git(job_b, "pull", "-q", "--ff-only")
+    new_layout, new_digest = layouts()
+    assert run(["push", str(new_layout), "--image", "api", "--to", f"oci:{tmp_path / 'dest-a'}", "-q"], job_a).code == 0
+    assert run(["push", "api@1.0.0", "--to", f"oci:{tmp_path / 'dest-b'}", "-q"], job_b).code == 0
+    # Job C: an unrelated dirty file, and main will have moved under it too.
+    third_layout, third_digest = layouts()
+    assert run(["record", str(third_layout), "--image", "web", "--version", "0.1.0"], job_c).code == 0
+    (job_c / "app.txt").write_text("work in progress\n")
+    procs = [subprocess.Popen([sys.executable, "-m", "imgtrack", "ledger", "commit", "--push", "--json"], cwd=job,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for job in (job_a, job_b, job_c)]
+    outcomes = [(p.communicate(timeout=120), p.returncode) for p in procs]
+    assert all(code == 0 for _, code in outcomes), outcomes
+    # At most one push can land first; C was behind from the start: the others fetched and rebased.
+    assert sum(json.loads(out)["attempts"] for (out, _), _ in outcomes) >= 4, outcomes
+    # Job C committed only the ledger; its dirty file is still only in its work tree.
+    assert (job_c / "app.txt").read_text() == "work in progress\n"
+    assert all(p.startswith(".imgtrack/") for p in git(job_c, "show", "--name-only", "--format=", "HEAD").splitlines())
+    check = clone(bare, tmp_path / "check")
+    verify = run(["verify", "--json"], check)
+    assert verify.code == 0 and verify.json()["records"] == 3, verify.out
+    shown = run(["show", "api@1.0.0", "--json"], check).json()
+    assert {p["repository"] for p in shown["pushes"]} == {f"oci:{tmp_path / n}" for n in ("first", "dest-b")}
+    assert run(["show", new_digest], check).code == 0 and run(["show", third_digest], check).code == 0
+    assert first["digest"] == shown["digest"]
+    assert "app.txt" not in git(check, "log", "--name-only", "--format=", "-3")
+
+
+def test_a_rebase_that_would_move_code_is_abandoned_with_one_line(
+    remote: tuple[Path, dict], layouts: LayoutFactory, tmp_path: Path,
+) -> None:
+    bare, _ = remote
+    mover, job = clone(bare, tmp_path / "mover"), clone(bare, tmp_path / "job")
+    commit_file(mover, "other.txt", "moved\n")
+    git(mover, "push", "-q", "origin", "main")
+    commit_file(job, "app.txt", "a code change not yet pushed\n")
+    head = git(job, "rev-parse", "HEAD")
+    path, _ = layouts()
+    assert run(["record", str(path), "--image", "api", "--version", "1.1.0-rc.1"], job).code == 0
+    result = run(["ledger", "commit", "--push"], job)
+    assert result.code == 1, result
+    assert len(result.err.strip().splitlines()) == 1 and "app.txt" in result.err and "rebase" in result.err
+    assert git(job, "rev-parse", "HEAD~1") == head, "the ledger commit is made, nothing rebased"
+    assert not (job / ".git" / "rebase-merge").exists() and not (job / ".git" / "rebase-apply").exists()
+    assert git(tmp_path, "--git-dir", str(bare), "rev-parse", "main") == git(mover, "rev-parse", "HEAD")
+
+
+def test_push_to_a_remote_that_is_not_there_exits_3(project: Path, layouts: LayoutFactory, tmp_path: Path) -> None:
+    git(project, "remote", "add", "origin", str(tmp_path / "missing.git"))
+    path, _ = layouts()
+    assert run(["record", str(path), "--image", "api"], project).code == 0
+    result = run(["ledger", "commit", "--push"], project)
+    assert result.code == 3 and len(result.err.strip().splitlines()) == 1, result
+    git(project, "switch", "-q", "--detach")
+    detached = run(["ledger", "commit", "--push"], project)
+    assert detached.code == 2 and "detached" in detached.err

@@ -13,7 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from imgtrack.record import PlatformManifest, Record  # noqa: E402
+from imgtrack.ledger.schema import PlatformManifest, Record  # noqa: E402
+from imgtrack.ledger.store import record_rel  # noqa: E402
 
 __all__ = ["IMGTRACK", "ROOT", "generate", "make_repo", "sh", "timed"]
 
@@ -70,30 +71,43 @@ def make_repo(path: Path) -> list[str]:
     return commits
 
 
-def generate(path: Path, commits: list[str], count: int, digests: list[str] | None = None) -> tuple[str, str]:
-    """Write `count` records of image api: versions 1.<i // 1000>.<i % 1000>+b<i>, one digest each."""
-    folder = path / ".imgtrack" / "ledger" / "api"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(count)
+def generate(path: Path, commits: list[str], count: int, digests: list[str] | None = None, images: int = 1,
+             seed: int | None = None, start_index: int = 0) -> tuple[str, str, str]:
+    """Write `count` schema-2 records spread over `images` images (api, api-1, …): versions
+    1.<i // 1000>.<i % 1000>-dev.<i>+g<sha>, one platform each. Returns (index digest, platform digest,
+    image@version) of the record in the middle."""
+    root = path / ".imgtrack" / "ledger"
+    names = ["api", *(f"api-{n}" for n in range(1, images))]
+    rng = random.Random(count if seed is None else seed)
     start = datetime(2025, 1, 1, tzinfo=UTC)
-    sample = ("", "")
-    for i in range(count):
+    sample = ("", "", "")
+    made: set[str] = set()
+    for i in range(start_index, start_index + count):
+        image = names[i % len(names)]
         digest = f"sha256:{rng.getrandbits(256):064x}"
-        commit = commits[i * len(commits) // count]
+        platform = f"sha256:{rng.getrandbits(256):064x}"
+        commit = commits[i * len(commits) // (start_index + count)]
         version = f"1.{i // 1000}.{i % 1000}-dev.{i}+g{commit[:7]}"
         rec = Record(
-            image="api", digest=digest, media_type="application/vnd.oci.image.index.v1+json",
+            image=image, digest=digest, media_type="application/vnd.oci.image.index.v1+json",
             version=version, commit=commit, tree="clean",
             tags=(version.replace("+", "_"),), recorded_at=start + timedelta(seconds=i),
             recorded_by="Bench <bench@example.com>",
-            manifests=(PlatformManifest("linux/amd64", f"sha256:{rng.getrandbits(256):064x}",
-                                        f"sha256:{rng.getrandbits(256):064x}"),),
+            manifests=(PlatformManifest("linux/amd64", platform, f"sha256:{rng.getrandbits(256):064x}"),),
         )
-        (folder / f"{digest.replace(':', '-')}.toml").write_bytes(rec.to_toml())
+        target = root / record_rel(image, digest)
+        folder = str(target.parent)
+        if folder not in made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            made.add(folder)
+        target.write_bytes(rec.to_toml())
         if digests is not None:
             digests.append(digest)
-        if i == count // 2:
-            sample = (digest, version)
+        if i == start_index + count // 2:
+            sample = (digest, platform, f"{image}@{version}")
+    with open(path / ".imgtrack" / "config.toml", "a") as f:
+        f.write("".join(f"\n[images.{n}]\nrepositories = []\n" for n in names[1:] if f"[images.{n}]" not in
+                        (path / ".imgtrack" / "config.toml").read_text()))
     return sample
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from imgtrack.errors import ImgtrackError
 
-from imgtrack.ledger.schema import Build, iso
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from imgtrack.ledger.schema import Build
 
 
 def emit_json(data: Any) -> None:
@@ -24,6 +28,10 @@ def error(message: str) -> None:
     """One line per line of `message`, on stderr, each marked as imgtrack's."""
     for line in str(message).splitlines() or [""]:
         sys.stderr.write(f"imgtrack: {line}\n")
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def short_digest(digest: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from imgtrack.errors import InvalidReference, NotFound, UsageError
-from imgtrack.ledger import Ledger
+from imgtrack.ledger.ledger import Ledger
 from imgtrack.ledger.schema import Build
 from imgtrack.versions import parse_range
 

@@ -34,12 +34,13 @@ from imgtrack.ledger.store import (
 from imgtrack.policy import TagHolder
 from imgtrack.versions import semver_of
 
-CACHE_SCHEMA = "8"
+CACHE_SCHEMA = "9"
 RACY_NS = 100_000_000  # Linux file times tick every 10 ms at most
 PARALLEL_MIN = 4000
 
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS records_version ON records(version, image);
+CREATE INDEX IF NOT EXISTS records_digest ON records(digest);
 CREATE INDEX IF NOT EXISTS records_image ON records(image, major);
 CREATE INDEX IF NOT EXISTS records_release ON records(image, pre, major, minor, patch);
 CREATE INDEX IF NOT EXISTS records_commit ON records(commit_sha);
@@ -181,7 +182,9 @@ class LedgerIndex:
             for rel, mtime in changed_buckets:
                 stored = mtime if scan_start - mtime > RACY_NS else -1
                 if rel.count("/") == 1:
-                    self._rescan_bucket(rel, scan_start)
+                    # Files are compared by (mtime, size) only where imgtrack itself wrote moments ago
+                    # (an edit in place right after a write); elsewhere new names are what changed.
+                    self._rescan_bucket(rel, scan_start, racy=known.get(rel) == -1)
                 self._db.execute("INSERT OR REPLACE INTO dirs VALUES (?, ?)", (rel, stored))
             if git_moved:
                 self._follow_git(stamp)
@@ -240,9 +243,9 @@ class LedgerIndex:
             fact, error = read_fact_file(self.root, rel)
             self._insert_many([], [(rel, fact, error)])
 
-    def _rescan_bucket(self, bucket: str, scan_start: int) -> None:
+    def _rescan_bucket(self, bucket: str, scan_start: int, racy: bool = True) -> None:
         cached: dict[str, list[str]] = {}  # record path or fact folder -> cached paths under it
-        stamps: dict[str, tuple[int, int]] = {}
+        stamps: dict[str, tuple[int | None, int | None]] = {}
         for rel, m, size in self._db.execute("SELECT path, mtime_ns, size FROM files WHERE bucket=?", (bucket,)):
             stamps[rel] = (m, size)
             cached.setdefault(rel if rel.endswith(".toml") and rel.count("/") == 2 else rel.rsplit("/", 1)[0], []).append(rel)
@@ -260,9 +263,15 @@ class LedgerIndex:
             rel = f"{bucket}/{entry.name}"
             if RECORD_NAME_RE.fullmatch(entry.name):
                 present.add(rel)
-                st = entry.stat(follow_symlinks=False)
-                if stamps.get(rel) != (st.st_mtime_ns, st.st_size):  # new, or edited in place
+                if rel not in stamps:
                     new_records.append(rel)
+                elif racy:
+                    st = entry.stat(follow_symlinks=False)
+                    if stamps[rel] == (None, None):  # not stamped when the cache was built: now
+                        self._db.execute("UPDATE files SET mtime_ns=?, size=? WHERE path=?",
+                                         (st.st_mtime_ns, st.st_size, rel))
+                    elif stamps[rel] != (st.st_mtime_ns, st.st_size):  # edited in place
+                        new_records.append(rel)
             elif FACT_DIR_RE.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
                 seen_dirs.add(rel)
                 mtime = entry.stat(follow_symlinks=False).st_mtime_ns
@@ -333,7 +342,7 @@ class LedgerIndex:
                 self._db.execute(f"DELETE FROM {table}")
             for name in _INDEX_NAMES:
                 self._db.execute(f"DROP INDEX IF EXISTS {name}")
-            self._insert_many(records, facts)  # type: ignore[arg-type]
+            self._insert_many(records, facts, stamped=False)  # type: ignore[arg-type]
             self._db.executemany("INSERT INTO dirs VALUES (?, ?)", dirs.items())
             for stmt in _INDEXES.strip().split(";"):
                 if stmt.strip():
@@ -359,10 +368,13 @@ class LedgerIndex:
         records: Iterable[tuple[str, Record | None, str | None]],
         facts: Iterable[tuple[str, Fact | None, str | None]],
         overlay: int = 0,
+        stamped: bool = True,
     ) -> None:
         files, rows, fact_rows, refs = [], [], [], []
 
-        def stamp(rel: str) -> tuple[int, int]:
+        def stamp(rel: str) -> tuple[int | None, int | None]:
+            if not stamped:  # a full build: stamped when a write next makes its bucket racy
+                return (None, None)
             try:
                 st = os.stat(self.root / rel)
             except FileNotFoundError:

@@ -1,0 +1,208 @@
+"""`Ledger`: the store and the lookup cache of one work tree, as the commands use them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import semver
+
+from imgtrack.errors import InvalidReference, LedgerError
+from imgtrack.ledger.index import GitView, LedgerIndex, read_files
+from imgtrack.ledger.schema import Build, Fact, Record
+from imgtrack.ledger.store import Store, facts_rel, record_rel
+from imgtrack.oci.digest import DIGEST_PREFIX_RE, is_digest
+from imgtrack.versions import VersionRange, is_version, semver_of
+
+__all__ = ["Build", "Fact", "Ledger", "LoadedLedger", "Record", "Ref"]
+
+_HEX_RE = re.compile(r"[0-9a-f]{4,64}")
+
+
+@dataclass(frozen=True)
+class Ref:
+    """What `show` was asked about: `[IMAGE@]REF`."""
+
+    image: str | None
+    ref: str
+
+    @classmethod
+    def parse(cls, text: str) -> Ref:
+        image, sep, ref = text.rpartition("@")
+        return cls(image=image, ref=ref) if sep and image else cls(image=None, ref=text)
+
+
+@dataclass(frozen=True)
+class LoadedLedger:
+    """Every file parsed (the truth, not the cache), for `verify` and `verify --remote`."""
+
+    records: list[tuple[str, Record]]
+    facts: list[tuple[str, Fact]]
+    errors: list[str]  # one line per malformed or misplaced file
+
+    def builds(self) -> list[tuple[str, Build]]:
+        by_record: dict[str, list[Fact]] = {}
+        for rel, fact in self.facts:
+            by_record.setdefault(record_rel(fact.image, fact.record), []).append(fact)
+        return [(rel, Build(r, tuple(by_record.get(rel, ())))) for rel, r in self.records]
+
+
+class Ledger:
+    """The records of one work tree, with a lookup cache under its git dir."""
+
+    def __init__(self, root: Path, cache_dir: Path, git: GitView | None = None) -> None:
+        self.root = root
+        self.cache_dir = cache_dir
+        self.git = git
+        self.store = Store(root, cache_dir)
+        self._index: LedgerIndex | None = None
+
+    # --- files -----------------------------------------------------------------------------------
+
+    def rel_path(self, image: str, digest: str) -> str:
+        return record_rel(image, digest)
+
+    def path_of(self, image: str, digest: str) -> Path:
+        return self.root / record_rel(image, digest)
+
+    def facts_path(self, image: str, digest: str) -> Path:
+        return self.root / facts_rel(image, digest)
+
+    def read(self, rel: str) -> Build:
+        return self.store.build(self.store.read_record(rel))
+
+    def get(self, image: str, digest: str) -> Build | None:
+        return self.store.get_build(image, digest)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with self.store.locked():
+            yield
+
+    def write(self, record: Record) -> str:
+        """Write a new record; the caller holds `locked()`. Returns its path relative to the root."""
+        rel = self.store.write_record(record)
+        self.index(refresh=False, healthy=False).note_written(rel, record)
+        return rel
+
+    def add_fact(self, fact: Fact) -> bool:
+        """Write `fact` under the lock unless the same fact is there; True if it was written."""
+        with self.locked():
+            return self.add_fact_locked(fact)
+
+    def add_fact_locked(self, fact: Fact) -> bool:
+        rel = self.store.write_fact(fact)
+        if rel is not None:
+            self.index(refresh=False, healthy=False).note_written(rel, fact)
+        return rel is not None
+
+    # --- lookups ---------------------------------------------------------------------------------
+
+    def index(
+        self, refresh: bool = True, full: bool = False, healthy: bool = True,
+        parsed: Mapping[str, Record | Fact] | None = None,
+    ) -> LedgerIndex:
+        """The lookup cache, brought up to date; refuses a ledger with a malformed file if `healthy`."""
+        if self._index is None:
+            self._index = LedgerIndex(self.cache_dir / "cache.sqlite", self.root, self.git)
+            refresh = True
+        if refresh:
+            self._index.refresh(full=full, parsed=parsed)
+        if healthy:
+            self._index.check_healthy()
+        return self._index
+
+    def refresh_cache(self, parsed: Mapping[str, Record | Fact]) -> None:
+        """Bring an existing cache fully up to date from files just read (`verify`), so in-place edits are
+        seen from here on. A cache not built yet is left to the next lookup."""
+        if (self.cache_dir / "cache.sqlite").exists():
+            self.index(full=True, healthy=False, parsed=parsed)
+
+    def find(self, text: str) -> list[Build]:
+        """Records a `show` reference names: digest (prefix), version, tag, or commit (prefix)."""
+        ref = Ref.parse(text)
+        idx = self.index()
+        value, image = ref.ref, ref.image
+        if image is not None and image not in idx.images():
+            raise InvalidReference(f"no records of image {image!r} in the ledger; see `imgtrack log` for what is recorded")
+        if not value:
+            raise InvalidReference(f"{text!r} names nothing; give a digest, version, tag or commit")
+        if is_digest(value):
+            paths = idx.paths_by_digest(value, image)
+            own = [p for p in paths if p.endswith(value.replace(":", "-", 1) + ".toml")]
+            paths = own or paths  # a record's own digest wins over a platform or config match
+        elif DIGEST_PREFIX_RE.fullmatch(value):
+            paths = idx.paths_by_digest_prefix(value, image)
+        else:
+            paths = []
+            if is_version(value):
+                paths = idx.paths_by_version(value, image)
+            if not paths:
+                paths = idx.paths_by_tag(value, image)
+            if not paths and _HEX_RE.fullmatch(value):
+                paths = idx.paths_by_commit_prefix(value, image) or idx.paths_by_digest_prefix(
+                    f"sha256:{value}", image
+                )
+        return [self.read(p) for p in dict.fromkeys(paths)]
+
+    def find_one(self, text: str) -> Build:
+        """The single record `text` names, or a clear error for none or several."""
+        found = self.find(text)
+        if not found:
+            raise InvalidReference(
+                f"{text!r} matches no record (tried digest, version, tag and commit); see `imgtrack log`"
+            )
+        if len(found) > 1:
+            names = ", ".join(f"{r.image}@{r.version}" for r in found[:5])
+            raise InvalidReference(
+                f"{text!r} matches {len(found)} records ({names}{', …' if len(found) > 5 else ''}); "
+                "name one, e.g. IMAGE@VERSION or a longer digest"
+            )
+        return found[0]
+
+    def log(self, image: str | None, limit: int | None) -> list[Build]:
+        return [self.read(p) for p in self.index().newest(image, limit)]
+
+    def resolve(self, image: str, version_range: VersionRange) -> Build | None:
+        """The record with the highest version of `image` inside `version_range`."""
+        best: tuple[semver.Version, str] | None = None
+        for version, path in self.index().versions(image, major=version_range.major_hint):
+            v = semver_of(version)
+            if version_range.contains(v) and (best is None or v > best[0]):
+                best = (v, path)
+        return self.read(best[1]) if best else None
+
+    def releases(self, image: str) -> list[str]:
+        return [v for v, _ in self.index().versions(image, releases_only=True)]
+
+    def load_all(self) -> LoadedLedger:
+        """Parse every file (the truth, not the cache)."""
+        files = self.store.scan()
+        errors: list[str] = []
+        if files.schema1:
+            from imgtrack.ledger.index import schema1_message
+
+            raise LedgerError(schema1_message(self.root))
+        records: list[tuple[str, Record]] = []
+        facts: list[tuple[str, Fact]] = []
+        for rel, (record, error) in zip(files.records, read_files(self.root, files.records, "record")):
+            if isinstance(record, Record):
+                records.append((rel, record))
+            else:
+                errors.append(error or f"{self.root / rel}: unreadable")
+        known = set(files.records)  # a malformed record is reported once, not again by its facts
+        for rel, (fact, error) in zip(files.facts, read_files(self.root, files.facts, "fact")):
+            if not isinstance(fact, Fact):
+                errors.append(error or f"{self.root / rel}: unreadable")
+            elif record_rel(fact.image, fact.record) not in known:
+                errors.append(f"{self.root / rel}:1: names record {fact.record[:19]}… of {fact.image}, which is not "
+                              "in the ledger; restore the record from git, or remove the fact")
+            else:
+                facts.append((rel, fact))
+        for rel in files.strays:
+            errors.append(f"{self.root / rel}: is neither a record nor a fact (records are <image>/<xx>/<digest>.toml, "
+                          "facts <image>/<xx>/<digest>/<kind>-<id>.toml); move or remove it")
+        return LoadedLedger(records, facts, errors)

@@ -24,6 +24,19 @@ def semver_of(text: str) -> semver.Version:
     return semver.Version.parse(text)
 
 
+_NUMBERS_RE = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[^+]+)?(?:\+.*)?", re.DOTALL)
+
+
+def version_numbers(text: str) -> tuple[int, int, int, bool]:
+    """(major, minor, patch, is a pre-release) of a version already known to be valid, without semver's
+    parse (the cache is filled with a hundred thousand of them on a fresh clone)."""
+    m = _NUMBERS_RE.fullmatch(text)
+    if m is None:
+        v = semver_of(text)
+        return v.major, v.minor, v.patch, bool(v.prerelease)
+    return int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4) is not None
+
+
 def parse_version(text: str, what: str = "version") -> semver.Version:
     """A semver.Version, or InvalidVersion naming `what`."""
     try:

@@ -72,15 +72,15 @@ def verify_ledger(project: Project) -> VerifyReport:
     for rel, record in loaded:
         if record.commit in missing:
             add(rel, f"commit {record.commit[:12]} is not in this repository; fetch it, or the record is untraceable")
-        version = parse_version(record.version)
         tagged = tags_by_commit.get(record.commit, [])
-        if tagged and not any(same_release(version, v) for t in tagged if (v := version_from_tag(t, prefix))):
+        if tagged and not any(same_release(parse_version(record.version), v)
+                              for t in tagged if (v := version_from_tag(t, prefix))):
             add(rel, f"version {record.version} contradicts the release tag {', '.join(tagged)} on {record.commit[:7]}")
-        released_from = commit_of_release.get(str(version.replace(build=None)))
+        released_from = commit_of_release.get(record.version.split("+", 1)[0])
         if released_from is not None and released_from != record.commit:
             add(rel, f"version {record.version} is released from {released_from[:7]} by its git tag, "
                      f"but recorded from {record.commit[:7]}")
-        for part in (version.build or "").split("."):
+        for part in record.version.partition("+")[2].split("."):  # the build metadata
             m = _BUILD_SHA_RE.match(part)
             if m and not record.commit.startswith(m.group(1)):
                 add(rel, f"version {record.version} names commit g{m.group(1)}, but the record says {record.commit[:7]}")
@@ -117,7 +117,7 @@ def verify_ledger(project: Project) -> VerifyReport:
 
     report.findings.sort(key=lambda f: (f.file, f.message))
     # Refresh the lookup cache from the files, so that in-place edits are seen from here on.
-    ledger.refresh_cache({**dict(files.records), **dict(files.facts)})
+    ledger.refresh_cache(files)
     return report
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import zlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -32,9 +33,9 @@ from imgtrack.ledger.store import (
     record_rel_of_fact,
 )
 from imgtrack.policy import TagHolder
-from imgtrack.versions import semver_of
+from imgtrack.versions import version_numbers
 
-CACHE_SCHEMA = "9"
+CACHE_SCHEMA = "10"
 RACY_NS = 100_000_000  # Linux file times tick every 10 ms at most
 PARALLEL_MIN = 4000
 
@@ -57,7 +58,8 @@ _INDEX_NAMES = [line.split()[5] for line in _INDEXES.strip().splitlines()]
 _DDL = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE dirs(path TEXT PRIMARY KEY, mtime_ns INTEGER);
-CREATE TABLE files(path TEXT PRIMARY KEY, bucket TEXT, mtime_ns INTEGER, size INTEGER, error TEXT, overlay INTEGER);
+CREATE TABLE files(path TEXT PRIMARY KEY, bucket TEXT, mtime_ns INTEGER, size INTEGER, error TEXT, overlay INTEGER,
+    fingerprint INTEGER);
 CREATE TABLE records(
     path TEXT PRIMARY KEY, image TEXT, digest TEXT, version TEXT, major INTEGER, pre INTEGER,
     commit_sha TEXT, recorded_at TEXT, minor INTEGER, patch INTEGER);
@@ -337,6 +339,9 @@ class LedgerIndex:
             if entry not in dirs:
                 mtime = os.stat(self.root / entry).st_mtime_ns
                 dirs[entry] = mtime if scan_start - mtime > RACY_NS else -1
+        # A cache being filled from scratch need not survive a power cut: a torn one is rebuilt on open.
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("PRAGMA cache_size=-65536")
         with _transaction(self._db):
             for table in ("dirs", "files", "records", "facts", "refs"):
                 self._db.execute(f"DELETE FROM {table}")
@@ -350,6 +355,26 @@ class LedgerIndex:
             self._set_meta("head_tree", tree)
             self._set_meta("index_stamp", stamp)
             self._set_meta("built", "1")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def sync(self, parsed: Mapping[str, Record | Fact], broken: Mapping[str, str]) -> None:
+        """Make the cache agree with files just read (`verify`): what differs from what it holds is indexed
+        again, so an edit made in place is seen from here on; nothing else is rewritten."""
+        if not self.built:
+            return
+        held = dict(self._db.execute("SELECT path, fingerprint FROM files"))
+        stale = [rel for rel, item in parsed.items() if held.get(rel) != fingerprint(item)]
+        stale += [rel for rel in broken if rel not in held or held[rel] is not None]
+        gone = [rel for rel in held if rel not in parsed and rel not in broken]
+        if not stale and not gone:
+            return
+        with _transaction(self._db):
+            for rel in (*stale, *gone):
+                self._delete(rel)
+            self._insert_many(
+                [(r, parsed.get(r), broken.get(r)) for r in stale if classify(r) == "record"],  # type: ignore[misc]
+                [(r, parsed.get(r), broken.get(r)) for r in stale if classify(r) == "fact"],  # type: ignore[misc]
+            )
 
     def _forget_prefix(self, prefix: str) -> None:
         lo, hi = prefix + "/", prefix + "0"
@@ -382,17 +407,17 @@ class LedgerIndex:
             return (st.st_mtime_ns, st.st_size)
 
         for rel, record, error in records:
-            files.append((rel, _bucket(rel), *stamp(rel), error, overlay))
+            files.append((rel, _bucket(rel), *stamp(rel), error, overlay, fingerprint(record)))
             if record is None:
                 continue
-            v = semver_of(record.version)
+            major, minor, patch, pre = version_numbers(record.version)
             at = sort_key(record.recorded_at)
-            rows.append((rel, record.image, record.digest, record.version, v.major, 1 if v.prerelease else 0,
-                         record.commit, at, v.minor, v.patch))
+            rows.append((rel, record.image, record.digest, record.version, major, 1 if pre else 0,
+                         record.commit, at, minor, patch))
             refs += [(rel, "d", d, at, rel) for d in record.all_digests()]
             refs += [(rel, "t", t, at, rel) for t in record.tags]
         for rel, fact, error in facts:
-            files.append((rel, _bucket(rel), *stamp(rel), error, overlay))
+            files.append((rel, _bucket(rel), *stamp(rel), error, overlay, fingerprint(fact)))
             if fact is None:
                 continue
             owner = record_rel_of_fact(rel)
@@ -400,7 +425,7 @@ class LedgerIndex:
             fact_rows.append((rel, owner, fact.kind, at))
             if fact.kind == "tag":
                 refs.append((owner, "t", fact.tag, at, rel))
-        self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", files)
+        self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", files)
         self._db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         self._db.executemany("INSERT OR REPLACE INTO facts VALUES (?, ?, ?, ?)", fact_rows)
         self._db.executemany("INSERT INTO refs VALUES (?, ?, ?, ?, ?)", refs)
@@ -542,6 +567,13 @@ class LedgerIndex:
         self._db.close()
 
 
+def fingerprint(item: Record | Fact | None) -> int | None:
+    """A checksum of what the cache holds of a file, to tell in `verify` whether it changed."""
+    if item is None:
+        return None
+    return zlib.crc32(repr(item).encode())
+
+
 def schema1_message(root: Path) -> str:
     return (f"{root} holds schema-1 records, which this imgtrack no longer reads; run `imgtrack ledger migrate`, "
             "review and commit the change")
@@ -559,21 +591,45 @@ def _read_chunk(root: Path, rels: list[str], kind: str) -> list[tuple[object, st
     return [reader(root, rel) for rel in rels]
 
 
+def _read_chunk_packed(root: Path, rels: list[str], kind: str) -> list[tuple[object, str | None]]:
+    """`_read_chunk` for another process: records travel as plain tuples, which pickle at twice the speed."""
+    out: list[tuple[object, str | None]] = []
+    for item, error in _read_chunk(root, rels, kind):
+        out.append((astuple_shallow(item), error) if isinstance(item, Record) else (item, error))
+    return out
+
+
+def astuple_shallow(r: Record) -> tuple[object, ...]:
+    return (r.image, r.digest, r.media_type, r.version, r.commit, r.tree, r.tags, r.recorded_at, r.recorded_by,
+            tuple((m.platform, m.digest, m.config) for m in r.manifests))
+
+
+def _unpack(item: object) -> object:
+    if isinstance(item, tuple):
+        from imgtrack.ledger.schema import PlatformManifest
+
+        *fields, manifests = item
+        return Record(*fields, manifests=tuple(PlatformManifest(*m) for m in manifests))  # type: ignore[misc]
+    return item
+
+
 def read_files(root: Path, rels: list[str], kind: str) -> list[tuple[object, str | None]]:
     """Parse files of one kind ("record" or "fact"): (item, None) or (None, one-line error) each, in order.
 
-    Large batches (a fresh clone, `verify`) are parsed on every core: TOML parsing is the cost.
+    Large batches (a fresh clone, `verify`) are parsed on every core, this process taking a share.
     """
     workers = min(os.cpu_count() or 1, 8)
     if len(rels) < PARALLEL_MIN or workers < 2:
         return _read_chunk(root, rels, kind)
     from concurrent.futures import ProcessPoolExecutor
 
-    size = -(-len(rels) // (workers * 4))
+    size = -(-len(rels) // workers)
     chunks = [rels[i:i + size] for i in range(0, len(rels), size)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(_read_chunk, [root] * len(chunks), chunks, [kind] * len(chunks))
-        return [item for chunk in results for item in chunk]
+    with ProcessPoolExecutor(max_workers=len(chunks) - 1) as pool:
+        futures = [pool.submit(_read_chunk_packed, root, chunk, kind) for chunk in chunks[1:]]
+        mine = _read_chunk(root, chunks[0], kind)
+        rest = [(_unpack(item), error) for f in futures for item, error in f.result()]
+    return mine + rest
 
 
 @contextmanager

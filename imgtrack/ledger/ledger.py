@@ -42,6 +42,7 @@ class LoadedLedger:
     records: list[tuple[str, Record]]
     facts: list[tuple[str, Fact]]
     errors: list[str]  # one line per malformed or misplaced file
+    broken: dict[str, str]  # path -> error, of the files that could not be read as what they are
 
     def builds(self) -> list[tuple[str, Build]]:
         by_record: dict[str, list[Fact]] = {}
@@ -115,11 +116,13 @@ class Ledger:
             self._index.check_healthy()
         return self._index
 
-    def refresh_cache(self, parsed: Mapping[str, Record | Fact]) -> None:
-        """Bring an existing cache fully up to date from files just read (`verify`), so in-place edits are
-        seen from here on. A cache not built yet is left to the next lookup."""
+    def refresh_cache(self, loaded: LoadedLedger) -> None:
+        """Make an existing cache agree with every file just read (`verify`), so in-place edits are seen
+        from here on. A cache not built yet is left to the next lookup."""
         if (self.cache_dir / "cache.sqlite").exists():
-            self.index(full=True, healthy=False, parsed=parsed)
+            idx = self.index(refresh=True, healthy=False)
+            parsed: dict[str, Record | Fact] = {**dict(loaded.records), **dict(loaded.facts)}
+            idx.sync(parsed, loaded.broken)
 
     def find(self, text: str) -> list[Build]:
         """Records a `show` reference names: digest (prefix), version, tag, or commit (prefix)."""
@@ -188,15 +191,18 @@ class Ledger:
             raise LedgerError(schema1_message(self.root))
         records: list[tuple[str, Record]] = []
         facts: list[tuple[str, Fact]] = []
+        broken: dict[str, str] = {}
         for rel, (record, error) in zip(files.records, read_files(self.root, files.records, "record")):
             if isinstance(record, Record):
                 records.append((rel, record))
             else:
-                errors.append(error or f"{self.root / rel}: unreadable")
+                broken[rel] = error or f"{self.root / rel}: unreadable"
+                errors.append(broken[rel])
         known = set(files.records)  # a malformed record is reported once, not again by its facts
         for rel, (fact, error) in zip(files.facts, read_files(self.root, files.facts, "fact")):
             if not isinstance(fact, Fact):
-                errors.append(error or f"{self.root / rel}: unreadable")
+                broken[rel] = error or f"{self.root / rel}: unreadable"
+                errors.append(broken[rel])
             elif record_rel(fact.image, fact.record) not in known:
                 errors.append(f"{self.root / rel}:1: names record {fact.record[:19]}… of {fact.image}, which is not "
                               "in the ledger; restore the record from git, or remove the fact")
@@ -205,4 +211,4 @@ class Ledger:
         for rel in files.strays:
             errors.append(f"{self.root / rel}: is neither a record nor a fact (records are <image>/<xx>/<digest>.toml, "
                           "facts <image>/<xx>/<digest>/<kind>-<id>.toml); move or remove it")
-        return LoadedLedger(records, facts, errors)
+        return LoadedLedger(records, facts, errors, broken)

@@ -7,6 +7,7 @@ import alone costs about 40 ms of the 300 ms that `record`, `show` and the pre-p
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ class Described:
 
     tag: str
     distance: int
+
+
+_OID_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 class GitError(ImgtrackError):
@@ -149,6 +153,17 @@ class GitRepo:
     def peel_commit(self, oid: str) -> str | None:
         """The commit an object (commit or annotated tag) names, or None."""
         return self._try("rev-parse", "--verify", "--quiet", f"{oid}^{{commit}}")
+
+    def peel_commits(self, first: str, second: str | None) -> tuple[str | None, str | None]:
+        """`peel_commit` of two objects in one git process (the second may be None)."""
+        wanted = [first] if second is None else [first, second]
+        proc = None
+        if all(_OID_RE.fullmatch(o) for o in wanted):  # git's own object ids: nothing an option could hide in
+            proc = run_git(["rev-parse", *(f"{o}^{{commit}}" for o in wanted)], self.work_tree, check=False)
+        if proc is not None and proc.returncode == 0 and len(proc.stdout.split()) == len(wanted):
+            out = proc.stdout.split()
+            return out[0], (out[1] if second is not None else None)
+        return self.peel_commit(first), (self.peel_commit(second) if second is not None else None)
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         return run_git(["merge-base", "--is-ancestor", ancestor, descendant], self.work_tree, check=False).returncode == 0

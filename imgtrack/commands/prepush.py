@@ -78,15 +78,15 @@ def check_push(project: Project, remote: str, refs: list[PushedRef]) -> list[str
     problems: list[str] = []
     repo = project.repo
     project.ledger.index()  # a schema-1 or malformed ledger is refused before anything is judged by it
+    release_tags = repo.tag_commits(project.config.tag_prefix)  # read once for every record pushed
     for ref in refs:
         if ref.remote_ref.startswith("refs/tags/"):
             problems += _check_tag(project, ref)
         if ref.deleting:
             continue
-        tip = repo.peel_commit(ref.local_oid)
+        tip, old = repo.peel_commits(ref.local_oid, None if ref.creating else ref.remote_oid)
         if tip is None:
             continue
-        old = None if ref.creating else repo.peel_commit(ref.remote_oid)
         if old is None:
             # A new ref: what the remote does not have yet, as far as we know.
             revs = [tip, "--not", f"--remotes={remote}"] if remote and not _is_url(remote) else [tip]
@@ -96,7 +96,8 @@ def check_push(project: Project, remote: str, refs: list[PushedRef]) -> list[str
         contents = repo.read_blobs(changed.values())
         pushed_records = {path.removeprefix(LEDGER_PATH + "/") for path in changed}
         for path, blob in changed.items():
-            problems += _check_ledger_file(project, tip, path, contents.get(blob), ref.remote_ref, pushed_records)
+            problems += _check_ledger_file(project, tip, path, contents.get(blob), ref.remote_ref, pushed_records,
+                                           release_tags)
     return list(dict.fromkeys(problems))
 
 
@@ -137,6 +138,7 @@ def _commits_bound_to(project: Project, version: str) -> list[Build]:
 
 def _check_ledger_file(
     project: Project, tip: str, path: str, data: bytes | None, remote_ref: str, pushed: set[str],
+    release_tags: dict[str, str],
 ) -> list[str]:
     rel = path.removeprefix(LEDGER_PATH + "/")
     kind = classify(rel)
@@ -147,7 +149,7 @@ def _check_ledger_file(
             record = parse_record(data, path)
             problem = check_record_placement(record, rel, path)
             return [f"{problem} (pushed in {remote_ref})"] if problem else \
-                [f"{path}: {p}" for p in _check_record(project, tip, record)]
+                [f"{path}: {p}" for p in _check_record(project, tip, record, release_tags)]
         fact = parse_fact(data, path)
     except ImgtrackError as exc:
         return [f"{exc} (pushed in {remote_ref})"]
@@ -174,7 +176,7 @@ def _check_fact(project: Project, fact: Fact, pushed: set[str]) -> list[str]:
         return [str(exc)]
 
 
-def _check_record(project: Project, tip: str, record: Record) -> list[str]:
+def _check_record(project: Project, tip: str, record: Record, release_tags: dict[str, str]) -> list[str]:
     repo, config = project.repo, project.config
     problems: list[str] = []
     if not repo.is_ancestor(record.commit, tip):
@@ -184,12 +186,11 @@ def _check_record(project: Project, tip: str, record: Record) -> list[str]:
         )
     prefix = config.tag_prefix
     version = semver_of(record.version)
-    tags_on_commit = [t for t in repo.tags_pointing_at(record.commit) if version_from_tag(t, prefix)]
+    tags_on_commit = [t for t, c in release_tags.items() if c == record.commit and version_from_tag(t, prefix)]
     if tags_on_commit and not any(same_release(version, v) for t in tags_on_commit if (v := version_from_tag(t, prefix))):
         problems.append(f"version {record.version} contradicts the release tag {', '.join(tags_on_commit)} on "
                         f"{record.commit[:7]}; record the build again with that version")
-    elsewhere = repo.tag_commits(f"{prefix}{version.major}.{version.minor}.{version.patch}")
-    for tag, commit in elsewhere.items():
+    for tag, commit in release_tags.items():
         v = version_from_tag(tag, prefix)
         if v is not None and same_release(v, version) and commit != record.commit:
             problems.append(f"version {record.version} is released from {commit[:7]} by tag {tag}, "

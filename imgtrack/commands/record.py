@@ -15,7 +15,6 @@ from imgtrack.versions import (
     check_explicit_version,
     derive_version,
     parse_version,
-    release_tags_at,
     same_release,
     version_from_tag,
 )
@@ -150,9 +149,11 @@ def _version(project: Project, commit: str, explicit: str | None, dirty: bool) -
     if explicit is None:
         return derive_version(repo, commit, prefix, dirty)
     parsed = parse_version(explicit, "--version")
-    release_tags = release_tags_at(repo, commit, prefix)
+    tagged = repo.tag_commits(prefix)  # every release tag, read once
+    release_tags = sorted(((t, v) for t, c in tagged.items() if c == commit and (v := version_from_tag(t, prefix))),
+                          key=lambda tv: tv[1], reverse=True)
     tagged_elsewhere = None
-    for tag, tag_commit in repo.tag_commits(prefix).items():
+    for tag, tag_commit in tagged.items():
         v = version_from_tag(tag, prefix)
         if v is not None and same_release(v, parsed) and tag_commit != commit:
             tagged_elsewhere = tag_commit

@@ -52,7 +52,7 @@ def on_branches(repo: Path, act: Callable[[str], None]) -> None:
     merge_both(repo)
 
 
-@pytest.mark.parametrize("flow", ["push", "promote", "tag"])
+@pytest.mark.parametrize("flow", ["push", "promote", "tag", "same push"])
 def test_one_build_changed_on_two_branches_merges_cleanly(
     flow: str, recorded: tuple[Path, dict, Path], tmp_path: Path,
 ) -> None:
@@ -62,6 +62,8 @@ def test_one_build_changed_on_two_branches_merges_cleanly(
     def act(branch: str) -> None:
         if flow == "push":
             ok(["push", str(layout), "--to", f"oci:{tmp_path / branch}", "-q"], repo)
+        elif flow == "same push":  # both branches push to one place: two facts, by when they happened
+            ok(["push", str(layout), "--to", f"oci:{tmp_path / 'shared'}", "-q"], repo)
         elif flow == "promote":
             ok(["promote", ref, "--to", f"oci:{tmp_path / branch}", "-q"], repo)
         else:
@@ -74,6 +76,8 @@ def test_one_build_changed_on_two_branches_merges_cleanly(
         assert {"staging-approved", "prod-approved"} <= set(shown["tags"])
         tag_facts = [f for f in shown["facts"] if f["kind"] == "tag"]
         assert all(f["by"] == "Test Dev <dev@example.com>" and f["at"] for f in tag_facts)
+    elif flow == "same push":
+        assert [p["repository"] for p in shown["pushes"]].count(f"oci:{tmp_path / 'shared'}") == 2
     else:
         where = {p["repository"] for p in shown["pushes"]}
         assert {f"oci:{tmp_path / 'staging'}", f"oci:{tmp_path / 'prod'}", f"oci:{tmp_path / 'main-dest'}"} == where
@@ -83,7 +87,7 @@ def test_one_build_changed_on_two_branches_merges_cleanly(
     if flow == "tag":
         ok(["record", str(layout), "--image", "api", "--tag", "staging-approved"], repo)
     else:
-        ok(["push", ref, "--to", f"oci:{tmp_path / 'staging'}", "-q"], repo)
+        ok(["push", ref, "--to", f"oci:{tmp_path / ('shared' if flow == 'same push' else 'staging')}", "-q"], repo)
     assert sorted(p.name for p in (repo / ".imgtrack" / "ledger").rglob("*.toml")) == before
 
 

@@ -1,0 +1,51 @@
+"""The lookup cache stays true to the files through what git does to them (real git, real processes)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tests.conftest import LayoutFactory, git, run
+
+
+def show(repo: Path, ref: str) -> dict:
+    result = run(["show", ref, "--json"], repo)
+    assert result.code == 0, result.err
+    return result.json()  # type: ignore[return-value]
+
+
+def test_a_tag_pulled_into_an_existing_record_folder_is_found_at_once(
+    project: Path, layouts: LayoutFactory, tmp_path: Path,
+) -> None:
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    git(project, "remote", "add", "origin", str(bare))
+    git(project, "tag", "v1.0.0")
+    path, _ = layouts()
+    assert run(["push", str(path), "--image", "api", "--to", f"oci:{tmp_path / 'one'}", "-q"], project).code == 0
+    assert run(["ledger", "commit", "--push"], project).code == 0
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "-q", str(bare), str(other))
+    time.sleep(0.3)  # past the cache's racy window: from here on an unchanged folder is not looked into
+    assert len(show(other, "api@1.0.0")["pushes"]) == 1  # the cache is built, the record's fact folder known
+    # Elsewhere the build is given a tag: a fact in that same folder; the bucket around it does not change.
+    assert run(["record", str(path), "--image", "api", "--tag", "qa-approved"], project).code == 0
+    assert run(["ledger", "commit", "--push"], project).code == 0
+    git(other, "pull", "-q", "--ff-only")
+    assert show(other, "qa-approved")["version"] == "1.0.0", "found by the tag, through the cache"
+    # And going back in history forgets it again.
+    git(other, "reset", "-q", "--hard", "HEAD~1")
+    assert run(["show", "qa-approved"], other).code == 1
+
+
+def test_a_fact_discarded_before_it_was_committed_is_forgotten(project: Path, layouts: LayoutFactory,
+                                                               tmp_path: Path) -> None:
+    path, _ = layouts()
+    git(project, "tag", "v1.0.0")
+    assert run(["push", str(path), "--image", "api", "--to", f"oci:{tmp_path / 'one'}", "-q"], project).code == 0
+    assert run(["ledger", "commit"], project).code == 0
+    assert run(["record", str(path), "--image", "api", "--tag", "qa-approved"], project).code == 0
+    assert "qa-approved" in show(project, "api@1.0.0")["tags"]
+    git(project, "stash", "-q", "-u")  # the uncommitted tag fact goes away, HEAD stays
+    assert "qa-approved" not in show(project, "api@1.0.0")["tags"]
+    assert run(["show", "qa-approved"], project).code == 1

@@ -242,7 +242,7 @@ class LedgerIndex:
             record, error = read_record_file(self.root, rel)
             self._insert_many([(rel, record, error)], [])
         else:
-            fact, error = read_fact_file(self.root, rel)
+            fact, error = read_fact_file(self.root, rel, strict=False)
             self._insert_many([], [(rel, fact, error)])
 
     def _rescan_bucket(self, bucket: str, scan_start: int, racy: bool = True) -> None:
@@ -305,7 +305,7 @@ class LedgerIndex:
                 self._delete(rel)
         self._insert_many(
             [(rel, *res) for rel, res in zip(new_records, read_files(self.root, new_records, "record"))],  # type: ignore[misc]
-            [(rel, *res) for rel, res in zip(new_facts, read_files(self.root, new_facts, "fact"))],  # type: ignore[misc]
+            [(rel, *res) for rel, res in zip(new_facts, read_files(self.root, new_facts, "lookup-fact"))],  # type: ignore[misc]
         )
 
     def _build(self, parsed: Mapping[str, Record | Fact]) -> None:
@@ -321,7 +321,7 @@ class LedgerIndex:
         todo_r = [r for r in files.records if r not in parsed]
         todo_f = [r for r in files.facts if r not in parsed]
         read_r = dict(zip(todo_r, read_files(self.root, todo_r, "record")))
-        read_f = dict(zip(todo_f, read_files(self.root, todo_f, "fact")))
+        read_f = dict(zip(todo_f, read_files(self.root, todo_f, "lookup-fact")))
         records = [(rel, *((parsed[rel], None) if rel in parsed else read_r[rel])) for rel in files.records]
         facts = [(rel, *((parsed[rel], None) if rel in parsed else read_f[rel])) for rel in files.facts]
         dirs: dict[str, int] = {}
@@ -587,8 +587,10 @@ def _images(root: Path) -> list[str]:
 
 
 def _read_chunk(root: Path, rels: list[str], kind: str) -> list[tuple[object, str | None]]:
-    reader = read_record_file if kind == "record" else read_fact_file
-    return [reader(root, rel) for rel in rels]
+    """kind: "record", "fact" (for verify: a fact of an unknown kind is an error) or "lookup-fact"."""
+    if kind == "record":
+        return [read_record_file(root, rel) for rel in rels]
+    return [read_fact_file(root, rel, strict=kind == "fact") for rel in rels]
 
 
 def _read_chunk_packed(root: Path, rels: list[str], kind: str) -> list[tuple[object, str | None]]:

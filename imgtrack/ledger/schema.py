@@ -396,14 +396,19 @@ def parse_record(data: bytes, path: Path | str) -> Record:
     )
 
 
+class UnknownFactKind(LedgerError):
+    """A fact of a kind a later imgtrack added: lookups pass it by, `verify` reports it."""
+
+
 def parse_fact(data: bytes, path: Path | str) -> Fact:
     """Parse and validate one fact file (its place and name are checked by the store)."""
     f = _Fields(data, path, "fact")
     f.schema()
     kind = f.get("kind", str)
     if kind not in FACT_KINDS:
-        raise f.bad("kind", f"is {kind[:40]!r}, which this imgtrack does not know (it knows "
-                            f"{', '.join(FACT_KINDS)}): upgrade imgtrack")
+        raise UnknownFactKind(f"{path}:{_line_of(f.text, 'kind')}: kind is {kind[:40]!r}, which this imgtrack does "
+                              f"not know (it knows {', '.join(FACT_KINDS)}): a newer imgtrack wrote it; upgrade "
+                              "imgtrack to check it")
     by = f.get("by", str, default=None)
     common: dict[str, Any] = {
         "kind": kind, "image": f.get("image", str), "record": f.get("record", str, is_digest), "at": f.moment("at"),

@@ -19,7 +19,9 @@ from pathlib import Path
 
 from imgtrack.errors import LedgerError
 from imgtrack.fsutil import write_atomic
-from imgtrack.ledger.schema import FACT_NAME_RE, Build, Fact, Record, fact_file_name, parse_fact, parse_record
+from imgtrack.ledger.schema import (
+    FACT_NAME_RE, Build, Fact, Record, UnknownFactKind, fact_file_name, parse_fact, parse_record,
+)
 from imgtrack.oci.digest import check_digest
 
 RECORD_STEM = r"(?:sha256-[a-f0-9]{64}|sha512-[a-f0-9]{128})"
@@ -99,11 +101,15 @@ def read_record_file(root: Path, rel: str) -> tuple[Record | None, str | None]:
     return (None, problem) if problem else (record, None)
 
 
-def read_fact_file(root: Path, rel: str) -> tuple[Fact | None, str | None]:
+def read_fact_file(root: Path, rel: str, strict: bool = True) -> tuple[Fact | None, str | None]:
+    """(fact, None), or (None, one-line error); a fact of a kind a newer imgtrack added is (None, None)
+    unless `strict` (verify), so that lookups go on past it."""
     path = root / rel
     try:
         data = _read_limited(path)
         fact = parse_fact(data, path)
+    except UnknownFactKind as exc:
+        return None, (str(exc) if strict else None)
     except LedgerError as exc:
         return None, str(exc)
     except OSError as exc:
@@ -162,11 +168,11 @@ class Store:
     def facts_of(self, image: str, digest: str) -> list[Fact]:
         facts = []
         for rel in self.fact_rels(image, digest):
-            fact, error = read_fact_file(self.root, rel)
+            fact, error = read_fact_file(self.root, rel, strict=False)
             if fact is None:
-                if not (self.root / rel).exists():
-                    continue
-                raise LedgerError(error or f"{rel}: unreadable")
+                if error is None or not (self.root / rel).exists():
+                    continue  # a kind a newer imgtrack added, or gone meanwhile
+                raise LedgerError(error)
             facts.append(fact)
         return facts
 

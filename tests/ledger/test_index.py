@@ -49,3 +49,23 @@ def test_a_fact_discarded_before_it_was_committed_is_forgotten(project: Path, la
     git(project, "stash", "-q", "-u")  # the uncommitted tag fact goes away, HEAD stays
     assert "qa-approved" not in show(project, "api@1.0.0")["tags"]
     assert run(["show", "qa-approved"], project).code == 1
+
+
+def test_a_fact_of_a_kind_a_newer_imgtrack_wrote_is_passed_by_and_reported_by_verify(
+    project: Path, layouts: LayoutFactory,
+) -> None:
+    import hashlib
+
+    path, digest = layouts()
+    git(project, "tag", "v1.0.0")
+    rec = run(["record", str(path), "--image", "api", "--json"], project).json()
+    data = (f'schema = 2\nkind = "deploy"\nimage = "api"\nrecord = "{digest}"\nat = 2026-05-01 00:00:00+00:00\n'
+            'environment = "prod"\n').encode()
+    folder = project / ".imgtrack" / "ledger" / "api" / digest[7:9] / digest.replace(":", "-")
+    folder.mkdir(parents=True)
+    (folder / f"deploy-{hashlib.sha256(data).hexdigest()[:16]}.toml").write_bytes(data)
+    assert show(project, "api@1.0.0")["digest"] == rec["digest"]
+    other, _ = layouts()
+    assert run(["record", str(other), "--image", "api", "--version", "1.0.0+build.2"], project).code == 0
+    result = run(["verify"], project)
+    assert result.code == 1 and "'deploy'" in result.out and "newer imgtrack" in result.out, result.out

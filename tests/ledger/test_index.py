@@ -69,3 +69,23 @@ def test_a_fact_of_a_kind_a_newer_imgtrack_wrote_is_passed_by_and_reported_by_ve
     assert run(["record", str(other), "--image", "api", "--version", "1.0.0+build.2"], project).code == 0
     result = run(["verify"], project)
     assert result.code == 1 and "'deploy'" in result.out and "newer imgtrack" in result.out, result.out
+
+
+def test_verify_reads_every_fact_and_names_what_is_wrong(project: Path, layouts: LayoutFactory, tmp_path: Path) -> None:
+    git(project, "tag", "v1.0.0")
+    path, _ = layouts()
+    rec = run(["push", str(path), "--image", "api", "--to", f"oci:{tmp_path / 'one'}", "--json", "-q"], project).json()
+    assert run(["verify"], project).code == 0
+    folder = project / ".imgtrack" / "ledger" / "api" / rec["digest"][7:9] / rec["digest"].replace(":", "-")
+    fact = next(folder.glob("push-*.toml"))
+    fact.write_text(fact.read_text().replace(str(tmp_path / "one"), str(tmp_path / "elsewhere")))  # edited by hand
+    orphan = project / ".imgtrack" / "ledger" / "api" / "ee" / ("sha256-" + "e" * 64)
+    orphan.mkdir(parents=True)
+    (orphan / fact.name).write_bytes(fact.read_bytes())
+    (project / ".imgtrack" / "ledger" / "api" / "ee" / "notes.txt").write_text("not a record\n")
+    result = run(["verify"], project)
+    assert result.code == 1
+    out = result.out
+    assert "does not match the file's content" in out, out
+    assert "sits in" in out or "not in the ledger" in out, out
+    assert "notes.txt: is neither a record nor a fact" in out, out

@@ -104,7 +104,9 @@ def _push(project: Project, remote: str | None) -> tuple[str, int]:
         if pushed:
             return f"{remote} {target}", attempt
         if not _behind(why):
-            line = why.splitlines()[-1] if why else "no reason given"
+            lines = why.splitlines()
+            line = next((ln for ln in lines if ln.startswith(("!", "fatal:", "error:", "remote:"))),
+                        lines[-1] if lines else "no reason given").replace("\t", " ").strip()
             if "hook" in why:
                 refusal = [ln for ln in why.splitlines() if ln.startswith("imgtrack:")] or [line]
                 raise PolicyViolation(f"git push to {remote} {target} was refused by a hook: "
@@ -135,4 +137,8 @@ def _push(project: Project, remote: str | None) -> tuple[str, int]:
 def _behind(message: str) -> bool:
     """Whether git refused the push because the remote branch has commits we lack."""
     text = message.lower()
-    return "[rejected]" in text and any(s in text for s in ("non-fast-forward", "fetch first", "stale info"))
+    if "[rejected]" in text and any(s in text for s in ("non-fast-forward", "fetch first", "stale info")):
+        return True
+    # Another push updated the branch at the same moment: the remote could not take the ref's lock.
+    return "[remote rejected]" in text and any(s in text for s in ("cannot lock ref", "failed to update ref",
+                                                                   "incorrect old value"))

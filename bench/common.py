@@ -53,6 +53,7 @@ def make_repo(path: Path) -> list[str]:
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=path, check=True)
     subprocess.run(["git", "config", "user.name", "Bench"], cwd=path, check=True)
     subprocess.run(["git", "config", "user.email", "bench@example.com"], cwd=path, check=True)
+    subprocess.run(["git", "config", "gc.auto", "0"], cwd=path, check=True)  # no repack in the middle of a timing
     # fast-import: COMMITS commits in one process (each continues the branch's tip).
     lines = []
     for i in range(COMMITS):

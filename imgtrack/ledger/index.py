@@ -167,7 +167,7 @@ class LedgerIndex:
             seen.add(image.name)
             mtime = image.stat(follow_symlinks=False).st_mtime_ns
             if known.get(image.name) == mtime:
-                buckets = [(b, os.stat(self.root / b).st_mtime_ns) for b in self._known_buckets(image.name)]
+                buckets = [(b, _mtime(self.root / b)) for b in self._known_buckets(image.name)]
             else:
                 buckets = self._list_buckets(image.path, image.name)
                 changed_buckets.append((image.name, mtime))
@@ -224,10 +224,11 @@ class LedgerIndex:
                 self._reread(rel)
         elif tree != before and tree and not before:
             pass  # the cache was built before the first ledger commit: its folder scans saw everything
+        # What imgtrack wrote and no commit holds yet (a HEAD diff that adds it re-indexes it as committed)
+        # may have been discarded: `git stash`, `git checkout -- .imgtrack`, `git reset --hard`.
         for (rel,) in list(self._db.execute("SELECT path FROM files WHERE overlay=1")):
             if not (self.root / rel).exists():
                 self._delete(rel)
-        self._db.execute("UPDATE files SET overlay=0 WHERE overlay=1")
         self._set_meta("head_tree", tree)
         self._set_meta("index_stamp", stamp)
 
@@ -577,6 +578,14 @@ def fingerprint(item: Record | Fact | None) -> int | None:
 def schema1_message(root: Path) -> str:
     return (f"{root} holds schema-1 records, which this imgtrack no longer reads; run `imgtrack ledger migrate`, "
             "review and commit the change")
+
+
+def _mtime(path: Path) -> int:
+    """A folder's mtime, or -2 for one removed meanwhile (it then reads as changed)."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return -2
 
 
 def _images(root: Path) -> list[str]:

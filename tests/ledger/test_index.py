@@ -49,6 +49,12 @@ def test_a_fact_discarded_before_it_was_committed_is_forgotten(project: Path, la
     git(project, "stash", "-q", "-u")  # the uncommitted tag fact goes away, HEAD stays
     assert "qa-approved" not in show(project, "api@1.0.0")["tags"]
     assert run(["show", "qa-approved"], project).code == 1
+    # Staged first (git's index changes, HEAD does not), then thrown away: still forgotten.
+    assert run(["record", str(path), "--image", "api", "--tag", "qa-approved"], project).code == 0
+    git(project, "add", ".imgtrack")
+    assert show(project, "qa-approved")["version"] == "1.0.0"
+    git(project, "reset", "-q", "--hard")
+    assert run(["show", "qa-approved"], project).code == 1
 
 
 def test_a_fact_of_a_kind_a_newer_imgtrack_wrote_is_passed_by_and_reported_by_verify(

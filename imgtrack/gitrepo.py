@@ -228,7 +228,11 @@ class GitRepo:
 
     def stage_all(self, path: str) -> None:
         """Stage every change under `path` (new, changed and removed files), and nothing else."""
-        self._run("add", "-A", "--", path)
+        proc = run_git(["add", "-A", "--", path], self.work_tree, check=False)
+        if proc.returncode != 0:
+            why = proc.stderr.strip().splitlines()
+            raise GitStateError(f"git add of {path} failed: {why[-1] if why else proc.returncode}; if another git "
+                                "command is running, wait for it and run the command again")
 
     def staged_changes(self, path: str) -> list[tuple[str, str]]:
         """(status letter, path) of what the index holds under `path` that HEAD does not."""

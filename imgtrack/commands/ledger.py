@@ -43,18 +43,18 @@ def describe_changes(project: Project, changes: list[tuple[str, str]]) -> list[s
     for status, path in changes:
         rel = path.removeprefix(LEDGER_PREFIX)
         kind = classify(rel) if path.startswith(LEDGER_PREFIX) else None
-        if status != "A" or kind is None:
-            if path.startswith(LEDGER_PREFIX) or status == "D":
-                lines.append(f"{ {'A': 'add', 'D': 'remove'}.get(status, 'change')} {path}")
+        if status != "A" or kind is None:  # the config, or a ledger file changed by hand
+            verb = {"A": "add", "D": "remove"}.get(status, "change")
+            lines.append(f"{verb} {path}")
             continue
-        data = (root / rel).read_bytes()
         try:
+            data = (root / rel).read_bytes()
             if kind == "record":
                 r = parse_record(data, path)
                 lines.append(f"record {r.image} {r.version} ({r.digest[:19]}…)")
                 continue
             fact = parse_fact(data, path)
-        except LedgerError:
+        except (LedgerError, OSError):
             lines.append(f"add {path}")
             continue
         build = project.ledger.get(fact.image, fact.record)

@@ -1,6 +1,6 @@
 """The command line: parse options, call a command function, render its result, map errors to exit codes.
 
-Exit codes (DESIGN §4): 0 ok, 1 a check failed, 2 bad usage or input, 3 registry or network failure,
+Exit codes (README, docs/ledger.md): 0 ok, 1 a check failed, 2 bad usage or input, 3 registry or network failure,
 70 internal error. No traceback reaches a user without --debug.
 
 Built on argparse, not typer: typer (0.29) loads pydantic and builds every command's converters at

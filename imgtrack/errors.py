@@ -1,6 +1,6 @@
 """The exceptions imgtrack raises, one flat tree under `ImgtrackError`.
 
-Each class carries the process exit status the CLI maps it to (DESIGN §4):
+Each class carries the process exit status the CLI maps it to (README, docs/ledger.md):
 1 a check failed, 2 bad usage or bad input, 3 registry or network failure, 70 internal error.
 Messages are one line: the thing, the reason, and the next step.
 """

@@ -77,7 +77,7 @@ def log_line(record: Build) -> str:
 
 
 def run_guarded(call: Callable[[], int | None], debug: bool) -> int:
-    """Run a command and turn every outcome into its exit status (DESIGN §4); errors are one line."""
+    """Run a command and turn every outcome into its exit status (README: 0, 1, 2, 3, 70); errors are one line."""
     try:
         status = call()
     except ImgtrackError as exc:

@@ -1,4 +1,4 @@
-"""The tagging policy (DESIGN §2): pure functions, no I/O.
+"""The tagging policy (docs/ledger.md, "Policy"): pure functions, no I/O.
 
 Every decision takes what it needs as arguments and returns violations as one-line messages,
 so the same rules serve `record`, `verify`, `push` and the pre-push hook.
@@ -159,7 +159,7 @@ def drop_tags_of_earlier_build(
 ) -> list[str]:
     """Template tags without the immutable ones an earlier build of the same commit holds.
 
-    `sha-<short>` names a commit's first build forever; a rebuild with a distinct version (DESIGN §2)
+    `sha-<short>` names a commit's first build forever; a rebuild with a distinct version (docs/ledger.md)
     gets its own version tag but cannot take the commit's tag. Explicit `--tag`s are not passed here.
     """
     kept = []

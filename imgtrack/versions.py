@@ -1,6 +1,6 @@
 """Semantic versions: parsing, derivation from git, tag encoding, and ranges.
 
-Derivation (DESIGN §2): an exact release tag on the commit (`v1.4.0`) gives `1.4.0`; otherwise
+Derivation (docs/ledger.md, "Versions from git"): an exact release tag on the commit (`v1.4.0`) gives `1.4.0`; otherwise
 `<next patch>-dev.<commits since tag>+g<short sha>`; after a pre-release tag (`v1.5.0-rc.1`)
 `1.5.0-rc.1.dev.<n>+g<sha>` so that it sorts after the tag it follows; no tag at all gives
 `0.0.0-dev.<n>+g<sha>`. A dirty tree adds the build metadata `dirty`.
@@ -89,7 +89,7 @@ def release_tags_at(repo: GitRepo, commit: str, prefix: str) -> list[tuple[str, 
 
 
 def derive_version(repo: GitRepo, commit: str, prefix: str, dirty: bool) -> str:
-    """The version of `commit` from its git tags (DESIGN §2)."""
+    """The version of `commit` from its git tags (docs/ledger.md)."""
     exact = release_tags_at(repo, commit, prefix)
     if exact and not dirty:
         return str(exact[0][1])

@@ -35,7 +35,7 @@ class VerifyReport:
 
 
 def verify_ledger(project: Project) -> VerifyReport:
-    """Every check of DESIGN §1–2 over every record file (read from the files, not the cache)."""
+    """Every check docs/ledger.md lists under verify, over every record and fact file (read from the files, not the cache)."""
     ledger, repo, config = project.ledger, project.repo, project.config
     files = ledger.load_all()
     loaded = files.builds()

@@ -528,6 +528,12 @@ def build_parser() -> _Parser:
 
 
 def _dispatch(args: list[str]) -> int | None:
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:  # bytes the locale could not decode reach Python as lone surrogates
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise UsageError(f"argument '{shown}' is not UTF-8 text; give names, digests and paths as UTF-8") from None
     parser = build_parser()
     parsed = parser.parse_args(args)
     if not hasattr(parsed, "func"):  # `imgtrack` alone

@@ -92,3 +92,8 @@ def test_image_names_that_look_like_digest_algorithms(project: Path, layouts: La
     assert shown.code == 0, shown.err
     assert shown.json()["digest"] == digest
     assert run(["show", f"shadow@{digest}", "--json"], project).json()["image"] == "shadow"
+
+
+def test_an_argument_that_is_not_utf8_is_one_line_and_exit_2(project: Path) -> None:
+    result = run(["show", "api@\udcff\udcfe"], project)  # the bytes ff fe, as Python hands them over
+    assert result.code == 2 and "is not UTF-8 text" in result.err and len(result.err.strip().splitlines()) == 1

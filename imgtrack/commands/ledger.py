@@ -74,6 +74,7 @@ def commit_ledger(project: Project, message: str | None, push: bool, remote: str
         if branch is None:
             raise GitStateError("HEAD is detached, so there is no branch to push; check out the branch the ledger "
                                 "belongs to (git switch BRANCH) first")
+    project.ledger.index()  # a malformed or schema-1 ledger is refused (one line) before anything is committed
     repo.stage_all(CONFIG_DIR)
     changes = repo.staged_changes(CONFIG_DIR)
     result = CommitResult(commit=None)
@@ -130,7 +131,7 @@ def _push(project: Project, remote: str | None) -> tuple[str, int]:
                 "changed on both sides, or local changes clash with the remote's); nothing was pushed"
             )
         time.sleep(BACKOFF_S * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
-    raise RegistryError(f"{remote} {target} kept moving: {PUSH_ATTEMPTS} pushes were refused ({why.splitlines()[-1]}); "
+    raise RegistryError(f"{remote} {target} kept moving: {PUSH_ATTEMPTS} pushes were refused; "
                         "run `imgtrack ledger commit --push` again")
 
 

@@ -114,3 +114,15 @@ def test_push_to_a_remote_that_is_not_there_exits_3(project: Path, layouts: Layo
     git(project, "switch", "-q", "--detach")
     detached = run(["ledger", "commit", "--push"], project)
     assert detached.code == 2 and "detached" in detached.err
+
+
+def test_a_malformed_ledger_is_not_committed(project: Path, layouts: LayoutFactory) -> None:
+    path, _ = layouts()
+    rec = run(["record", str(path), "--image", "api", "--json"], project).json()
+    folder = project / ".imgtrack" / "ledger" / "api" / rec["digest"][7:9] / rec["digest"].replace(":", "-")
+    folder.mkdir()
+    (folder / "push-0123456789abcdef.toml").write_bytes(b"garbage\x00\xff")
+    head = git(project, "rev-parse", "HEAD")
+    result = run(["ledger", "commit"], project)
+    assert result.code == 2 and "not UTF-8" in result.err and len(result.err.strip().splitlines()) == 1, result
+    assert git(project, "rev-parse", "HEAD") == head

@@ -569,9 +569,6 @@ class LedgerIndex:
     def images(self) -> list[str]:
         return [row[0] for row in self._db.execute("SELECT DISTINCT image FROM records ORDER BY image")]
 
-    def count(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM records").fetchone()[0])
-
     def close(self) -> None:
         self._db.close()
 

@@ -13,7 +13,7 @@ import semver
 from imgtrack.errors import InvalidReference, LedgerError
 from imgtrack.ledger.index import GitView, LedgerIndex, read_files
 from imgtrack.ledger.schema import Build, Fact, Record
-from imgtrack.ledger.store import Store, facts_rel, record_rel
+from imgtrack.ledger.store import Store, record_rel
 from imgtrack.oci.digest import DIGEST_PREFIX_RE, is_digest
 from imgtrack.versions import VersionRange, is_version, semver_of
 
@@ -63,14 +63,8 @@ class Ledger:
 
     # --- files -----------------------------------------------------------------------------------
 
-    def rel_path(self, image: str, digest: str) -> str:
-        return record_rel(image, digest)
-
     def path_of(self, image: str, digest: str) -> Path:
         return self.root / record_rel(image, digest)
-
-    def facts_path(self, image: str, digest: str) -> Path:
-        return self.root / facts_rel(image, digest)
 
     def read(self, rel: str) -> Build:
         return self.store.build(self.store.read_record(rel))

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from imgtrack.errors import UsageError
-from imgtrack.oci.digest import DIGEST_RE
+from imgtrack.oci.digest import DIGEST_PATTERN, is_digest
 
-_DIGEST_IN_RE = re.compile(r"(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})")
+_DIGEST_IN_RE = re.compile(DIGEST_PATTERN)
 _POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "ReplicationController"}
 _CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 _STATUS_LISTS = ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses")
@@ -27,34 +27,96 @@ class RunningImage:
     digest: str | None
 
 
+# Limits for input nobody vouches for (docs/audit.md): what a cluster's whole `kubectl get -o json` stays
+# well inside, and what a hostile file cannot get past.
+MAX_INPUT_BYTES = 512 * 1024 * 1024
+MAX_ALIASED = 1_000_000  # values YAML aliases may add to a document, beyond those written out
+
+
 def parse_input(text: str, name: str = "input") -> list[RunningImage]:
     """Detect the input's shape and read the images from it; UsageError for what cannot be read."""
     stripped = text.lstrip()
     if not stripped:
         return []
-    if stripped.startswith(("{", "[")):
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{name} looks like JSON but is not ({exc}); pass kubectl's -o json output whole") from None
-        return list(_from_kubernetes(doc, name))
-    if _looks_like_yaml_document(stripped):
-        import yaml
-
-        try:
-            docs = [d for d in yaml.safe_load_all(text) if d is not None]
-        except yaml.YAMLError as exc:
-            line = getattr(getattr(exc, "problem_mark", None), "line", None)
-            where = f"{name}:{line + 1}" if line is not None else name
-            raise UsageError(f"{where}: not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
-        images: list[RunningImage] = []
-        for doc in docs:
-            if isinstance(doc, dict) and isinstance(doc.get("services"), dict) and "kind" not in doc:
-                images += _from_compose(doc, name)
-            else:
-                images += _from_kubernetes(doc, name)
-        return images
+    try:
+        if stripped.startswith(("{", "[")):
+            try:
+                doc = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{name} looks like JSON but is not ({exc}); pass kubectl's -o json output whole") from None
+            return list(_from_kubernetes(doc, name))
+        if _looks_like_yaml_document(stripped):
+            images: list[RunningImage] = []
+            for doc in _yaml_documents(text, name):
+                if isinstance(doc, dict) and isinstance(doc.get("services"), dict) and "kind" not in doc:
+                    images += _from_compose(doc, name)
+                else:
+                    images += _from_kubernetes(doc, name)
+            return images
+    except RecursionError:
+        raise UsageError(f"{name} is nested too deeply to be a workload list; pass kubectl's or compose's output") from None
     return list(_from_lines(text, name))
+
+
+def _yaml_documents(text: str, name: str) -> Iterator[Any]:
+    """The documents of a YAML stream, each checked before it is built: no alias that refers to itself,
+    and no more than MAX_ALIASED values added by aliases (an alias bomb is small on disk)."""
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            sizes = _expanded_size(node)
+            if sizes is None:
+                raise UsageError(f"{name}: a YAML alias refers to the value that holds it; fix the file")
+            if sizes[0] - sizes[1] > MAX_ALIASED:
+                raise UsageError(f"{name}: the YAML's aliases add more than {MAX_ALIASED:,} values; "
+                                 "pass the workloads without them")
+            doc = loader.construct_document(node)
+            if doc is not None:
+                yield doc
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f"{name}:{line + 1}" if line is not None else name
+        raise UsageError(f"{where}: not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: Any) -> tuple[int, int] | None:
+    """(values with every alias expanded, values written out) of `root`, counted without expanding
+    anything (each node once); None when a node contains itself. Iterative: a deep document cannot
+    exhaust the stack."""
+    import yaml
+
+    def children(node: Any) -> list[Any]:
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        if isinstance(node, yaml.MappingNode):
+            return [part for pair in node.value for part in pair]
+        return []
+
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            on_path.discard(key)
+            sizes[key] = min(2 * MAX_ALIASED + len(sizes), 1 + sum(sizes[id(c)] for c in children(node)))
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            return None
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children(node) if id(c) not in sizes)
+    return sizes[id(root)], len(sizes)
 
 
 _YAML_KEY_RE = re.compile(r"^(---\s*$|[A-Za-z_][\w.-]*:(\s|$))")
@@ -73,13 +135,13 @@ def _from_lines(text: str, name: str) -> Iterator[RunningImage]:
             continue
         if " " in line:
             raise UsageError(f"{name}:{number}: {line[:80]!r} is not one image reference or digest a line")
-        digest = line if DIGEST_RE.match(line) else _digest_in(line)
+        digest = line if is_digest(line) else _digest_in(line)
         yield RunningImage(f"{name}:{number}", line, digest)
 
 
 def _digest_in(text: str) -> str | None:
     m = _DIGEST_IN_RE.search(text)
-    return m.group(1) if m else None
+    return m.group(0) if m else None
 
 
 def _from_compose(doc: dict[str, Any], name: str) -> Iterator[RunningImage]:

@@ -38,9 +38,11 @@ class _Parser(argparse.ArgumentParser):
 def _bounded(kind: Callable[[str], Any], low: float, high: float | None = None) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
-            value = kind(text)
+            value = kind(text) if len(text) <= 40 else None
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            value = None
+        if value is None or value != value:  # NaN
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number")
         if value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"{text} is outside {low}..{high if high is not None else ''}")
         return value
@@ -155,9 +157,20 @@ def _registries(config: Config | None, a: Args, progress: BlobProgress) -> Regis
     if getattr(a, "password_stdin", False):
         if username is None:
             raise UsageError("--password-stdin needs --username")
-        password = sys.stdin.readline().rstrip("\r\n")
+        password = _password_from_stdin(username)
     return Registries(config=config, ca_file=a.ca_file, insecure=a.insecure, username=username, password=password,
                       jobs=getattr(a, "jobs", 4), timeout=a.timeout, progress=progress)
+
+
+def _password_from_stdin(username: str) -> str:
+    """The password --password-stdin reads: the first line of stdin, never empty, never echoed."""
+    if not username or any(not c.isprintable() for c in username):
+        raise UsageError("--username is empty or holds a control character; give the user name")
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise UsageError("--password-stdin read an empty password; pipe the password in, "
+                         "e.g. printenv REGISTRY_TOKEN | imgtrack login HOST -u USER --password-stdin")
+    return password
 
 
 def push(a: Args) -> None:
@@ -190,18 +203,23 @@ def push(a: Args) -> None:
 def audit(a: Args) -> int:
     """What is running: digest -> record (image, version, commit, recorded at/by) and one status each."""
     from imgtrack import output
-    from imgtrack.audit import parse_input
+    from imgtrack.audit import MAX_INPUT_BYTES, parse_input
     from imgtrack.commands.audit import audit_images, parse_fail_on
     from imgtrack.project import Project
 
     failing = parse_fail_on(a.fail_on)
-    if a.source == "-":
-        text, name = sys.stdin.read(), "stdin"
-    else:
-        try:
-            text, name = Path(a.source).read_text(encoding="utf-8"), a.source
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{a.source} cannot be read ({exc}); pass a readable file or - for stdin") from None
+    name = "stdin" if a.source == "-" else a.source
+    try:
+        if a.source == "-":
+            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        else:
+            with open(a.source, "rb") as f:
+                data = f.read(MAX_INPUT_BYTES + 1)
+        if len(data) > MAX_INPUT_BYTES:
+            raise UsageError(f"{name} is over {MAX_INPUT_BYTES // 2**20} MiB; audit a namespace or a file at a time")
+        text = data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{name} cannot be read ({exc}); pass a readable UTF-8 file or - for stdin") from None
     images = parse_input(text, name)
     project = Project.open()
     registries = None
@@ -260,10 +278,12 @@ def login(a: Args) -> None:
     from imgtrack import output
     from imgtrack.oci.auth import Credentials, store_credentials
     from imgtrack.oci.registry import RegistryClient
+    from imgtrack.oci.reference import check_registry_host
 
     if not a.password_stdin:
         raise UsageError("give the password on stdin with --password-stdin (a password in arguments shows in ps and shell history)")
-    credentials = Credentials(a.username, sys.stdin.readline().rstrip("\r\n"))
+    check_registry_host(a.registry)
+    credentials = Credentials(a.username, _password_from_stdin(a.username))
     client = RegistryClient(a.registry, credentials, insecure=a.insecure, ca_file=a.ca_file)
     try:
         client.check()
@@ -277,7 +297,9 @@ def logout(a: Args) -> None:
     from imgtrack import output
     from imgtrack.oci.auth import erase_credentials
 
-    if erase_credentials(a.registry):
+    from imgtrack.oci.reference import check_registry_host
+
+    if erase_credentials(check_registry_host(a.registry)):
         output.emit(f"removed the credentials for {a.registry}")
     else:
         output.emit(f"no credentials were saved for {a.registry}")
@@ -403,7 +425,7 @@ def _json(p: _Parser) -> None:
 def _registry_options(p: _Parser, credentials: bool = False, transfer: bool = False) -> None:
     if transfer:
         p.add_argument("--jobs", metavar="N", type=_bounded(int, 1, 32), default=4, help="Blobs transferred in parallel (1-32).")
-    p.add_argument("--timeout", metavar="SECONDS", type=_bounded(float, 0.1), default=60.0,
+    p.add_argument("--timeout", metavar="SECONDS", type=_bounded(float, 0.1, 86400.0), default=60.0,
                    help="Seconds a registry may stay silent before a retry.")
     p.add_argument("--ca-file", metavar="FILE", type=Path, help="PEM CA certificate that signs the registry's TLS certificate.")
     p.add_argument("--insecure", action="store_true", help="Plain HTTP to the registry (loopback hosts may always).")
@@ -439,7 +461,7 @@ def build_parser() -> _Parser:
 
     p = _command(commands, "log", log)
     p.add_argument("image", nargs="?", help="Only this image.")
-    p.add_argument("-n", metavar="N", type=_bounded(int, 0), help="At most N records.")
+    p.add_argument("-n", metavar="N", type=_bounded(int, 0, 2**63 - 1), help="At most N records.")
     _json(p)
 
     p = _command(commands, "show", show)

@@ -5,13 +5,16 @@ Precedence, written down once: command-line flag > environment > this file > bui
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imgtrack.errors import ConfigError
+from imgtrack.errors import ConfigError, InvalidReference, UsageError
+from imgtrack.oci.reference import parse_repository
 
 CONFIG_DIR = ".imgtrack"
 CONFIG_FILE = "config.toml"
@@ -21,7 +24,24 @@ DEFAULT_TEMPLATES = ("{version}", "{major}.{minor}", "sha-{short}")
 DEFAULT_IMMUTABLE = ("{version}", "sha-*")
 DEFAULT_FLOATING = ("{major}.{minor}", "{major}")
 
-IMAGE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+IMAGE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}", re.ASCII)  # with fullmatch
+
+
+
+def env_int(name: str, default: int, low: int, high: int, unit: str = "", environ: Mapping[str, str] = os.environ) -> int:
+    """A whole number from the environment variable `name`, checked like a flag (exit 2 naming it); unset or
+    empty gives `default`."""
+    text = environ.get(name, "")
+    if not text:
+        return default
+    wanted = f"a whole number{unit} from {low} to {high}"
+    if not re.fullmatch(r"[0-9]{1,19}", text, re.ASCII):
+        raise UsageError(f"environment variable {name}={text[:40]!r} is not {wanted}; fix it or unset it")
+    value = int(text)
+    if not low <= value <= high:
+        raise UsageError(f"environment variable {name}={value} is outside {wanted}; fix it or unset it")
+    return value
+
 
 DEFAULT_CONFIG_TEXT = """\
 # imgtrack configuration, tracked in git with the ledger beside it (.imgtrack/ledger/).
@@ -93,6 +113,9 @@ class Config:
     def image(self, name: str, config_path: Path) -> ImageConfig:
         """The configured image `name`, or a ConfigError saying how to add it."""
         found = self.images.get(name)
+        if found is None and not IMAGE_NAME_RE.fullmatch(name):
+            raise ConfigError(f"image name {name[:80]!r} must be lowercase letters, digits, '.', '_' or '-' "
+                              "(64 at most); give a name from [images] in the config")
         if found is None:
             known = ", ".join(sorted(self.images)) or "none yet"
             raise ConfigError(
@@ -159,13 +182,18 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     validate_templates(rules, str(path))
     images: dict[str, ImageConfig] = {}
     for name, table in _table(data, "images", path).items():
-        if not IMAGE_NAME_RE.match(name):
+        if not IMAGE_NAME_RE.fullmatch(name):
             raise ConfigError(
                 f"{path}: image name {name!r} must be lowercase letters, digits, '.', '_' or '-' (64 at most); rename it"
             )
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [images.{name}] must be a table; fix that entry")
         repos = _strings(table.get("repositories", []), f"images.{name}.repositories", path)
+        for repo in repos:
+            try:
+                parse_repository(repo, f"images.{name}.repositories:")
+            except InvalidReference as exc:
+                raise ConfigError(f"{path}: {exc}") from None
         images[name] = ImageConfig(name=name, repositories=repos)
     registries: dict[str, RegistryConfig] = {}
     for host, table in _table(data, "registries", path).items():

@@ -20,13 +20,21 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def printable(text: str) -> str:
+    """`text` with every control character (a terminal escape in an image name, say) written as an
+    escape, so that what imgtrack prints cannot move the cursor or hide a line; newlines stay."""
+    if text.replace("\n", "").isprintable():
+        return text
+    return "".join(c if c == "\n" or c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def emit(text: str) -> None:
-    sys.stdout.write(text + ("" if text.endswith("\n") or not text else "\n"))
+    sys.stdout.write(printable(text) + ("" if text.endswith("\n") or not text else "\n"))
 
 
 def error(message: str) -> None:
     """One line per line of `message`, on stderr, each marked as imgtrack's."""
-    for line in str(message).splitlines() or [""]:
+    for line in printable(str(message)).splitlines() or [""]:
         sys.stderr.write(f"imgtrack: {line}\n")
 
 

@@ -17,9 +17,9 @@ import semver
 
 from imgtrack.config import TagRules
 from imgtrack.errors import ConfigError, InvalidTag
+from imgtrack.oci.reference import is_tag
 from imgtrack.versions import encode_tag, semver_of
 
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 
 _PLACEHOLDERS = {
     "version": r"(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:_[0-9A-Za-z.-]+)?",
@@ -60,7 +60,7 @@ class Candidate:
 
 def check_tag_grammar(tag: str) -> None:
     """Refuse a string that no registry accepts as a tag."""
-    if not TAG_RE.match(tag):
+    if not is_tag(tag):
         if tag == "":
             reason = "is empty"
         elif len(tag) > 128:
@@ -70,7 +70,7 @@ def check_tag_grammar(tag: str) -> None:
         elif "+" in tag:
             reason = "holds '+', which registries refuse (a version's '+' is written '_')"
         else:
-            bad = sorted({c for c in tag if not re.match(r"[A-Za-z0-9._-]", c)})
+            bad = sorted({c for c in tag if not re.fullmatch(r"[A-Za-z0-9._-]", c)})
             reason = f"holds {''.join(bad)!r}"
         raise InvalidTag(
             f"tag {tag!r} {reason}; a tag is 1-128 of A-Z a-z 0-9 _ . - and starts with a letter, digit or _"
@@ -97,7 +97,7 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
         out.append(_PLACEHOLDERS[m.group(1)])
         pos = m.end()
     out.append(_glob(pattern[pos:]))
-    return re.compile("^" + "".join(out) + "$")
+    return re.compile("".join(out), re.ASCII | re.DOTALL)  # used with fullmatch
 
 
 def _glob(text: str) -> str:
@@ -110,10 +110,10 @@ def tag_kind(tag: str, rules: TagRules) -> tuple[TagKind, str | None]:
     Immutable patterns win over floating ones; a tag matching neither is immutable, the safe default.
     """
     for pattern in rules.immutable:
-        if _pattern_regex(pattern).match(tag):
+        if _pattern_regex(pattern).fullmatch(tag):
             return TagKind.IMMUTABLE, None
     for pattern in rules.floating:
-        if _pattern_regex(pattern).match(tag):
+        if _pattern_regex(pattern).fullmatch(tag):
             return TagKind.FLOATING, pattern
     return TagKind.IMMUTABLE, None
 

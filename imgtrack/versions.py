@@ -18,6 +18,11 @@ from imgtrack.errors import GitStateError, InvalidVersion
 from imgtrack.gitrepo import GitRepo
 
 
+# A version becomes a registry tag (`encode_tag`), and a tag is at most 128 characters. The bound also
+# keeps every number short enough for Python's int() (4,300 digits at most, and quadratic on the way).
+MAX_VERSION_LENGTH = 128
+
+
 @lru_cache(maxsize=None)
 def semver_of(text: str) -> semver.Version:
     """semver.Version.parse, remembered: `verify` meets each version several times, and parsing is its cost."""
@@ -39,6 +44,11 @@ def version_numbers(text: str) -> tuple[int, int, int, bool]:
 
 def parse_version(text: str, what: str = "version") -> semver.Version:
     """A semver.Version, or InvalidVersion naming `what`."""
+    if len(text) > MAX_VERSION_LENGTH:
+        raise InvalidVersion(
+            f"{what} {text[:40]!r}... is {len(text)} characters long; a version is at most {MAX_VERSION_LENGTH} "
+            "(it becomes a registry tag); choose a shorter one"
+        )
     try:
         return semver_of(text)
     except (ValueError, TypeError):
@@ -48,7 +58,7 @@ def parse_version(text: str, what: str = "version") -> semver.Version:
 
 
 def is_version(text: str) -> bool:
-    return semver.Version.is_valid(text)
+    return len(text) <= MAX_VERSION_LENGTH and semver.Version.is_valid(text)
 
 
 def version_from_tag(tag: str, prefix: str) -> semver.Version | None:
@@ -56,7 +66,7 @@ def version_from_tag(tag: str, prefix: str) -> semver.Version | None:
     if not tag.startswith(prefix):
         return None
     rest = tag[len(prefix):]
-    return semver.Version.parse(rest) if semver.Version.is_valid(rest) else None
+    return semver_of(rest) if is_version(rest) else None
 
 
 def same_release(a: semver.Version, b: semver.Version) -> bool:
@@ -137,7 +147,7 @@ def check_explicit_version(
 # --- ranges -------------------------------------------------------------------------------------
 
 _PART = r"(?:0|[1-9]\d*|[xX*])"
-_PARTIAL_RE = re.compile(rf"^(?P<op>\^|~|>=|<=|>|<|=)?v?(?P<major>{_PART})(?:\.(?P<minor>{_PART}))?(?:\.(?P<patch>{_PART}))?(?P<rest>[-+].*)?$")
+_PARTIAL_RE = re.compile(rf"(?P<op>\^|~|>=|<=|>|<|=)?v?(?P<major>{_PART})(?:\.(?P<minor>{_PART}))?(?:\.(?P<patch>{_PART}))?(?P<rest>[-+].*)?", re.ASCII | re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -178,11 +188,15 @@ def parse_range(text: str) -> VersionRange:
     """Parse `^1.4`, `~1.4.2`, `1.x`, `1.4`, `>=1.2.0 <2`, `1.4.2` (exact) and friends."""
     comparators: list[tuple[str, semver.Version]] = []
     allow_pre = False
-    items = text.replace(",", " ").split()
+    if any(not (" " <= c <= "~") for c in text):
+        raise InvalidVersion(f"range {text[:80]!r} holds a control character, a tab or a character outside ASCII; "
+                             "write one such as ^1.4, ~1.4.2 or >=1.2.0 <2")
+    items = text.replace(",", " ").split(" ")
+    items = [item for item in items if item]
     if not items:
         raise InvalidVersion(f"range {text!r} is empty; write one such as ^1.4, ~1.4.2 or 1.x")
     for item in items:
-        m = _PARTIAL_RE.match(item)
+        m = _PARTIAL_RE.fullmatch(item) if len(item) <= MAX_VERSION_LENGTH + 2 else None
         if not m:
             raise InvalidVersion(f"range {text!r} cannot be parsed at {item!r}; write one such as ^1.4, ~1.4.2 or 1.x")
         op, rest = m["op"] or "", m["rest"]

@@ -58,13 +58,17 @@ class Result:
 def run(args: list[str], cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
     """Run imgtrack as a user would: a separate process, its exit status, stdout and stderr.
 
-    The process imports this checkout's imgtrack, whatever other copy pip installed last.
+    The process imports this checkout's imgtrack, whatever other copy pip installed last. An exit 70
+    (internal error) or a traceback fails the test that caused it, whatever that test asserts.
     """
     proc = subprocess.run(
         [sys.executable, "-m", "imgtrack", *args],
         cwd=cwd, input=stdin, capture_output=True, text=True, timeout=120,
         env={**os.environ, **(env or {})},
     )
+    # No input makes imgtrack exit 70 (its internal error): every run in the suite checks it.
+    assert proc.returncode != 70, (args, proc.stderr)
+    assert "--debug" in args or "Traceback" not in proc.stderr, (args, proc.stderr)
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 

@@ -1,5 +1,6 @@
 """Property-based tests (hypothesis) of the pure parts: tag encoding, tag grammar, references,
-semver ranges, and policy decisions."""
+semver ranges, and policy decisions; every grammar against control characters, whitespace, unicode
+and numbers of any size."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ import semver
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from imgtrack.config import TagRules
-from imgtrack.errors import InvalidReference, InvalidTag
-from imgtrack.oci.reference import parse_reference
-from imgtrack.policy import TAG_RE, Candidate, TagHolder, check_tag_grammar, check_tags, render_tags
-from imgtrack.versions import decode_tag, encode_tag, parse_range
+from imgtrack.config import IMAGE_NAME_RE, TagRules
+from imgtrack.errors import ImgtrackError, InvalidReference, InvalidTag
+from imgtrack.ledger.index import sql_number
+from imgtrack.oci.digest import check_digest
+from imgtrack.oci.reference import TAG_RE, parse_reference
+from imgtrack.policy import Candidate, TagHolder, check_tag_grammar, check_tags, render_tags
+from imgtrack.versions import decode_tag, encode_tag, is_version, parse_range, parse_version
 
 ident = st.from_regex(r"[0-9A-Za-z-]{1,8}", fullmatch=True).filter(lambda s: not (s.isdigit() and s.startswith("0") and s != "0"))
-numbers = st.integers(min_value=0, max_value=999)
+# Small numbers most of the time, and now and then one past 64 bits: semver sets no bound.
+numbers = st.one_of(st.integers(min_value=0, max_value=999), st.integers(min_value=2**63 - 2, max_value=10**40))
 
 
 @st.composite
@@ -48,7 +52,7 @@ def test_tag_grammar_accepts_exactly_the_registry_grammar(text: str) -> None:
         accepted = False
         assert "\n" not in str(exc)
     assert accepted == bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", text))
-    assert accepted == bool(TAG_RE.match(text)) or text.endswith("\n")
+    assert accepted == bool(TAG_RE.fullmatch(text))
 
 
 @settings(max_examples=150)
@@ -115,3 +119,46 @@ def test_policy_never_lets_an_immutable_tag_move(held: str, new: str, same_diges
     parsed = semver.Version.parse(new)
     floating = [t for t in tags if re.fullmatch(r"\d+\.\d+", t)]
     assert floating == ([] if parsed.prerelease else [f"{parsed.major}.{parsed.minor}"])
+
+
+# Characters a grammar built on `$` or `\s` would let through at the end, start or middle of an input.
+_SNEAKY = st.sampled_from(["\n", "\r\n", "\r", "\t", " ", "\x00", "\x1b", "\x7f", "\u00a0", "\u2028", "\ufeff", "\u0660"])
+
+
+def _one_line_refusal(check: object, text: str) -> None:
+    try:
+        check(text)  # type: ignore[operator]
+    except ImgtrackError as exc:
+        assert "\n" not in str(exc) and exc.exit_code == 2
+    else:
+        raise AssertionError(f"{text!r} was accepted")
+
+
+@given(st.sampled_from(["api", "1.4.0", "sha256:" + "a" * 64, "registry.example.com/team/api:1.4.0", "v1"]),
+       _SNEAKY, st.sampled_from(["end", "start", "middle"]))
+def test_every_grammar_refuses_control_characters_and_whitespace(valid: str, bad: str, where: str) -> None:
+    text = {"end": valid + bad, "start": bad + valid, "middle": valid[:2] + bad + valid[2:]}[where]
+    for check in (check_digest, check_tag_grammar, parse_reference, lambda t: parse_version(t, "--version")):
+        _one_line_refusal(check, text)
+    if bad != " ":  # a range's comparators are separated by spaces
+        _one_line_refusal(parse_range, text)
+    assert not is_version(text) and IMAGE_NAME_RE.fullmatch(text) is None
+
+
+@given(versions())
+def test_versions_of_any_size_parse_and_round_trip(version: str) -> None:
+    assume(semver.Version.is_valid(version) and len(version) <= 128)
+    assert str(parse_version(version)) == version
+
+
+@given(st.lists(st.integers(0, 10**60), min_size=1, max_size=6))
+def test_the_cache_orders_version_numbers_of_any_size_as_numbers(values: list[int]) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t(n INTEGER, exact TEXT)")
+    db.executemany("INSERT INTO t VALUES (?, ?)", [(sql_number(v), str(v)) for v in values])
+    assert [int(e) for (e,) in db.execute("SELECT exact FROM t ORDER BY n, exact")] == sorted(values)
+    for v in values:
+        (count,) = db.execute("SELECT count(*) FROM t WHERE n=?", (sql_number(v),)).fetchone()
+        assert count == values.count(v)

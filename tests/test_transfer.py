@@ -124,7 +124,7 @@ def test_reference_grammar(text: str, registry: str, repository: str, tag: str |
     assert (ref.registry, ref.repository, ref.tag) == (registry, repository, tag)
 
 
-@pytest.mark.parametrize("text", ["Team/api", "a//b", "host:5000/x:", "x@sha256:abc", "x:-tag", "oci:", "api:" + "t" * 129])
+@pytest.mark.parametrize("text", ["team/Api", "a//b", "host:5000/x:", "x@sha256:abc", "x:-tag", "oci:", "api:" + "t" * 129])
 def test_malformed_references(text: str) -> None:
     with pytest.raises(InvalidReference):
         parse_reference(text)

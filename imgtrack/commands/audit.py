@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 from imgtrack.audit import RunningImage
 from imgtrack.ledger.index import LedgerIndex
 from imgtrack.errors import ImgtrackError, UsageError
-from imgtrack.oci.digest import DIGEST_RE
-from imgtrack.oci.reference import Reference, parse_reference
+from imgtrack.oci.digest import is_digest
+from imgtrack.oci.reference import parse_reference
 from imgtrack.project import Project
 from imgtrack.ledger.schema import Build
 from imgtrack.versions import decode_tag, is_version, semver_of
@@ -18,8 +18,8 @@ from imgtrack.versions import decode_tag, is_version, semver_of
 if TYPE_CHECKING:
     from imgtrack.commands.transfer import Registries
 
-STATUSES = ("ok", "unknown", "unpinned", "latest", "mismatch", "behind")
-DEFAULT_FAIL_ON = ("unknown", "latest", "mismatch")
+STATUSES = ("ok", "unknown", "unpinned", "latest", "mismatch", "behind", "invalid")
+DEFAULT_FAIL_ON = ("unknown", "latest", "mismatch", "invalid")
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,15 @@ def audit_images(project: Project, images: list[RunningImage], registries: Regis
 
     rows = []
     for image in images:
-        ref = _reference(image.reference)
+        try:
+            ref = None if is_digest(image.reference) else parse_reference(image.reference)
+        except ImgtrackError as exc:
+            rows.append(AuditRow(image.where, image.reference, "invalid", image.digest, None,
+                                 str(exc)))
+            continue
         tag = ref.tag if ref else None
         digest = image.digest or (ref.digest if ref else None)
-        bare_digest = bool(DIGEST_RE.match(image.reference))
+        bare_digest = is_digest(image.reference)
         if digest is None and registries is not None and ref is not None and not ref.is_layout:
             try:
                 digest = registries.client(ref.registry).manifest_digest(ref.repository, tag or "latest")
@@ -87,15 +92,6 @@ def audit_images(project: Project, images: list[RunningImage], registries: Regis
             else:
                 rows.append(AuditRow(image.where, image.reference, "ok", digest, record))
     return rows
-
-
-def _reference(text: str) -> Reference | None:
-    if DIGEST_RE.match(text):
-        return None
-    try:
-        return parse_reference(text)
-    except ImgtrackError:
-        return None
 
 
 def _mismatch(index: LedgerIndex, record: Build, tag: str) -> str | None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from imgtrack.errors import InvalidReference, NotFound, UsageError
 from imgtrack.ledger.ledger import Ledger
 from imgtrack.ledger.schema import Build
+from imgtrack.oci.reference import parse_repository
 from imgtrack.versions import parse_range
 
 
@@ -40,6 +41,8 @@ def resolve_range(ledger: Ledger, spec: str, repository: str | None = None) -> R
     if not sep or not image or not text:
         raise UsageError(f"{spec!r} is not IMAGE@RANGE; write e.g. api@^1.4, api@~1.4.2 or api@1.x")
     version_range = parse_range(text)
+    if repository is not None:
+        parse_repository(repository, "--repository")
     if image not in ledger.index().images():
         raise InvalidReference(f"no records of image {image!r} in the ledger; see `imgtrack log` for what is recorded")
     record = ledger.resolve(image, version_range)

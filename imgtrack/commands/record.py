@@ -147,7 +147,9 @@ def _version(project: Project, commit: str, explicit: str | None, dirty: bool) -
     prefix = project.config.tag_prefix
     repo = project.repo
     if explicit is None:
-        return derive_version(repo, commit, prefix, dirty)
+        derived = derive_version(repo, commit, prefix, dirty)
+        parse_version(derived, f"the version derived from git for {commit[:7]},")  # a near-limit tag can outgrow it
+        return derived
     parsed = parse_version(explicit, "--version")
     tagged = repo.tag_commits(prefix)  # every release tag, read once
     release_tags = sorted(((t, v) for t, c in tagged.items() if c == commit and (v := version_from_tag(t, prefix))),
@@ -166,4 +168,5 @@ def _version(project: Project, commit: str, explicit: str | None, dirty: bool) -
             )
         if "dirty" not in (parsed.build or "").split("."):
             parsed = parsed.replace(build=f"{parsed.build}.dirty" if parsed.build else "dirty")
+            parse_version(str(parsed), "--version with the build metadata `dirty`")
     return str(parsed)

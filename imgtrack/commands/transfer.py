@@ -6,18 +6,17 @@ manifest and tag landed and the registry confirmed each digest.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgtrack.commands.record import RecordRequest, record_image
-from imgtrack.config import Config, TagRules
+from imgtrack.config import Config, TagRules, env_int
 from imgtrack.errors import InvalidReference, NotFound, PolicyViolation, UsageError
 from imgtrack.oci.copy import BlobProgress, CopyStats, copy_blobs, no_progress
 from imgtrack.oci.layout import REF_NAME, Descriptor, ImageDescription, Layout, LayoutWriter, describe, open_layout
-from imgtrack.oci.reference import Reference, parse_reference
+from imgtrack.oci.reference import Reference, parse_reference, parse_repository
 from imgtrack.policy import TagKind, latest_alias, tag_kind
 from imgtrack.project import Project
 from imgtrack.ledger.schema import Build, Fact, Push, now
@@ -42,7 +41,8 @@ class Registries:
     timeout: float = 60.0
     progress: BlobProgress = no_progress
     # Blobs above this size upload in resumable chunks of it (IMGTRACK_CHUNK_SIZE, bytes).
-    chunk_size: int = field(default_factory=lambda: int(os.environ.get("IMGTRACK_CHUNK_SIZE") or 128 * 1024 * 1024))
+    chunk_size: int = field(default_factory=lambda: env_int(
+        "IMGTRACK_CHUNK_SIZE", 128 * 1024 * 1024, 64 * 1024, 4 * 1024**3, " of bytes"))
     # The registries this command targets: only they get flag or environment credentials.
     targets: set[str] = field(default_factory=set)
     _clients: dict[str, RegistryClient] = field(default_factory=dict)
@@ -85,10 +85,7 @@ class PushOutcome:
 
 
 def _destination(text: str) -> Reference:
-    ref = parse_reference(text)
-    if ref.tag or ref.digest:
-        raise UsageError(f"--to {text}: give the repository without a tag or digest; the record's tags are pushed")
-    return ref
+    return parse_repository(text, "--to")
 
 
 class _Source:
@@ -335,8 +332,9 @@ def pull_image(project: Project | None, source: str, destination: Path, registri
         else:
             registries.targets.add(ref.registry)
             layout = registries.open(ref, ref.digest or ref.tag or "latest")
-        wanted_digest, ref_name = ref.digest, ref.tag
-        name = ref.tag or ""
+        # With both a tag and a digest the digest wins and the tag is not consulted (as docker does).
+        wanted_digest, ref_name = ref.digest, None if ref.digest else ref.tag
+        name = ref_name or ""
     try:
         description = describe(layout, ref_name, digest=None if ref_name else wanted_digest)
         if wanted_digest is not None and description.digest != wanted_digest:

@@ -12,7 +12,7 @@ from imgtrack.project import Project
 from imgtrack.ledger.schema import Build
 from imgtrack.versions import parse_version, same_release, version_from_tag
 
-_BUILD_SHA_RE = re.compile(r"^g([0-9a-f]{7,40})$")
+_BUILD_SHA_RE = re.compile(r"g([0-9a-f]{7,40})")  # with fullmatch
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def verify_ledger(project: Project) -> VerifyReport:
             add(rel, f"version {record.version} is released from {released_from[:7]} by its git tag, "
                      f"but recorded from {record.commit[:7]}")
         for part in record.version.partition("+")[2].split("."):  # the build metadata
-            m = _BUILD_SHA_RE.match(part)
+            m = _BUILD_SHA_RE.fullmatch(part)
             if m and not record.commit.startswith(m.group(1)):
                 add(rel, f"version {record.version} names commit g{m.group(1)}, but the record says {record.commit[:7]}")
         candidate = Candidate(record.image, record.digest, record.version, record.commit, record.dirty)

@@ -77,6 +77,23 @@ class GitView:
     changed: Callable[[str, str], list[str]]  # paths under the ledger that differ between two trees
 
 
+INT64_MAX = 2**63 - 1
+
+
+def sql_number(n: int) -> int | str:
+    """A version number as the cache stores it, in an order SQLite keeps for numbers of any size.
+
+    Semantic versions set no bound on their numbers, SQLite's integers stop at 2**63 - 1. A larger
+    number is stored as text: its digit count (ten digits) then its digits. SQLite sorts every integer
+    before every text, and these texts among themselves by length then digits, so `ORDER BY major`
+    stays the numeric order across both.
+    """
+    if n <= INT64_MAX:
+        return n
+    digits = str(n)
+    return f"{len(digits):010d}{digits}"
+
+
 def _prefix_upper(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\uffff"
 
@@ -418,8 +435,8 @@ class LedgerIndex:
                 continue
             major, minor, patch, pre = version_numbers(record.version)
             at = sort_key(record.recorded_at)
-            rows.append((rel, record.image, record.digest, record.version, major, 1 if pre else 0,
-                         record.commit, at, minor, patch))
+            rows.append((rel, record.image, record.digest, record.version, sql_number(major), 1 if pre else 0,
+                         record.commit, at, sql_number(minor), sql_number(patch)))
             refs += [(rel, "d", d, at, rel) for d in record.all_digests()]
             refs += [(rel, "t", t, at, rel) for t in record.tags]
         for rel, fact, error in facts:
@@ -553,7 +570,7 @@ class LedgerIndex:
         args: list[object] = [image]
         if major is not None:
             sql += " AND major=?"
-            args.append(major)
+            args.append(sql_number(major))
         if releases_only:
             sql += " AND pre=0"
         return list(self._db.execute(sql, args))

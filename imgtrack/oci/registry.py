@@ -426,7 +426,7 @@ class RegistryClient:
             raise RegistryError(f"{self.registry}: {what} was stored as {said}, not {expected}; the registry altered it")
 
 
-_ERROR_CODE_RE = re.compile(r"^[A-Z][A-Z_]{1,40}$")
+_ERROR_CODE_RE = re.compile(r"[A-Z][A-Z_]{1,40}")  # with fullmatch
 
 
 def _error_codes(response: httpx.Response) -> str:
@@ -442,7 +442,7 @@ def _error_codes(response: httpx.Response) -> str:
     if not isinstance(errors, list):
         return ""
     codes = [str(e["code"]) for e in errors[:5]
-             if isinstance(e, dict) and isinstance(e.get("code"), str) and _ERROR_CODE_RE.match(e["code"])]
+             if isinstance(e, dict) and isinstance(e.get("code"), str) and _ERROR_CODE_RE.fullmatch(e["code"])]
     return f" ({', '.join(codes)})" if codes else ""
 
 

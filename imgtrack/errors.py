@@ -1,7 +1,8 @@
 """The exceptions imgtrack raises, one flat tree under `ImgtrackError`.
 
 Each class carries the process exit status the CLI maps it to (README, docs/ledger.md):
-1 a check failed, 2 bad usage or bad input, 3 registry or network failure, 70 internal error.
+1 a check failed, 2 bad usage or bad input, 3 registry or network failure, 74 a local file could not
+be written or read (disk full, permissions), 70 internal error.
 Messages are one line: the thing, the reason, and the next step.
 """
 
@@ -76,3 +77,10 @@ class NotFound(ImgtrackError):
     """A lookup found nothing: no record for that reference, no version in that range."""
 
     exit_code = 1
+
+
+class LocalIOError(ImgtrackError):
+    """The local file system failed under imgtrack (no space left, permission denied, read-only); what
+    was being written is left as it was."""
+
+    exit_code = 74

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import time
 from pathlib import Path
 
 # Temp files carry their writer's pid: `.name.<pid>.tmp` (ledger, index.json) and
-# `.name.<pid>.<thread>.partial` (blobs).
+# `.name.<pid>.<thread>.partial` (blobs). Their writer holds an flock on them while it writes; the kernel
+# drops it when the writer dies, however it dies.
 TEMP_RE = re.compile(r"\..+?\.(\d+)(?:\.\d+)?\.(?:tmp|partial)")
-STALE_TEMP_NS = 3600 * 1_000_000_000
+# Between creating its file and locking it a writer holds no lock: a file that young is left alone
+# unless its pid is gone.
+UNLOCKED_GRACE_NS = 60 * 1_000_000_000
+
+
+def lock_temp(fd: int) -> None:
+    """Mark a temp file as its writer's for as long as `fd` is open (see `sweep_if_stale`). Blocking: a
+    sweeper looking at the file holds the lock for a moment."""
+    fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -20,6 +30,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         try:
+            lock_temp(fd)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
@@ -39,16 +50,27 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 def sweep_if_stale(entry: os.DirEntry[str]) -> None:
-    """Remove a temp file left by a writer that was killed: its pid is gone, or it is an hour old."""
+    """Remove a temp file whose writer is provably gone: nobody holds its lock, and its pid is dead or it
+    is older than a writer takes to lock it. A live writer's file is never touched, however old."""
     m = TEMP_RE.fullmatch(entry.name)
     if not m:
         return
     try:
-        age = time.time_ns() - entry.stat(follow_symlinks=False).st_mtime_ns
-        if not pid_alive(int(m.group(1))) or age > STALE_TEMP_NS:
+        fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return  # gone meanwhile, or not ours to open
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # its writer is alive and writing
+        age = time.time_ns() - os.fstat(fd).st_mtime_ns
+        if not pid_alive(int(m.group(1))) or age > UNLOCKED_GRACE_NS:
             os.unlink(entry.path)
     except FileNotFoundError:
         pass
+    finally:
+        os.close(fd)
 
 
 def pid_alive(pid: int) -> bool:

@@ -169,3 +169,32 @@ def test_audit_reports_an_unparseable_image_as_invalid_not_latest(project: Path)
     assert result.code == 1  # invalid fails by default
     table = run(["audit", "-"], project, stdin=json.dumps(pods))
     assert "\x1b" not in table.out and "\\x1b[2J" in table.out  # a terminal escape is shown, not obeyed
+
+
+@pytest.mark.parametrize("shape", ["image folder is a file", "cache is a folder", "cache folder is a file"])
+def test_a_file_system_not_shaped_as_expected_is_named(project: Path, shape: str) -> None:
+    assert run(["record", "--digest", DIGEST_A, "--image", "web", "--version", "1.0.0"], project).code == 0
+    ledger, cache = project / ".imgtrack" / "ledger", project / ".git" / "imgtrack"
+    if shape == "image folder is a file":
+        (ledger / "api").write_text("not a folder\n")
+        culprit = ledger / "api"
+    elif shape == "cache is a folder":
+        for f in cache.glob("cache.sqlite*"):
+            f.unlink()
+        (cache / "cache.sqlite").mkdir()
+        culprit = cache / "cache.sqlite"
+    else:
+        import shutil
+
+        shutil.rmtree(cache)
+        cache.write_text("not a folder\n")
+        culprit = cache
+    result = run(["record", "--digest", DIGEST_B, "--image", "api", "--version", "1.0.1"], project)
+    assert result.code == 2 and str(culprit) in result.err and "move it away" in result.err and one_line(result.err)
+    assert not list(ledger.glob("*/*/" + DIGEST_B.replace(":", "-") + ".toml"))
+    if shape == "image folder is a file":
+        verify = run(["verify"], project)
+        assert verify.code == 1 and f"{culprit}: is neither a record nor a fact" in verify.out
+    else:
+        logged = run(["log"], project)
+        assert logged.code == 2 and str(culprit) in logged.err

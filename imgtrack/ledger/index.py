@@ -118,7 +118,14 @@ class LedgerIndex:
 
     def _open(self) -> sqlite3.Connection:
         """Open the cache, creating it (or replacing an unreadable or outdated one)."""
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise LedgerError(f"{self.db_path.parent} is a file where imgtrack keeps its lookup cache (a folder); "
+                              "move it away and run again: the cache is rebuilt from the ledger") from None
+        if self.db_path.exists() and not self.db_path.is_file():
+            raise LedgerError(f"{self.db_path} is not a file; imgtrack keeps its lookup cache there: move it away "
+                              "and run again (the cache is rebuilt from the ledger)")
         try:
             return self._connect()
         except sqlite3.DatabaseError:

@@ -186,7 +186,11 @@ class Store:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the ledger's exclusive lock (released by the kernel even if the process is killed)."""
-        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.lock_dir.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise LedgerError(f"{self.lock_dir} is a file where imgtrack keeps its lock and cache (a folder); "
+                              "move it away and run again") from None
         fd = os.open(self.lock_dir / "ledger.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -194,9 +198,19 @@ class Store:
         finally:
             os.close(fd)
 
+    def _check_folders(self, rel: str) -> None:
+        """Refuse a write under a file that stands where the ledger keeps a folder (a hand edit, a bad merge)."""
+        folder = self.root
+        for part in ["", *rel.split("/")[:-1]]:
+            folder = folder / part if part else folder
+            if folder.exists() and not folder.is_dir():
+                raise LedgerError(f"{folder} is a file where the ledger keeps a folder; move it away (git mv, or "
+                                  "restore it from git) and run again")
+
     def write_record(self, record: Record) -> str:
         """Write a new record atomically; the caller holds `locked()`. A record is never rewritten."""
         rel = record_rel(record.image, record.digest)
+        self._check_folders(rel)
         if (self.root / rel).exists():
             raise LedgerError(f"{self.root / rel} exists already; a record is written once and never changed")
         write_atomic(self.root / rel, record.to_toml())
@@ -212,6 +226,7 @@ class Store:
             return None
         data = fact.to_toml()
         rel = f"{facts_rel(fact.image, fact.record)}/{fact_file_name(fact.kind, data)}"
+        self._check_folders(rel)
         write_atomic(self.root / rel, data)
         return rel
 
@@ -224,7 +239,10 @@ class Store:
         if not self.root.is_dir():
             return LedgerFiles(records, facts, strays, schema1)
         for image in sorted(os.scandir(self.root), key=lambda e: e.name):
-            if image.name.startswith(".") or not image.is_dir(follow_symlinks=False):
+            if image.name.startswith("."):
+                continue
+            if not image.is_dir(follow_symlinks=False):
+                strays.append(image.name)
                 continue
             for bucket in sorted(os.scandir(image.path), key=lambda e: e.name):
                 rel_b = f"{image.name}/{bucket.name}"

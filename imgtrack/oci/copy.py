@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from imgtrack.errors import LayoutError, RegistryError, TransferInterrupted
+from imgtrack.errors import LayoutError, LocalIOError, RegistryError, TransferInterrupted
 from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES
 from imgtrack.oci.layout import Descriptor, ImageDescription, Layout, LayoutWriter
 
@@ -43,15 +44,28 @@ def copy_blobs(
         _copy_with_retries(source, blob, dest)
         progress("copied", blob)
 
-    if jobs > 1 and len(blobs) > 1:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            list(pool.map(copy, blobs))
-    else:
-        for blob in blobs:
-            copy(blob)
-    for manifest in manifests:
-        copy(manifest)
+    try:
+        if jobs > 1 and len(blobs) > 1:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                list(pool.map(copy, blobs))
+        else:
+            for blob in blobs:
+                copy(blob)
+        for manifest in manifests:
+            copy(manifest)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        still = sum(b.size for b in missing if not dest.has_blob(b.digest))
+        raise LocalIOError(
+            f"no space left in {dest.path}: {_mib(still)} of this image's blobs are still to be written; free that "
+            "much and run the command again (the blobs already there are kept, nothing partial is)"
+        ) from None
     return CopyStats(len(missing), len(image.blobs) - len(missing), sum(b.size for b in missing))
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size} bytes"
 
 
 BLOB_TRIES = 3

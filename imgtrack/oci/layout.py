@@ -7,6 +7,7 @@ atomic rename after its bytes matched.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from imgtrack.errors import LayoutError, RegistryError
-from imgtrack.fsutil import sweep_if_stale, write_atomic
+from imgtrack.fsutil import lock_temp, sweep_if_stale, write_atomic
 from imgtrack.oci.digest import check_digest, digest_bytes, hasher, is_digest
 from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES, INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, OCI_INDEX
 
@@ -425,9 +426,14 @@ class LayoutWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         (path / "blobs").mkdir(parents=True, exist_ok=True)
-        marker = path / "oci-layout"
-        if not marker.exists():
-            marker.write_text('{"imageLayoutVersion":"1.0.0"}')
+        # A valid layout from the first moment: a pull that fails part way leaves one that any tool
+        # reads (and the blobs it got, for the next run), never blobs without an index.
+        if not (path / "oci-layout").exists():
+            write_atomic(path / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        if not (path / "index.json").exists():
+            with self.locked():
+                if not (path / "index.json").exists():
+                    self.set_index([])
         self.reader = DirLayout(path)
         for folder in (path / "blobs").iterdir():  # what a killed writer left: hidden, never a blob
             if folder.is_dir():
@@ -454,6 +460,7 @@ class LayoutWriter:
             # layout verifies digests again, so a blob torn by a power loss is caught, never trusted.
             written = 0
             with open(tmp, "wb") as f:
+                lock_temp(f.fileno())
                 for chunk in chunks:
                     written += len(chunk)
                     if size is not None and written > size:
@@ -478,9 +485,24 @@ class LayoutWriter:
         doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [d.to_json() for d in entries]}
         write_atomic(self.path / "index.json", json.dumps(doc, indent=2).encode())
 
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the layout's lock: an flock on its folder, so writers of `index.json` take turns (two pulls
+        into one layout each keep their entry); the kernel drops it if the process dies."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def add_to_index(self, *descs: Descriptor) -> None:
         """Add entries to `index.json` in one atomic write; an entry with the same ref name (a tag)
         is replaced, so a tag names one manifest in a layout as in a registry."""
+        with self.locked():
+            self._add_to_index(descs)
+
+    def _add_to_index(self, descs: tuple[Descriptor, ...]) -> None:
         try:
             entries = self.reader.entries()
         except LayoutError:

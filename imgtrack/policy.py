@@ -176,9 +176,13 @@ def check_tags(
     candidate: Candidate,
     tags: Sequence[str],
     holders: Mapping[str, Sequence[TagHolder]],
+    given_at: datetime | None = None,
 ) -> list[str]:
     """Policy violations of giving `tags` to `candidate`, given who holds each tag in its image now.
 
+    `given_at` is when the tags were given, for a build already recorded (the pre-push hook judging the
+    records a push carries): a floating tag then moves backwards only against holders given it before
+    that moment, as `verify` reads the tag's history. Without it, every holder is earlier (a new record).
     Raises InvalidTag for a tag outside the registry grammar (bad input, not a policy question).
     """
     version = semver_of(candidate.version)
@@ -214,7 +218,8 @@ def check_tags(
                     f"floating tag {tag!r} does not fit version {candidate.version} (it would be {expected!r})"
                 )
                 continue
-            newest = max(others, key=lambda h: semver_of(h.version), default=None)
+            earlier = [h for h in others if given_at is None or h.recorded_at < given_at]
+            newest = max(earlier, key=lambda h: semver_of(h.version), default=None)
             if newest is not None and semver_of(newest.version) > version:
                 problems.append(
                     f"floating tag {tag!r} already names {newest.version} ({newest.digest[:19]}…); "

@@ -264,3 +264,47 @@ def test_install_keeps_the_old_hook_until_the_new_one_replaces_it(project: Path,
         hooks_module.install_hooks(GitRepo(project))
     assert hook.read_text() == "#!/bin/sh\necho foreign\n", "the old hook is still in place"
     assert (hook.parent / "pre-push.legacy").read_text() == hook.read_text()
+
+
+def test_an_ordinary_release_history_passes_the_hook(pushed: Path, layouts: LayoutFactory, tmp_path: Path) -> None:
+    # Several releases of one line in one push, each in its own commit.
+    for version in ("1.0.0", "1.0.1", "1.0.2"):
+        commit_file(pushed)
+        git(pushed, "tag", f"v{version}")
+        assert record(pushed, layouts)["version"] == version
+        commit_ledger(pushed, f"record {version}")
+    result = push(pushed, "origin", "main", "v1.0.0", "v1.0.1", "v1.0.2")
+    assert result.returncode == 0, result.stderr
+    # Two releases recorded with --version, committed together.
+    for version in ("1.1.0", "1.1.1"):
+        commit_file(pushed)
+        record(pushed, layouts, "--version", version)
+    commit_ledger(pushed, "two releases")
+    result = push(pushed, "origin", "main")
+    assert result.returncode == 0, result.stderr
+    # The whole history, tags and all, to a remote that has nothing yet.
+    fresh = tmp_path / "fresh.git"
+    git(tmp_path, "init", "-q", "--bare", str(fresh))
+    result = push(pushed, str(fresh), "main", "--tags")
+    assert result.returncode == 0, result.stderr
+    assert run(["verify"], pushed).code == 0
+
+
+def test_a_floating_tag_moved_backwards_is_still_refused(pushed: Path, layouts: LayoutFactory) -> None:
+    base = git(pushed, "rev-parse", "HEAD")
+    commit_file(pushed)
+    record(pushed, layouts, "--version", "2.0.1")
+    commit_ledger(pushed, "2.0.1")
+    assert push(pushed, "origin", "main").returncode == 0
+    # A branch that never saw 2.0.1 records 2.0.0 later, with the same floating tag 2.0.
+    git(pushed, "switch", "-q", "-c", "old", base)
+    commit_file(pushed, "old.txt")
+    record(pushed, layouts, "--version", "2.0.0")
+    commit_ledger(pushed, "2.0.0, later")
+    git(pushed, "switch", "-q", "main")
+    git(pushed, "merge", "-q", "--no-edit", "old")
+    result = push(pushed, "origin", "main")
+    assert result.returncode != 0
+    assert "floating tag '2.0' already names 2.0.1" in result.stderr and "2.0.0 is older" in result.stderr
+    verify = run(["verify"], pushed)
+    assert verify.code == 1 and "floating tag '2.0' of api moved back from 2.0.1 to 2.0.0" in verify.out

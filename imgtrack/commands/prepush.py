@@ -171,7 +171,8 @@ def _check_fact(project: Project, fact: Fact, pushed: set[str]) -> list[str]:
     index = project.ledger.index()
     candidate = Candidate(build.image, build.digest, build.version, build.commit, build.dirty)
     try:
-        return check_tags(project.config.rules, candidate, [fact.tag], {fact.tag: index.tag_holders(build.image, fact.tag)})
+        return check_tags(project.config.rules, candidate, [fact.tag], {fact.tag: index.tag_holders(build.image, fact.tag)},
+                          given_at=fact.at)
     except InvalidTag as exc:
         return [str(exc)]
 
@@ -199,7 +200,7 @@ def _check_record(project: Project, tip: str, record: Record, release_tags: dict
     candidate = Candidate(record.image, record.digest, record.version, record.commit, record.dirty)
     holders = {t: index.tag_holders(record.image, t) for t in record.tags}
     try:
-        problems += check_tags(config.rules, candidate, record.tags, holders)
+        problems += check_tags(config.rules, candidate, record.tags, holders, given_at=record.recorded_at)
     except InvalidTag as exc:
         problems.append(str(exc))
     problems += check_version_unique(candidate, index.version_holders(record.image, record.version))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,6 +169,28 @@ class GitRepo:
             out = proc.stdout.split()
             return out[0], (out[1] if second is not None else None)
         return self.peel_commit(first), (self.peel_commit(second) if second is not None else None)
+
+    def start_dropped_commits(self, old: str, new: str) -> Callable[[], list[str]]:
+        """Start listing the commits `old` reaches and `new` does not (what moving a ref from `old` to
+        `new` drops: nothing for a fast-forward); the returned call waits for the list. Started early, it
+        runs beside the caller's other git processes and adds no wall time to a clean push."""
+        if not (_OID_RE.fullmatch(old) and _OID_RE.fullmatch(new)):
+            raise GitError(f"git rev-list: {old!r} or {new!r} is not an object id")
+        proc = subprocess.Popen(["git", "rev-list", old, "--not", new], cwd=self.work_tree, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True,
+                                env={**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"})
+
+        def wait() -> list[str]:
+            out, _ = proc.communicate()
+            return out.split() if proc.returncode == 0 else []
+        return wait
+
+    def paths_in_tree(self, tree_ish: str, paths: Iterable[str]) -> set[str]:
+        """Which of `paths` exist in `tree_ish`."""
+        wanted = list(paths)
+        if not wanted:
+            return set()
+        return set(self._run("ls-tree", "-r", "--name-only", "--full-tree", tree_ish, "--", *wanted).splitlines())
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         return run_git(["merge-base", "--is-ancestor", ancestor, descendant], self.work_tree, check=False).returncode == 0

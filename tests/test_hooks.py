@@ -308,3 +308,26 @@ def test_a_floating_tag_moved_backwards_is_still_refused(pushed: Path, layouts: 
     assert "floating tag '2.0' already names 2.0.1" in result.stderr and "2.0.0 is older" in result.stderr
     verify = run(["verify"], pushed)
     assert verify.code == 1 and "floating tag '2.0' of api moved back from 2.0.1 to 2.0.0" in verify.out
+
+
+def test_a_rewrite_that_drops_a_recorded_commit_is_refused(pushed: Path, layouts: LayoutFactory) -> None:
+    base = git(pushed, "rev-parse", "HEAD")
+    built = commit_file(pushed, "feature.txt")
+    rec = record(pushed, layouts)
+    ledger_commit = commit_ledger(pushed, "record the feature build")
+    assert push(pushed, "origin", "main").returncode == 0
+    # Rewrite: the code commit replaced by another, the ledger commit cherry-picked on top unchanged.
+    git(pushed, "reset", "-q", "--hard", base)
+    commit_file(pushed, "other.txt")
+    git(pushed, "cherry-pick", ledger_commit)
+    result = push(pushed, "--force", "origin", "main")
+    assert result.returncode != 0
+    assert f"names commit {built[:7]}, which this push drops from refs/heads/main" in result.stderr
+    assert record_file(pushed, rec).name in result.stderr
+    # A rewrite that keeps the recorded commit (a reworded later commit) passes.
+    git(pushed, "reset", "-q", "--hard", ledger_commit)
+    commit_file(pushed, "later.txt")
+    assert push(pushed, "origin", "main").returncode == 0
+    git(pushed, "commit", "-q", "--amend", "-m", "later, reworded")
+    result = push(pushed, "--force", "origin", "main")
+    assert result.returncode == 0, result.stderr

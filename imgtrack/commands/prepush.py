@@ -87,18 +87,42 @@ def check_push(project: Project, remote: str, refs: list[PushedRef]) -> list[str
         tip, old = repo.peel_commits(ref.local_oid, None if ref.creating else ref.remote_oid)
         if tip is None:
             continue
+        dropped = None
         if old is None:
             # A new ref: what the remote does not have yet, as far as we know.
             revs = [tip, "--not", f"--remotes={remote}"] if remote and not _is_url(remote) else [tip]
         else:
             revs = [old, tip]
+            dropped = repo.start_dropped_commits(old, tip)  # runs beside the diff below
         changed = repo.changed_blobs(revs, LEDGER_PATH)
         contents = repo.read_blobs(changed.values())
         pushed_records = {path.removeprefix(LEDGER_PATH + "/") for path in changed}
         for path, blob in changed.items():
             problems += _check_ledger_file(project, tip, path, contents.get(blob), ref.remote_ref, pushed_records,
                                            release_tags)
+        if dropped is not None:
+            problems += _check_rewrite(project, tip, dropped(), ref.remote_ref, set(changed))
     return list(dict.fromkeys(problems))
+
+
+def _check_rewrite(project: Project, tip: str, dropped: list[str], remote_ref: str, checked: set[str]) -> list[str]:
+    """A push that rewrites history (the remote's tip is not in the new one) drops commits; a record the
+    new tip keeps but whose commit is among them has become untraceable though its file did not change.
+    Only the records of dropped commits are looked at (the cache finds them by commit), so the cost
+    follows the rewrite, not the ledger."""
+    if not dropped:
+        return []
+    index = project.ledger.index()
+    candidates = {f"{LEDGER_PATH}/{rel}": commit for commit in dropped for rel in index.paths_by_commit_prefix(commit)}
+    kept = project.repo.paths_in_tree(tip, [p for p in candidates if p not in checked])
+    problems = []
+    for path in sorted(kept):  # a dropped commit is one the new tip does not reach
+        record = project.ledger.read(path.removeprefix(LEDGER_PATH + "/"))
+        problems.append(
+            f"{path}: {record.image} {record.version} names commit {record.commit[:7]}, which this push drops "
+            f"from {remote_ref} (history rewritten); keep that commit in the pushed history, or remove the record"
+        )
+    return problems
 
 
 def _is_url(remote: str) -> bool:

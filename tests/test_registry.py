@@ -302,3 +302,36 @@ def test_blob_downloads_leave_proxied_registries_to_httpx(monkeypatch: pytest.Mo
     assert FastPath(context, 1, 1).enabled
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     assert not FastPath(context, 1, 1).enabled  # httpx honours the proxy; the fast path cannot
+
+
+def test_a_credential_helper_that_knows_nothing_falls_through(project: Path, layouts: LayoutFactory,
+                                                               basic_registry: Registry, isolated_home: Path,
+                                                               tmp_path: Path) -> None:
+    """A helper answering `get` with exit 0 and an empty user and secret (docker-credential-pass does, for a
+    server it holds nothing for) is no answer: the next source, here `auths`, is used, as docker does."""
+    helper_dir = tmp_path / "bin"
+    helper_dir.mkdir()
+    calls = tmp_path / "calls"
+    helper = helper_dir / "docker-credential-knowsnothing"
+    helper.write_text("#!/bin/sh\n"
+                      f"echo \"$1\" >> {calls}\n"
+                      "cat >/dev/null\n"
+                      "echo '{\"ServerURL\":\"\",\"Username\":\"\",\"Secret\":\"\"}'\n")
+    helper.chmod(0o755)
+    config = isolated_home / ".docker" / "config.json"
+    config.parent.mkdir(exist_ok=True)
+    auth = __import__("base64").b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    config.write_text(json.dumps({"credHelpers": {basic_registry.host: "knowsnothing"},
+                                  "auths": {basic_registry.host: {"auth": auth}}}))
+    env = {"PATH": f"{helper_dir}:{__import__('os').environ['PATH']}"}
+    try:
+        path, _ = layouts()
+        pushed = run(["push", str(path), "--image", "api", "--to", basic_registry.repo()], project, env=env)
+        assert pushed.code == 0, pushed.err
+        assert "get" in calls.read_text(), "the helper was asked first"
+        # With nothing behind it the push is anonymous, and the registry's refusal says so (exit 3).
+        config.write_text(json.dumps({"credHelpers": {basic_registry.host: "knowsnothing"}}))
+        anonymous = run(["push", str(path), "--to", basic_registry.repo()], project, env=env)
+        assert anonymous.code == 3 and "credentials" in anonymous.err, anonymous
+    finally:
+        config.unlink()

@@ -3,7 +3,9 @@ uses them is in authflow.py, which needs httpx; this module does not).
 
 Where credentials come from, in order (written down once): `--username`/`--password-stdin`, then the
 environment (IMGTRACK_USERNAME / IMGTRACK_PASSWORD), then `$DOCKER_CONFIG/config.json` (`credHelpers`,
-`credsStore`, `auths`), then podman's `auth.json`. Credentials are never printed, logged or written
+`auths`, `credsStore`), then podman's `auth.json`. A helper that knows nothing of the registry (it says
+"credentials not found", or answers an empty user and secret, as docker-credential-pass does) is no
+answer: the next source is asked. Credentials are never printed, logged or written
 by imgtrack; `Credentials.__repr__` hides the secret so a traceback cannot show it either.
 """
 
@@ -95,7 +97,9 @@ def _from_auth_file(path: Path, keys: tuple[str, ...], helpers: bool) -> Credent
         for key in keys:
             helper = (doc.get("credHelpers") or {}).get(key)
             if helper:
-                return _from_helper(helper, key)
+                found = _from_helper(helper, key)
+                if found is not None:
+                    return found
     auths = doc.get("auths") or {}
     for key in keys:
         entry = auths.get(key)
@@ -123,15 +127,20 @@ def _from_helper(helper: str, key: str, missing_ok: bool = False) -> Credentials
     except FileNotFoundError:
         raise RegistryError(f"credential helper {program} is configured but not installed; install it") from None
     if proc.returncode != 0:
-        if missing_ok:
-            return None
+        if missing_ok or "credentials not found" in proc.stdout + proc.stderr:
+            return None  # docker's helper protocol for "nothing stored for this server"
         # The helper's output can hold secrets: only its exit status is reported.
-        raise RegistryError(f"credential helper {program} found no credentials for {key} (exit {proc.returncode})")
+        raise RegistryError(f"credential helper {program} failed for {key} (exit {proc.returncode}); check the helper")
     try:
         data = json.loads(proc.stdout)
-        return Credentials(data["Username"], data["Secret"])
+        username, secret = data["Username"], data["Secret"]
     except (json.JSONDecodeError, KeyError, TypeError):
         raise RegistryError(f"credential helper {program} answered in an unknown format") from None
+    if not isinstance(username, str) or not isinstance(secret, str):
+        raise RegistryError(f"credential helper {program} answered in an unknown format")
+    if not username and not secret:
+        return None  # an empty answer: nothing stored for this server
+    return Credentials(username, secret)
 
 
 def store_credentials(registry: str, credentials: Credentials, environ: Mapping[str, str] = os.environ) -> str:

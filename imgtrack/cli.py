@@ -311,9 +311,11 @@ def export_allowlist(a: Args) -> None:
 
     from imgtrack import output
     from imgtrack.commands.export import export_allowlist as build
-    from imgtrack.fsutil import write_atomic
+    from imgtrack.fsutil import check_output, write_atomic
     from imgtrack.project import Project
 
+    if a.output is not None:
+        check_output(a.output, "-o")
     result = build(Project.open(Path.cwd()), a.format, list(a.image or []), a.releases_only, a.name, a.audit)
     text = json.dumps(result.policy, indent=2) + "\n" if a.json else result.text
     if a.output is None:

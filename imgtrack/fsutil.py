@@ -8,6 +8,8 @@ import re
 import time
 from pathlib import Path
 
+from imgtrack.errors import UsageError
+
 # Temp files carry their writer's pid: `.name.<pid>.tmp` (ledger, index.json) and
 # `.name.<pid>.<thread>.partial` (blobs). Their writer holds an flock on them while it writes; the kernel
 # drops it when the writer dies, however it dies.
@@ -83,3 +85,17 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def check_output(path: Path, what: str, folder: bool = False) -> Path:
+    """Refuse an output path before any work: its parent folder must exist (imgtrack creates the file, or
+    the layout folder, it is asked for, never folders on the way to it, as a shell's `>` does), and it
+    must not be a folder where a file is wanted, or a file where a layout folder is."""
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"{what} {path}: the folder {parent} does not exist; create it first (mkdir -p {parent})")
+    if folder and path.exists() and not path.is_dir():
+        raise UsageError(f"{what} {path} is a file, not a layout folder; name a folder")
+    if not folder and path.is_dir():
+        raise UsageError(f"{what} {path} is a folder; name the file to write")
+    return path

@@ -249,3 +249,66 @@ def test_authorization_does_not_follow_a_redirect_to_another_host(
         assert all("authorization" not in {k.lower() for k in headers} for headers in other.requests)
     finally:
         other.close()
+
+
+def _serve(work: Path, port: int, secret: str) -> subprocess.Popen[bytes]:
+    """A registry on `port` over the storage in `work`, with its own `secret` (a registry without one in
+    its config makes a new one at each start), answering before this returns."""
+    import time
+
+    import httpx
+
+    config = work / f"config-{secret}.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {work / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n  secret: {secret}\n")
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1)
+            return proc
+        except httpx.HTTPError:
+            assert proc.poll() is None and time.monotonic() < deadline, "docker-registry did not start"
+            time.sleep(0.05)
+
+
+def test_a_registry_restarted_during_a_chunked_upload_loses_nothing(
+    project: Path, layouts: LayoutFactory, tmp_path: Path,
+) -> None:
+    import os
+    import signal
+    import sys
+    import time
+
+    from tests.registries import free_port
+
+    work, port = tmp_path / "registry", free_port()
+    work.mkdir()
+    registry = _serve(work, port, "first-secret")
+    try:
+        path, digest = layouts(layers=1, layer_size=8_000_000)
+        repo = f"127.0.0.1:{port}/test/restarted"
+        push = subprocess.Popen(
+            [sys.executable, "-m", "imgtrack", "push", str(path), "--image", "api", "--to", repo, "-q", "--json"],
+            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "IMGTRACK_CHUNK_SIZE": "65536"})
+        uploads = work / "data" / "docker" / "registry" / "v2" / "repositories" / "test" / "restarted" / "_uploads"
+        deadline = time.monotonic() + 60
+        while not any(uploads.glob("*/data")) or sum(f.stat().st_size for f in uploads.glob("*/data")) < 1_000_000:
+            assert push.poll() is None and time.monotonic() < deadline, "the upload never got under way"
+            time.sleep(0.01)
+        registry.send_signal(signal.SIGKILL)  # mid-upload, mid-chunk perhaps
+        registry.wait()
+        registry = _serve(work, port, "second-secret")  # same storage; the old session's state is unreadable
+        out, err = push.communicate(timeout=120)
+        assert push.returncode == 0, err
+        assert json.loads(out)["pushed"][0]["blobs_copied"] > 0
+        check = subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{repo}@{digest}",
+                                f"oci:{tmp_path / 'check'}:x"], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr  # every blob whole: skopeo verifies each
+    finally:
+        registry.terminate()
+        registry.wait(10)

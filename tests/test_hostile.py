@@ -198,3 +198,33 @@ def test_a_file_system_not_shaped_as_expected_is_named(project: Path, shape: str
     else:
         logged = run(["log"], project)
         assert logged.code == 2 and str(culprit) in logged.err
+
+
+def test_a_blob_far_bigger_than_its_descriptor_is_refused_before_it_is_hashed(
+    project: Path, layouts: LayoutFactory,
+) -> None:
+    from tests.layouts import biggest_blob
+
+    path, _ = layouts()
+    layer = biggest_blob(path)
+    with open(layer, "r+b") as f:
+        f.truncate(10 * 1024**3)  # sparse: 10 GB that take no space, and minutes to hash
+    before = ledger_files(project)
+    result = run(["record", str(path), "--image", "api"], project)
+    assert result.code == 2 and "bigger than the" in result.err and layer.name[:12] in result.err, result
+    assert one_line(result.err) and ledger_files(project) == before
+
+
+def test_output_paths_need_their_folder_and_nothing_is_made_on_the_way(project: Path, tmp_path: Path) -> None:
+    assert run(["record", "--digest", DIGEST_A, "--image", "api", "--version", "1.0.0"], project).code == 0
+    missing = tmp_path / "no" / "such"
+    for args in (["export", "allowlist", "--format", "kyverno", "-o", str(missing / "policy.yaml")],
+                 ["pull", "api@1.0.0", "--to", str(missing / "layout")],
+                 ["push", "api@1.0.0", "--to", f"oci:{missing / 'layout'}"]):
+        result = run(args, project)
+        assert result.code == 2 and f"the folder {missing} does not exist" in result.err and one_line(result.err)
+        assert not (tmp_path / "no").exists()
+    (tmp_path / "file").write_text("x")
+    assert run(["pull", "api@1.0.0", "--to", str(tmp_path / "file")], project).code == 2
+    assert run(["export", "allowlist", "--format", "kyverno", "-o", str(tmp_path)], project).code == 2
+    assert run(["export", "allowlist", "--format", "kyverno", "-o", str(tmp_path / "p.yaml")], project).code == 0

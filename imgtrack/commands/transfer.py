@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from imgtrack.commands.record import RecordRequest, record_image
 from imgtrack.config import Config, TagRules, env_int
+from imgtrack.fsutil import check_output
 from imgtrack.errors import InvalidReference, NotFound, PolicyViolation, UsageError
 from imgtrack.oci.copy import BlobProgress, CopyStats, copy_blobs, no_progress
 from imgtrack.oci.layout import REF_NAME, Descriptor, ImageDescription, Layout, LayoutWriter, describe, open_layout
@@ -85,7 +86,10 @@ class PushOutcome:
 
 
 def _destination(text: str) -> Reference:
-    return parse_repository(text, "--to")
+    ref = parse_repository(text, "--to")
+    if ref.is_layout:
+        check_output(Path(ref.repository), "--to", folder=True)
+    return ref
 
 
 class _Source:
@@ -312,6 +316,7 @@ def pull_image(project: Project | None, source: str, destination: Path, registri
     """Copy an image into the layout `destination`: by ledger record (`IMAGE@VERSION`, a digest, a tag)
     from where it was pushed, or from a reference (`host/repo:tag`, `oci:PATH[:tag|@digest]`).
     Only missing blobs move; every byte is verified before it becomes visible."""
+    check_output(destination, "--to", folder=True)
     record: Build | None = None
     wanted_digest: str | None
     ref_name: str | None

@@ -149,9 +149,14 @@ class Layout(ABC):
             )
         h, size = hasher(desc.digest), 0
         with self.open_blob(desc.digest) as f:
-            while chunk := f.read(CHUNK):
+            # Never past the descriptor's size: a file far bigger than it says (a sparse 10 GB file for a
+            # 256-byte layer) is refused after one byte too many, not after hashing all of it.
+            while chunk := f.read(min(CHUNK, desc.size + 1 - size)):
                 h.update(chunk)
                 size += len(chunk)
+                if size > desc.size:
+                    raise LayoutError(f"{self.name}: blob {desc.digest[:19]}… is bigger than the {desc.size} bytes "
+                                      "its descriptor says; rebuild or re-pull the layout")
         if f"{desc.digest.split(':')[0]}:{h.hexdigest()}" != desc.digest:
             raise LayoutError(
                 f"{self.name}: blob {desc.digest} does not match its digest (corrupt); rebuild or re-pull the layout"

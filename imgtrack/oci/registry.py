@@ -278,11 +278,16 @@ class RegistryClient:
         self, repo: str, digest: str, size: int, read_range: Callable[[int, int], Iterator[bytes]], chunk_size: int,
     ) -> None:
         """PATCH chunks with Content-Range; after a broken connection, ask the registry how far the upload
-        got (GET on the session: Range) and go on from there, within the retry bounds; then PUT ?digest=."""
-        start = self._send("POST", f"{self.base}/v2/{repo}/blobs/uploads/", ok=(202,))
-        if start.status_code != 202:
-            raise self._fail(start, f"upload to {repo}")
-        location = self._absolute(start.headers.get("Location", ""))
+        got (GET on the session: Range) and go on from there, within the retry bounds; then PUT ?digest=.
+        A session the registry no longer knows (restarted without its state, expired) is started again
+        from the blob's first byte, within the same bounds."""
+        def open_session() -> str:
+            start = self._send("POST", f"{self.base}/v2/{repo}/blobs/uploads/", ok=(202,))
+            if start.status_code != 202:
+                raise self._fail(start, f"upload to {repo}")
+            return self._absolute(start.headers.get("Location", ""))
+
+        location = open_session()
         offset, failures = 0, 0
         while offset < size:
             end = min(offset + chunk_size, size)
@@ -298,16 +303,21 @@ class RegistryClient:
                 location = self._absolute(response.headers.get("Location", location))
                 offset = _range_end(response.headers.get("Range"), end)
                 continue
-            if response is not None and response.status_code not in (416, *RETRY_STATUS):
+            lost = _session_lost(response)
+            if response is not None and not lost and response.status_code not in (416, *RETRY_STATUS):
                 raise self._fail(response, f"upload of {digest[:19]}… to {repo}")
             failures += 1
             if failures >= self.retry.tries:
                 raise RegistryError(
                     f"{self.registry}: upload of {digest[:19]}… to {repo} kept breaking off at byte {offset}; "
-                    "run the command again: it resumes from what the registry holds"
+                    "run the command again: blobs the registry holds are not sent again, this one is sent "
+                    "from its start"
                 )
             time.sleep(self._delay(failures, None))
-            status = self._send("GET", location, ok=(204,))
+            status = None if lost else self._send("GET", location, ok=(204, 400, 404))
+            if status is None or _session_lost(status):
+                location, offset = open_session(), 0  # the registry lost the session: this blob starts again
+                continue
             if status.status_code != 204:
                 raise self._fail(status, f"upload status of {digest[:19]}… in {repo}")
             location = self._absolute(status.headers.get("Location", location))
@@ -424,6 +434,15 @@ class RegistryClient:
     def _check_said(self, said: str | None, expected: str, what: str) -> None:
         if said and said != expected:
             raise RegistryError(f"{self.registry}: {what} was stored as {said}, not {expected}; the registry altered it")
+
+
+def _session_lost(response: httpx.Response | None) -> bool:
+    """An upload session the registry no longer knows: 404 (BLOB_UPLOAD_UNKNOWN), or 400 saying so, or
+    BLOB_UPLOAD_INVALID for a session state it cannot read (a registry restarted with a new secret)."""
+    if response is None or response.status_code not in (400, 404):
+        return False
+    return response.status_code == 404 or any(
+        code in _error_codes(response) for code in ("BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"))
 
 
 _ERROR_CODE_RE = re.compile(r"[A-Z][A-Z_]{1,40}")  # with fullmatch

@@ -134,6 +134,7 @@ def test_no_matching_record_is_refused_rather_than_a_policy_that_admits_nothing(
 
 def test_output_file_is_written_whole(project: Path, ledger: dict[str, dict[str, Any]], tmp_path: Path) -> None:
     out = tmp_path / "deploy" / "policy.yaml"
+    out.parent.mkdir()  # -o makes the file, not folders on the way to it (docs/transfer.md)
     result = run(["export", "allowlist", "-o", str(out)], project)
     assert result.code == 0 and "admitting 5 digests of 3 records" in result.out, result.out
     assert yaml.safe_load(out.read_text()) == _export(project)

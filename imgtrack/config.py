@@ -24,6 +24,7 @@ DEFAULT_TEMPLATES = ("{version}", "{major}.{minor}", "sha-{short}")
 DEFAULT_IMMUTABLE = ("{version}", "sha-*")
 DEFAULT_FLOATING = ("{major}.{minor}", "{major}")
 
+MAX_CONFIG_BYTES = 1024 * 1024
 IMAGE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}", re.ASCII)  # with fullmatch
 
 
@@ -137,9 +138,18 @@ def load_config(work_tree: Path) -> Config:
     """Read `.imgtrack/config.toml` under `work_tree`."""
     path = config_path(work_tree)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path} is over {MAX_CONFIG_BYTES // 1024} KiB; a config is a few KB: fix it")
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
         raise ConfigError(f"{path} does not exist; run `imgtrack init` in {work_tree} first") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder; it should be imgtrack's config file: move it away, then "
+                          "`imgtrack init`") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is nested too deeply to be imgtrack's config; fix it") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML ({exc}); fix it or recreate it with `imgtrack init --force`") from None
     return parse_config(data, path)

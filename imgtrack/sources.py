@@ -38,11 +38,16 @@ def _looks_like_json(path: Path) -> bool:
 
 def read_buildx_metadata(path: Path) -> ImageDescription:
     """The image digest from `docker buildx build --metadata-file` output."""
-    data = path.read_bytes()[: _METADATA_LIMIT + 1]
+    with open(path, "rb") as f:
+        data = f.read(_METADATA_LIMIT + 1)
+    if len(data) > _METADATA_LIMIT:
+        raise LayoutError(f"{path} is over {_METADATA_LIMIT // 2**20} MiB; refused: build metadata is a few KB "
+                          "(pass the file `docker buildx --metadata-file` wrote)")
     try:
         doc = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LayoutError(f"{path} is not valid JSON ({exc}); pass the file `docker buildx --metadata-file` wrote") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise LayoutError(f"{path} is not valid JSON ({str(exc)[:120]}); pass the file `docker buildx --metadata-file` "
+                          "wrote") from None
     digest = doc.get("containerimage.digest") if isinstance(doc, dict) else None
     if not isinstance(digest, str):
         raise LayoutError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -106,3 +107,29 @@ def test_authorization_does_not_follow_a_redirect_to_another_host() -> None:
         assert client.get("https://reg.example.com/v2/team/api/blobs/sha256:" + "a" * 64).content == b"blob"
     storage = [r for r in seen if r.url.host == "storage.example.net"]
     assert storage and all("Authorization" not in r.headers for r in storage)
+
+
+def test_an_endless_token_answer_is_cut_off() -> None:
+    def endless() -> Iterator[bytes]:
+        yield b'{"token": "'
+        while True:
+            yield b"x" * 65536
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "auth.example.com":
+            return httpx.Response(200, stream=_Endless(endless()))
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="https://auth.example.com/token",'
+                                                                'service="reg",scope="repository:team/api:pull"'})
+
+    auth = RegistryAuth("reg.example.com", Credentials("u", SECRET))
+    with httpx.Client(transport=httpx.MockTransport(handler), auth=auth) as client:
+        with pytest.raises(RegistryError, match="sent over 1024 KiB"):
+            client.get("https://reg.example.com/v2/team/api/manifests/1")
+
+
+class _Endless(httpx.SyncByteStream):
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.chunks

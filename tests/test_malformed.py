@@ -60,6 +60,12 @@ def _file(text: str | bytes, name: str = "input") -> Callable[[Path, LayoutFacto
     return make
 
 
+def _sparse(path: Path, size: int) -> Path:
+    with open(path, "r+b") as f:
+        f.truncate(size)
+    return path
+
+
 SOURCES = {
     "index not json": _layout_with(index="{nope"),
     "index a list": _layout_with(index=[1, 2]),
@@ -88,6 +94,9 @@ SOURCES = {
     "buildx metadata without digest": _file('{"image.name": "x"}', "meta.json"),
     "buildx metadata bad digest": _file('{"containerimage.digest": "sha256:xyz"}', "meta.json"),
     "buildx metadata truncated": _file('{"containerimage.digest": ', "meta.json"),
+    "buildx metadata over its limit": lambda tmp, layouts: _sparse(_file(b'{"containerimage.digest": "', "meta.json")(
+        tmp, layouts), 100 * 1024 * 1024),
+    "buildx metadata nested deep": _file("[" * 100_000 + "]" * 100_000, "meta.json"),
     "binary junk": _file(b"\x7fELF\x00\x01\x02", "junk.bin"),
     "empty file": _file(b"", "empty"),
 }
@@ -113,6 +122,10 @@ CONFIGS = {
     "images not a table": "images = 3\n",
     "registry not a table": "[registries]\n\"r.example.com\" = 1\n",
     "binary": "\udcff",
+    "over its limit": "# " + "x" * (1024 * 1024) + "\n",
+    "nested deep": "a = " + "[" * 50_000 + "]" * 50_000 + "\n",
+    "repository not a reference": "[images.api]\nrepositories = [\"registry.example.com/Team/api\"]\n",
+    "repository with a tag": "[images.api]\nrepositories = [\"registry.example.com/team/api:1.0\"]\n",
 }
 
 

@@ -7,6 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import LayoutFactory, git, fact_files, record_file, run
 from tests.registries import PASSWORD, USER, Registry
 

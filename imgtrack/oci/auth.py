@@ -85,13 +85,8 @@ def find_credentials(
 
 
 def _from_auth_file(path: Path, keys: tuple[str, ...], helpers: bool) -> Credentials | None:
-    try:
-        doc = json.loads(path.read_text())
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        raise RegistryError(f"{path} is not readable JSON; fix it or move it away") from None
-    if not isinstance(doc, dict):
+    doc = _read_json(path)
+    if doc is None:
         return None
     if helpers:
         for key in keys:
@@ -180,14 +175,26 @@ def erase_credentials(registry: str, environ: Mapping[str, str] = os.environ) ->
     return True
 
 
-def _read_config(path: Path) -> dict[str, Any]:
+MAX_AUTH_FILE_BYTES = 4 * 1024 * 1024
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A docker or podman auth file as a dict; None when there is none (or it holds no object)."""
     try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        with open(path, "rb") as f:
+            data = f.read(MAX_AUTH_FILE_BYTES + 1)
+        if len(data) > MAX_AUTH_FILE_BYTES:
+            raise RegistryError(f"{path} is over 4 MiB, far more than an auth file holds; fix it or move it away")
+        doc = json.loads(data)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise RegistryError(f"{path} is not readable JSON; fix it or move it away") from None
-    return doc if isinstance(doc, dict) else {}
+    return doc if isinstance(doc, dict) else None
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    return _read_json(path) or {}
 
 
 def _write_config(path: Path, doc: dict[str, Any]) -> None:

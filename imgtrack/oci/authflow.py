@@ -16,6 +16,7 @@ import httpx
 from imgtrack.errors import RegistryError
 from imgtrack.oci.auth import Credentials, is_loopback
 
+MAX_TOKEN_BYTES = 1024 * 1024
 _CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
 _REPO_PATH_RE = re.compile(r"^/v2/(.+?)/(blobs|manifests|tags)/")
 
@@ -111,7 +112,13 @@ class RegistryAuth(httpx.Auth):
         )
         started = time.monotonic()
         response = yield token_request
-        response.read()
+        body = b""
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > MAX_TOKEN_BYTES:  # a token is a few KB: an endless answer is cut off
+                response.close()
+                raise RegistryError(f"{self.registry}: token service {url.netloc} sent over "
+                                    f"{MAX_TOKEN_BYTES // 1024} KiB; refused (a token is far smaller)")
         if response.status_code in (401, 403):
             return None  # wrong credentials: the registry's 401 is what the caller reports
         if response.status_code != 200:
@@ -120,9 +127,9 @@ class RegistryAuth(httpx.Auth):
                 f"{time.monotonic() - started:.1f} s; try again later"
             )
         try:
-            body = response.json()
-            token = body.get("token") or body.get("access_token")
-        except (json.JSONDecodeError, AttributeError):
+            doc = json.loads(body)
+            token = doc.get("token") or doc.get("access_token")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError):
             token = None
         if not isinstance(token, str) or not token:
             raise RegistryError(f"{self.registry}: token service {url.netloc} sent no token")

@@ -100,11 +100,17 @@ def show(a: Args) -> None:
     from imgtrack.commands.query import show_record
     from imgtrack.project import Project
 
-    record_ = show_record(Project.open().ledger, a.ref)
+    ledger = Project.open().ledger
+    record_ = show_record(ledger, a.ref)
+    also = ledger.also_naming(a.ref, record_)
     if a.json:
-        output.emit_json(record_.to_json())
+        data = record_.to_json()
+        if also:
+            data["also_named_by"] = [{"image": r.image, "version": r.version, "digest": r.digest} for r in also]
+        output.emit_json(data)
     else:
-        output.emit(output.record_details(record_))
+        output.emit(output.record_details(record_) + "".join(
+            f"\nalso in      {r.image} {r.version} ({r.digest[:19]}…), as a platform manifest or config" for r in also))
 
 
 def resolve(a: Args) -> None:

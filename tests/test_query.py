@@ -97,3 +97,20 @@ def test_image_names_that_look_like_digest_algorithms(project: Path, layouts: La
 def test_an_argument_that_is_not_utf8_is_one_line_and_exit_2(project: Path) -> None:
     result = run(["show", "api@\udcff\udcfe"], project)  # the bytes ff fe, as Python hands them over
     assert result.code == 2 and "is not UTF-8 text" in result.err and len(result.err.strip().splitlines()) == 1
+
+
+def test_an_exact_digest_shows_its_own_record_and_lists_the_others_after(project: Path, layouts: LayoutFactory) -> None:
+    path, _ = layouts(platforms=("linux/amd64", "linux/arm64"))
+    multi = run(["record", str(path), "--image", "api", "--version", "1.0.0", "--json"], project).json()
+    platform = multi["manifests"][0]["digest"]  # type: ignore[index]
+    # The same platform manifest recorded as an image of its own (a single-platform build of web).
+    assert run(["record", "--digest", platform, "--image", "web", "--version", "1.0.0"], project).code == 0
+    shown = run(["show", platform, "--json"], project)
+    assert shown.code == 0, shown.err
+    assert shown.json()["image"] == "web"  # type: ignore[index]
+    assert shown.json()["also_named_by"] == [  # type: ignore[index]
+        {"image": "api", "version": "1.0.0", "digest": multi["digest"]}]  # type: ignore[index]
+    text = run(["show", platform], project).out
+    assert "also in      api 1.0.0" in text
+    # A prefix of it stays ambiguous: nothing says which was meant.
+    assert run(["show", platform[:19]], project).code == 2

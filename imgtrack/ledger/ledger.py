@@ -145,6 +145,15 @@ class Ledger:
                 )
         return [self.read(p) for p in dict.fromkeys(paths)]
 
+    def also_naming(self, text: str, found: Build) -> list[Build]:
+        """Other records a full digest in `text` names as a platform manifest or config, when `found`
+        is the record whose own digest it is (`show` lists them after it: the own record wins)."""
+        ref = Ref.parse(text)
+        if not is_digest(ref.ref) or ref.ref != found.digest:
+            return []
+        paths = self.index().paths_by_digest(ref.ref, ref.image)
+        return [self.read(p) for p in paths if not p.endswith(ref.ref.replace(":", "-", 1) + ".toml")]
+
     def find_one(self, text: str) -> Build:
         """The single record `text` names, or a clear error for none or several."""
         found = self.find(text)

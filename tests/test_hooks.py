@@ -13,7 +13,10 @@ from tests.conftest import LayoutFactory, commit_file, git, record_file, run, sm
 
 
 def push(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", "push", *args], cwd=repo, capture_output=True, text=True, timeout=120)
+    """A real `git push`, which runs the installed hook; the hook never fails with an internal error."""
+    result = subprocess.run(["git", "push", *args], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+    return result
 
 
 def record(repo: Path, layouts: LayoutFactory, *args: str) -> dict:

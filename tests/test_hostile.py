@@ -228,3 +228,22 @@ def test_output_paths_need_their_folder_and_nothing_is_made_on_the_way(project: 
     assert run(["pull", "api@1.0.0", "--to", str(tmp_path / "file")], project).code == 2
     assert run(["export", "allowlist", "--format", "kyverno", "-o", str(tmp_path)], project).code == 2
     assert run(["export", "allowlist", "--format", "kyverno", "-o", str(tmp_path / "p.yaml")], project).code == 0
+
+
+
+@pytest.mark.parametrize("env", [
+    {"IMGTRACK_USERNAME": "me"},
+    {"IMGTRACK_PASSWORD": "secret"},
+    {"IMGTRACK_USERNAME": "me", "IMGTRACK_PASSWORD": ""},
+    {"IMGTRACK_USERNAME": "me\x1b", "IMGTRACK_PASSWORD": "secret"},
+    {"HTTPS_PROXY": "http://proxy.example.com::::"},
+    {"HTTP_PROXY": "ftp://proxy.example.com"},
+    {"ALL_PROXY": "socks5://127.0.0.1:1080"},
+], ids=lambda env: ",".join(env))
+def test_credential_and_proxy_variables_are_checked_before_any_request(project: Path, tmp_path: Path,
+                                                                      env: dict[str, str]) -> None:
+    # Port 9 on loopback: were a request made, the answer would be exit 3.
+    result = run(["pull", "127.0.0.9:9/team/api:1.0", "--to", str(tmp_path / "out")], project, env=env)
+    assert result.code == 2 and one_line(result.err), result
+    assert any(name in result.err for name in env), result.err
+    assert "secret" not in result.err

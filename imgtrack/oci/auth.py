@@ -21,7 +21,7 @@ from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgtrack.errors import RegistryError
+from imgtrack.errors import RegistryError, UsageError
 
 DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
 
@@ -72,8 +72,12 @@ def find_credentials(
     """
     if explicit and username is not None and password is not None:
         return Credentials(username, password)
-    if explicit and environ.get("IMGTRACK_USERNAME") and environ.get("IMGTRACK_PASSWORD") is not None:
-        return Credentials(environ["IMGTRACK_USERNAME"], environ["IMGTRACK_PASSWORD"])
+    env_user, env_secret = environ.get("IMGTRACK_USERNAME"), environ.get("IMGTRACK_PASSWORD")
+    if explicit and (env_user or env_secret):
+        if not env_user or not env_secret or any(not c.isprintable() for c in env_user):
+            raise UsageError("environment variables IMGTRACK_USERNAME and IMGTRACK_PASSWORD go together, and neither "
+                             "may be empty (nor the user name hold a control character); set both or unset both")
+        return Credentials(env_user, env_secret)
     keys = DOCKER_HUB_KEYS if registry in DOCKER_HUB_KEYS else (registry, f"https://{registry}", f"http://{registry}")
     found = _from_auth_file(docker_config_path(environ), keys, helpers=True)
     if found is None:

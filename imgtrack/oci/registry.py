@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from imgtrack.errors import RegistryError, TransferInterrupted
+from imgtrack.errors import RegistryError, TransferInterrupted, UsageError
 from imgtrack.oci.auth import Credentials, is_loopback
 from imgtrack.oci.digest import digest_bytes
 from imgtrack.oci.fastpath import READ_BYTES, FastPath, FastBody, proxy_configured
@@ -97,12 +97,15 @@ class RegistryClient:
                 from imgtrack.oci.authflow import RegistryAuth
 
                 _read_bigger_chunks()
-                self._client = httpx.Client(
-                    auth=RegistryAuth(self.registry, self.credentials), verify=self._verify, follow_redirects=True,
-                    timeout=httpx.Timeout(self._timeout, connect=10.0),
-                    limits=httpx.Limits(max_connections=self._jobs + 2, max_keepalive_connections=self._jobs + 2),
-                    headers={"User-Agent": "imgtrack"},
-                )
+                try:
+                    self._client = httpx.Client(
+                        auth=RegistryAuth(self.registry, self.credentials), verify=self._verify, follow_redirects=True,
+                        timeout=httpx.Timeout(self._timeout, connect=10.0),
+                        limits=httpx.Limits(max_connections=self._jobs + 2, max_keepalive_connections=self._jobs + 2),
+                        headers={"User-Agent": "imgtrack"},
+                    )
+                except (httpx.InvalidURL, ValueError, ImportError) as exc:
+                    raise UsageError(_proxy_message(exc)) from None
             return self._client
 
     @property
@@ -434,6 +437,17 @@ class RegistryClient:
     def _check_said(self, said: str | None, expected: str, what: str) -> None:
         if said and said != expected:
             raise RegistryError(f"{self.registry}: {what} was stored as {said}, not {expected}; the registry altered it")
+
+
+def _proxy_message(exc: Exception) -> str:
+    """Why the proxy the environment names cannot be used (httpx reads it when a client is made)."""
+    import os
+
+    names = [n for n in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy")
+             if os.environ.get(n)]
+    reason = "SOCKS proxies are not supported, use an http:// one" if isinstance(exc, ImportError) else str(exc)[:120]
+    return (f"the proxy in the environment ({', '.join(names) or 'proxy variables'}) cannot be used: {reason}; "
+            "fix it or unset it")
 
 
 def _session_lost(response: httpx.Response | None) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from imgtrack.errors import ConfigError, InvalidReference, UsageError
-from imgtrack.oci.reference import parse_repository
+from imgtrack.oci.reference import check_registry_host, parse_repository
 
 CONFIG_DIR = ".imgtrack"
 CONFIG_FILE = "config.toml"
@@ -155,6 +155,23 @@ def load_config(work_tree: Path) -> Config:
     return parse_config(data, path)
 
 
+_TOP_KEYS = ("schema", "versions", "tags", "images", "registries")
+_TABLE_KEYS = {"versions": ("tag_prefix",), "tags": ("templates", "immutable", "floating", "latest")}
+_PER_ENTRY_KEYS = {"images": ("repositories",), "registries": ("insecure",)}
+_PREFIX_RE = re.compile(r"[A-Za-z0-9._/-]{0,64}", re.ASCII)
+
+
+def _known_keys(table: dict[str, Any], known: tuple[str, ...], where: str, path: Path) -> None:
+    """Refuse a key imgtrack does not read: a typo (`tag_prefx`) would otherwise change nothing, silently."""
+    for key in table:
+        if key not in known:
+            import difflib
+
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {where}{close[0]}?" if close else f"known here: {', '.join(known)}"
+            raise ConfigError(f"{path}: unknown key {where}{key}; {hint} (remove or rename it)")
+
+
 def _strings(value: Any, where: str, path: Path) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{path}: {where} must be a list of strings; fix that entry")
@@ -170,13 +187,22 @@ def _table(data: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
 
 def parse_config(data: dict[str, Any], path: Path) -> Config:
     """Validate a parsed config document."""
+    _known_keys(data, _TOP_KEYS, "", path)
+    for table, keys in _TABLE_KEYS.items():
+        if isinstance(data.get(table), dict):
+            _known_keys(data[table], keys, f"{table}.", path)
+    for table, keys in _PER_ENTRY_KEYS.items():
+        for name, entry in (data.get(table) or {}).items() if isinstance(data.get(table), dict) else ():
+            if isinstance(entry, dict):
+                _known_keys(entry, keys, f"{table}.{name}.", path)
     schema = data.get("schema", 1)
     if schema != 1:
         raise ConfigError(f"{path}: schema {schema!r} is not supported by this imgtrack (schema 1); upgrade imgtrack")
     versions = _table(data, "versions", path)
     prefix = versions.get("tag_prefix", "v")
-    if not isinstance(prefix, str):
-        raise ConfigError(f"{path}: versions.tag_prefix must be a string; fix that entry")
+    if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
+        raise ConfigError(f"{path}: versions.tag_prefix must be a string of at most 64 letters, digits, '.', '_', "
+                          "'-' or '/' (a git tag name's start, such as v); fix that entry")
     tags = _table(data, "tags", path)
     latest = tags.get("latest", False)
     if not isinstance(latest, bool):
@@ -189,6 +215,10 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     )
     from imgtrack.policy import validate_templates
 
+    for pattern in (*rules.templates, *rules.immutable, *rules.floating):
+        if not pattern or any(c.isspace() or not c.isprintable() for c in pattern):
+            raise ConfigError(f"{path}: tag pattern {pattern[:80]!r} is empty or holds whitespace or a control "
+                              "character; fix that entry")
     validate_templates(rules, str(path))
     images: dict[str, ImageConfig] = {}
     for name, table in _table(data, "images", path).items():
@@ -207,6 +237,10 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         images[name] = ImageConfig(name=name, repositories=repos)
     registries: dict[str, RegistryConfig] = {}
     for host, table in _table(data, "registries", path).items():
+        try:
+            check_registry_host(host)
+        except InvalidReference as exc:
+            raise ConfigError(f"{path}: [registries]: {exc}") from None
         if not isinstance(table, dict) or not isinstance(table.get("insecure", False), bool):
             raise ConfigError(f"{path}: [registries.{host!r}] must be a table with insecure = true|false")
         registries[host] = RegistryConfig(host=host, insecure=bool(table.get("insecure", False)))

@@ -126,6 +126,13 @@ CONFIGS = {
     "nested deep": "a = " + "[" * 50_000 + "]" * 50_000 + "\n",
     "repository not a reference": "[images.api]\nrepositories = [\"registry.example.com/Team/api\"]\n",
     "repository with a tag": "[images.api]\nrepositories = [\"registry.example.com/team/api:1.0\"]\n",
+    "unknown key at the top": "schmea = 1\n",
+    "unknown key in versions": "[versions]\ntag_prefx = \"v\"\n",
+    "unknown key in an image": "[images.api]\nrepositories = []\ntag_prefx = \"v\"\n",
+    "unknown key in a registry": "[registries.\"r.example.com\"]\ninsecure = true\nverify = false\n",
+    "registry host not a host": "[registries.\"r.example.com\\n\"]\ninsecure = true\n",
+    "tag prefix with a space": "[versions]\ntag_prefix = \"v \"\n",
+    "tag pattern with a newline": "[tags]\nimmutable = [\"{version}\\n\"]\n",
 }
 
 

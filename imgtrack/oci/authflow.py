@@ -119,6 +119,9 @@ class RegistryAuth(httpx.Auth):
                 response.close()
                 raise RegistryError(f"{self.registry}: token service {url.netloc} sent over "
                                     f"{MAX_TOKEN_BYTES // 1024} KiB; refused (a token is far smaller)")
+        # httpx reads each response of an auth flow once more when the flow goes on; the body read here
+        # is what it then finds (Response.read returns `_content` when it is set).
+        response._content = body
         if response.status_code in (401, 403):
             return None  # wrong credentials: the registry's 401 is what the caller reports
         if response.status_code != 200:

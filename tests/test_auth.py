@@ -133,3 +133,12 @@ class _Endless(httpx.SyncByteStream):
 
     def __iter__(self) -> Iterator[bytes]:
         return self.chunks
+
+
+def test_an_auth_file_past_its_limit_is_refused_not_read(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_bytes(b'{"auths": {}, "x": "' + b"y" * (4 * 1024 * 1024) + b'"}')
+    with pytest.raises(RegistryError, match="over 4 MiB"):
+        find_credentials("reg.example.com", environ={"DOCKER_CONFIG": str(tmp_path), "HOME": str(tmp_path)})
+    (tmp_path / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(RegistryError, match="not readable JSON"):
+        find_credentials("reg.example.com", environ={"DOCKER_CONFIG": str(tmp_path), "HOME": str(tmp_path)})

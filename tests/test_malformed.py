@@ -60,6 +60,13 @@ def _file(text: str | bytes, name: str = "input") -> Callable[[Path, LayoutFacto
     return make
 
 
+def _many_members(target: Path, count: int) -> Path:
+    with tarfile.open(target, "w") as tar:
+        for i in range(count):
+            tar.addfile(tarfile.TarInfo(f"x/{i}"))
+    return target
+
+
 def _sparse(path: Path, size: int) -> Path:
     with open(path, "r+b") as f:
         f.truncate(size)
@@ -90,6 +97,7 @@ SOURCES = {
     "tar with hard-linked blob": _tar({"index.json": json.dumps({"manifests": [
         {"digest": DIGEST, "size": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}]}).encode()},
         links={f"blobs/sha256/{DIGEST[7:]}": "/etc/passwd"}, link_type=tarfile.LNKTYPE),
+    "tar with too many entries": lambda tmp, layouts: _many_members(tmp / "many.tar", 50_001),
     "truncated tar": lambda tmp, layouts: _file(b"\x00" * 700 + b"ustar", "t.tar")(tmp, layouts),
     "buildx metadata without digest": _file('{"image.name": "x"}', "meta.json"),
     "buildx metadata bad digest": _file('{"containerimage.digest": "sha256:xyz"}', "meta.json"),

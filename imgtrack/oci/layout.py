@@ -208,6 +208,9 @@ class DirLayout(Layout):
             ) from None
 
 
+MAX_TAR_MEMBERS = 50_000
+
+
 class TarLayout(Layout):
     """An OCI layout tar, read in place: nothing is extracted."""
 
@@ -216,7 +219,12 @@ class TarLayout(Layout):
         self.name = str(path)
         try:
             self._tar = tarfile.open(path, "r:*")
-            self._members = {m.name.removeprefix("./"): m for m in self._tar.getmembers()}
+            self._members = {}
+            for count, m in enumerate(self._tar, 1):
+                if count > MAX_TAR_MEMBERS:
+                    raise LayoutError(f"{path} holds over {MAX_TAR_MEMBERS:,} entries; refused (a layout tar holds "
+                                      "one file a blob and a few more)")
+                self._members[m.name.removeprefix("./")] = m
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
             raise LayoutError(f"{path} is not a readable tar ({exc}); check the file") from None
 

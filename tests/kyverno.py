@@ -1,9 +1,10 @@
 """Checks for the Kyverno policy `imgtrack export allowlist` writes, without a cluster.
 
-* The schema: Kyverno's ClusterPolicy CRD as pydantic models, from the `cloudcoil-models-kyverno`
-  wheel (generated from Kyverno's own CRDs). The newest wheel needs Python 3.14 for its runtime
-  package, so only its generated `v1.py` is read, with small stand-ins for the runtime's builder
-  classes, and with unknown fields forbidden (the CRD would prune them silently).
+* The schema: Kyverno's ClusterPolicy CRD as pydantic models, generated from Kyverno's own CRDs and
+  checked in under tests/fixtures/kyverno/ (its README names the source and the licence): nothing is
+  downloaded at test time. The models' runtime package needs Python 3.14, so the generated module is
+  loaded with small stand-ins for the runtime's builder classes, and with unknown fields forbidden
+  (the CRD would prune them silently).
 * The meaning: a small evaluator of exactly the constructs the policy uses (a precondition, a
   `foreach` over a JMESPath list, `deny` conditions with Equals and AnyNotIn), following Kyverno's
   rules: `{{ }}` holds a JMESPath expression; AnyNotIn matches wildcards in both directions. It is not
@@ -12,31 +13,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import lzma
 import re
-import subprocess
 import sys
 import types
 import typing
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import jmespath
 import pydantic
 
-KYVERNO_MODELS = "cloudcoil-models-kyverno==1.19.0.1"  # Kyverno 1.19's CRDs
-WHEEL_DIR = Path(__file__).resolve().parent.parent / ".cache" / "kyverno"
+# Kyverno 1.19's CRDs as pydantic models, checked in (tests/fixtures/kyverno/README.md: source, licence).
+MODELS = Path(__file__).resolve().parent / "fixtures" / "kyverno" / "v1.py.xz"
+MODELS_SHA256 = "9fa9715b276e369870dc5e1d8f9cbe374d34ff4afdea82f8bd732231883b9531"
 
 
-def _wheel() -> Path:
-    found = sorted(WHEEL_DIR.glob("cloudcoil_models_kyverno-1.19.0.1-*.whl"))
-    if not found:
-        # Only downloaded, never installed: its runtime needs a newer Python than ours.
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                        "--python-version", "3.14", "-d", str(WHEEL_DIR), KYVERNO_MODELS], check=True)
-        found = sorted(WHEEL_DIR.glob("cloudcoil_models_kyverno-1.19.0.1-*.whl"))
-    return found[0]
+def _models_source() -> bytes:
+    data = lzma.decompress(MODELS.read_bytes())
+    assert hashlib.sha256(data).hexdigest() == MODELS_SHA256, f"{MODELS} is not the file its README names"
+    return data
 
 
 class _Builder:
@@ -60,8 +58,7 @@ class _ObjectMeta(_Strict):
 def clusterpolicy_model(work: Path) -> Any:
     """Kyverno's `kyverno.io/v1` models module (ClusterPolicy and its parts)."""
     source = work / "kyverno_v1.py"
-    with zipfile.ZipFile(_wheel()) as wheel:
-        source.write_bytes(wheel.read("cloudcoil/models/kyverno/v1.py"))
+    source.write_bytes(_models_source())
     stand_ins = {
         "cloudcoil": {},
         "cloudcoil.pydantic": {

@@ -43,7 +43,9 @@ def parse_input(text: str, name: str = "input") -> list[RunningImage]:
             try:
                 doc = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise UsageError(f"{name} looks like JSON but is not ({exc}); pass kubectl's -o json output whole") from None
+                raise UsageError(
+                    f"{name} looks like JSON but is not ({exc}); pass kubectl's -o json output whole"
+                ) from None
             return list(_from_kubernetes(doc, name))
         if _looks_like_yaml_document(stripped):
             images: list[RunningImage] = []
@@ -54,7 +56,9 @@ def parse_input(text: str, name: str = "input") -> list[RunningImage]:
                     images += _from_kubernetes(doc, name)
             return images
     except RecursionError:
-        raise UsageError(f"{name} is nested too deeply to be a workload list; pass kubectl's or compose's output") from None
+        raise UsageError(
+            f"{name} is nested too deeply to be a workload list; pass kubectl's or compose's output"
+        ) from None
     return list(_from_lines(text, name))
 
 
@@ -73,8 +77,9 @@ def _yaml_documents(text: str, name: str) -> Iterator[Any]:
             if sizes is None:
                 raise UsageError(f"{name}: a YAML alias refers to the value that holds it; fix the file")
             if sizes[0] - sizes[1] > MAX_ALIASED:
-                raise UsageError(f"{name}: the YAML's aliases add more than {MAX_ALIASED:,} values; "
-                                 "pass the workloads without them")
+                raise UsageError(
+                    f"{name}: the YAML's aliases add more than {MAX_ALIASED:,} values; pass the workloads without them"
+                )
             doc = loader.construct_document(node)
             if doc is not None:
                 yield doc

@@ -46,6 +46,7 @@ def _bounded(kind: Callable[[str], Any], low: float, high: float | None = None) 
         if value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"{text} is outside {low}..{high if high is not None else ''}")
         return value
+
     return parse
 
 
@@ -71,8 +72,14 @@ def record(a: Args) -> None:
     from imgtrack.project import Project
 
     req = RecordRequest(
-        image=a.image, source=a.source, digest=a.digest, version=a.version, tags=tuple(a.tag or ()),
-        commit=a.commit, allow_dirty=a.allow_dirty, ref_name=a.ref_name,
+        image=a.image,
+        source=a.source,
+        digest=a.digest,
+        version=a.version,
+        tags=tuple(a.tag or ()),
+        commit=a.commit,
+        allow_dirty=a.allow_dirty,
+        ref_name=a.ref_name,
     )
     result = record_image(Project.open(), req)
     if a.json:
@@ -109,8 +116,13 @@ def show(a: Args) -> None:
             data["also_named_by"] = [{"image": r.image, "version": r.version, "digest": r.digest} for r in also]
         output.emit_json(data)
     else:
-        output.emit(output.record_details(record_) + "".join(
-            f"\nalso in      {r.image} {r.version} ({r.digest[:19]}…), as a platform manifest or config" for r in also))
+        output.emit(
+            output.record_details(record_)
+            + "".join(
+                f"\nalso in      {r.image} {r.version} ({r.digest[:19]}…), as a platform manifest or config"
+                for r in also
+            )
+        )
 
 
 def resolve(a: Args) -> None:
@@ -144,10 +156,13 @@ def verify(a: Args) -> int:
         finally:
             registries.close()
     if a.json:
-        output.emit_json({
-            "ok": report.ok, "records": report.records,
-            "findings": [{"file": f.file, "message": f.message} for f in report.findings],
-        })
+        output.emit_json(
+            {
+                "ok": report.ok,
+                "records": report.records,
+                "findings": [{"file": f.file, "message": f.message} for f in report.findings],
+            }
+        )
     else:
         for finding in report.findings:
             output.emit(str(finding))
@@ -164,8 +179,16 @@ def _registries(config: Config | None, a: Args, progress: BlobProgress) -> Regis
         if username is None:
             raise UsageError("--password-stdin needs --username")
         password = _password_from_stdin(username)
-    return Registries(config=config, ca_file=a.ca_file, insecure=a.insecure, username=username, password=password,
-                      jobs=getattr(a, "jobs", 4), timeout=a.timeout, progress=progress)
+    return Registries(
+        config=config,
+        ca_file=a.ca_file,
+        insecure=a.insecure,
+        username=username,
+        password=password,
+        jobs=getattr(a, "jobs", 4),
+        timeout=a.timeout,
+        progress=progress,
+    )
 
 
 def _password_from_stdin(username: str) -> str:
@@ -174,8 +197,10 @@ def _password_from_stdin(username: str) -> str:
         raise UsageError("--username is empty or holds a control character; give the user name")
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
-        raise UsageError("--password-stdin read an empty password; pipe the password in, "
-                         "e.g. printenv REGISTRY_TOKEN | imgtrack login HOST -u USER --password-stdin")
+        raise UsageError(
+            "--password-stdin read an empty password; pipe the password in, "
+            "e.g. printenv REGISTRY_TOKEN | imgtrack login HOST -u USER --password-stdin"
+        )
     return password
 
 
@@ -189,21 +214,42 @@ def push(a: Args) -> None:
     progress, finish = output.blob_progress(a.quiet)
     registries = _registries(project.config, a, progress)
     try:
-        outcome = push_image(project, a.source, getattr(a, "image", None), list(a.to or ()), registries,
-                             getattr(a, "version", None), tuple(getattr(a, "tag", None) or ()),
-                             promote=a.func is promote)
+        outcome = push_image(
+            project,
+            a.source,
+            getattr(a, "image", None),
+            list(a.to or ()),
+            registries,
+            getattr(a, "version", None),
+            tuple(getattr(a, "tag", None) or ()),
+            promote=a.func is promote,
+        )
     finally:
         finish()
         registries.close()
     if a.json:
-        output.emit_json({**outcome.record.to_json(), "pushed": [
-            {"repository": p.destination, "tags": list(p.tags), "blobs_copied": p.stats.copied,
-             "blobs_skipped": p.stats.skipped, "bytes_copied": p.stats.bytes_copied, "recorded": p.recorded}
-            for p in outcome.pushes]})
+        output.emit_json(
+            {
+                **outcome.record.to_json(),
+                "pushed": [
+                    {
+                        "repository": p.destination,
+                        "tags": list(p.tags),
+                        "blobs_copied": p.stats.copied,
+                        "blobs_skipped": p.stats.skipped,
+                        "bytes_copied": p.stats.bytes_copied,
+                        "recorded": p.recorded,
+                    }
+                    for p in outcome.pushes
+                ],
+            }
+        )
         return
     for p in outcome.pushes:
-        output.emit(f"pushed {outcome.record.image} {outcome.record.version} to {p.destination} "
-                    f"({p.stats.copied} blobs copied, {p.stats.skipped} present; tags {' '.join(p.tags) or '-'})")
+        output.emit(
+            f"pushed {outcome.record.image} {outcome.record.version} to {p.destination} "
+            f"({p.stats.copied} blobs copied, {p.stats.skipped} present; tags {' '.join(p.tags) or '-'})"
+        )
 
 
 def audit(a: Args) -> int:
@@ -249,7 +295,9 @@ def promote(a: Args) -> None:
     """Copy a recorded image by digest from where it was pushed to another repository or registry
     (a mount within one registry), with the tags policy gives it; the push is recorded."""
     if Path(a.source).exists():
-        raise UsageError(f"{a.source} is a path; promote takes a recorded image (IMAGE@VERSION); use push for build output")
+        raise UsageError(
+            f"{a.source} is a path; promote takes a recorded image (IMAGE@VERSION); use push for build output"
+        )
     push(a)
 
 
@@ -272,22 +320,33 @@ def pull(a: Args) -> None:
         finish()
         registries.close()
     if a.json:
-        output.emit_json({"source": result.source, "to": str(result.destination), "digest": result.digest,
-                          "blobs_copied": result.stats.copied, "blobs_skipped": result.stats.skipped})
+        output.emit_json(
+            {
+                "source": result.source,
+                "to": str(result.destination),
+                "digest": result.digest,
+                "blobs_copied": result.stats.copied,
+                "blobs_skipped": result.stats.skipped,
+            }
+        )
         return
-    output.emit(f"pulled {a.source} into {result.destination} "
-                f"({result.stats.copied} blobs copied, {result.stats.skipped} present)")
+    output.emit(
+        f"pulled {a.source} into {result.destination} "
+        f"({result.stats.copied} blobs copied, {result.stats.skipped} present)"
+    )
 
 
 def login(a: Args) -> None:
     """Check credentials against the registry and save them as `docker login` does."""
     from imgtrack import output
     from imgtrack.oci.auth import Credentials, store_credentials
-    from imgtrack.oci.registry import RegistryClient
     from imgtrack.oci.reference import check_registry_host
+    from imgtrack.oci.registry import RegistryClient
 
     if not a.password_stdin:
-        raise UsageError("give the password on stdin with --password-stdin (a password in arguments shows in ps and shell history)")
+        raise UsageError(
+            "give the password on stdin with --password-stdin (a password in arguments shows in ps and shell history)"
+        )
     check_registry_host(a.registry)
     credentials = Credentials(a.username, _password_from_stdin(a.username))
     client = RegistryClient(a.registry, credentials, insecure=a.insecure, ca_file=a.ca_file)
@@ -302,7 +361,6 @@ def logout(a: Args) -> None:
     """Forget the saved credentials for a registry."""
     from imgtrack import output
     from imgtrack.oci.auth import erase_credentials
-
     from imgtrack.oci.reference import check_registry_host
 
     if erase_credentials(check_registry_host(a.registry)):
@@ -328,8 +386,9 @@ def export_allowlist(a: Args) -> None:
         output.emit(text)
         return
     write_atomic(a.output, text.encode())
-    output.emit(f"wrote {a.output}: a Kyverno ClusterPolicy admitting {result.digests} digests "
-                f"of {result.records} records")
+    output.emit(
+        f"wrote {a.output}: a Kyverno ClusterPolicy admitting {result.digests} digests of {result.records} records"
+    )
 
 
 def ledger_migrate(a: Args) -> None:
@@ -343,8 +402,10 @@ def ledger_migrate(a: Args) -> None:
     if a.json:
         output.emit_json({"records": result.records, "facts": result.facts})
     elif result.records:
-        output.emit(f"migrated {result.records} schema-1 records ({result.facts} pushes became facts) in "
-                    f"{project.ledger.root}; review with `git status`, then commit (imgtrack ledger commit)")
+        output.emit(
+            f"migrated {result.records} schema-1 records ({result.facts} pushes became facts) in "
+            f"{project.ledger.root}; review with `git status`, then commit (imgtrack ledger commit)"
+        )
     else:
         output.emit(f"nothing to migrate: {project.ledger.root} is schema 2")
 
@@ -358,15 +419,23 @@ def ledger_commit(a: Args) -> None:
 
     result = commit_ledger(Project.open(), a.message, a.push is not None, a.push or None)
     if a.json:
-        output.emit_json({"commit": result.commit, "changes": result.summary, "pushed_to": result.pushed_to,
-                          "attempts": result.attempts})
+        output.emit_json(
+            {
+                "commit": result.commit,
+                "changes": result.summary,
+                "pushed_to": result.pushed_to,
+                "attempts": result.attempts,
+            }
+        )
         return
     if result.commit:
         output.emit(f"committed {result.commit[:12]}: " + "; ".join(result.summary))
     else:
         output.emit("nothing to commit in .imgtrack/")
     if result.pushed_to:
-        output.emit(f"pushed to {result.pushed_to}" + (f" after {result.attempts} attempts" if result.attempts > 1 else ""))
+        output.emit(
+            f"pushed to {result.pushed_to}" + (f" after {result.attempts} attempts" if result.attempts > 1 else "")
+        )
 
 
 def _hook_result(action: str, a: Args) -> None:
@@ -375,10 +444,19 @@ def _hook_result(action: str, a: Args) -> None:
     from imgtrack.gitrepo import GitRepo
 
     repo = GitRepo(Path.cwd())
-    status = {"install": hooks.install_hooks, "uninstall": hooks.uninstall_hooks, "status": hooks.hook_status}[action](repo)
+    status = {"install": hooks.install_hooks, "uninstall": hooks.uninstall_hooks, "status": hooks.hook_status}[action](
+        repo
+    )
     if a.json:
-        output.emit_json({"path": str(status.path), "installed": status.installed, "foreign": status.foreign,
-                          "chained": status.chained, "message": status.message})
+        output.emit_json(
+            {
+                "path": str(status.path),
+                "installed": status.installed,
+                "foreign": status.foreign,
+                "chained": status.chained,
+                "message": status.message,
+            }
+        )
     else:
         output.emit(status.message)
 
@@ -432,10 +510,19 @@ def _json(p: _Parser) -> None:
 
 def _registry_options(p: _Parser, credentials: bool = False, transfer: bool = False) -> None:
     if transfer:
-        p.add_argument("--jobs", metavar="N", type=_bounded(int, 1, 32), default=4, help="Blobs transferred in parallel (1-32).")
-    p.add_argument("--timeout", metavar="SECONDS", type=_bounded(float, 0.1, 86400.0), default=60.0,
-                   help="Seconds a registry may stay silent before a retry.")
-    p.add_argument("--ca-file", metavar="FILE", type=Path, help="PEM CA certificate that signs the registry's TLS certificate.")
+        p.add_argument(
+            "--jobs", metavar="N", type=_bounded(int, 1, 32), default=4, help="Blobs transferred in parallel (1-32)."
+        )
+    p.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_bounded(float, 0.1, 86400.0),
+        default=60.0,
+        help="Seconds a registry may stay silent before a retry.",
+    )
+    p.add_argument(
+        "--ca-file", metavar="FILE", type=Path, help="PEM CA certificate that signs the registry's TLS certificate."
+    )
     p.add_argument("--insecure", action="store_true", help="Plain HTTP to the registry (loopback hosts may always).")
     if credentials:
         p.add_argument("--username", metavar="USER", help="Registry user (else environment, docker or podman config).")
@@ -448,7 +535,7 @@ def build_parser() -> _Parser:
     parser = _Parser(
         prog="imgtrack",
         description="Track container images like git tracks code: digest -> commit -> version, under a tagging "
-                    "policy. imgtrack keeps a ledger of built images in your git repository (.imgtrack/).",
+        "policy. imgtrack keeps a ledger of built images in your git repository (.imgtrack/).",
     )
     parser.add_argument("--debug", action="store_true", help="Show tracebacks of internal errors.")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -457,7 +544,9 @@ def build_parser() -> _Parser:
     p.add_argument("--force", action="store_true", help="Rewrite the config with the defaults.")
 
     p = _command(commands, "record", record)
-    p.add_argument("source", nargs="?", type=Path, help="OCI layout directory, OCI layout tar, or buildx metadata JSON.")
+    p.add_argument(
+        "source", nargs="?", type=Path, help="OCI layout directory, OCI layout tar, or buildx metadata JSON."
+    )
     p.add_argument("--image", metavar="NAME", required=True, help="Image name from .imgtrack/config.toml.")
     p.add_argument("--version", metavar="VERSION", help="Semantic version (default: derived from git tags).")
     p.add_argument("--tag", metavar="TAG", action="append", help="Extra tag (repeatable).")
@@ -488,8 +577,12 @@ def build_parser() -> _Parser:
 
     p = _command(commands, "push", push)
     p.add_argument("source", help="An OCI layout or layout tar, or IMAGE@VERSION of a recorded image.")
-    p.add_argument("--to", metavar="DEST", action="append",
-                   help="REPOSITORY (host/path) or oci:PATH; repeatable; default: the image's repositories.")
+    p.add_argument(
+        "--to",
+        metavar="DEST",
+        action="append",
+        help="REPOSITORY (host/path) or oci:PATH; repeatable; default: the image's repositories.",
+    )
     p.add_argument("--image", metavar="NAME", help="Image name, to record a layout first.")
     p.add_argument("--version", metavar="VERSION", help="Version, when recording first.")
     p.add_argument("--tag", metavar="TAG", action="append", help="Extra tag, when recording first.")
@@ -497,23 +590,34 @@ def build_parser() -> _Parser:
     _json(p)
 
     p = _command(commands, "audit", audit)
-    p.add_argument("source", metavar="FILE|-", nargs="?", default="-",
-                   help="Reference/digest lines, kubectl get pods -o json, Kubernetes YAML, or a compose file; "
-                        "- for stdin (the default).")
+    p.add_argument(
+        "source",
+        metavar="FILE|-",
+        nargs="?",
+        default="-",
+        help="Reference/digest lines, kubectl get pods -o json, Kubernetes YAML, or a compose file; "
+        "- for stdin (the default).",
+    )
     p.add_argument("--remote", action="store_true", help="Resolve tag-only references through their registries.")
-    p.add_argument("--fail-on", metavar="STATUSES", default="unknown,latest,mismatch", help="Statuses that make the exit status 1.")
+    p.add_argument(
+        "--fail-on", metavar="STATUSES", default="unknown,latest,mismatch", help="Statuses that make the exit status 1."
+    )
     _registry_options(p)
     _json(p)
 
     p = _command(commands, "promote", promote)
     p.add_argument("source", metavar="IMAGE@VERSION", help="A recorded image (or its digest or tag).")
-    p.add_argument("--to", metavar="REPOSITORY", action="append", required=True, help="Repository to promote to (repeatable).")
+    p.add_argument(
+        "--to", metavar="REPOSITORY", action="append", required=True, help="Repository to promote to (repeatable)."
+    )
     _registry_options(p, credentials=True, transfer=True)
     _json(p)
 
     p = _command(commands, "pull", pull)
-    p.add_argument("source", help="IMAGE@VERSION, a digest or tag from the ledger, host/repo[:tag|@digest], "
-                                  "or oci:PATH[:tag|@digest].")
+    p.add_argument(
+        "source",
+        help="IMAGE@VERSION, a digest or tag from the ledger, host/repo[:tag|@digest], or oci:PATH[:tag|@digest].",
+    )
     p.add_argument("--to", metavar="PATH", type=Path, required=True, help="OCI layout directory to pull into.")
     _registry_options(p, credentials=True, transfer=True)
     _json(p)
@@ -521,16 +625,24 @@ def build_parser() -> _Parser:
     p = _command(commands, "login", login)
     p.add_argument("registry", help="Registry host[:port].")
     p.add_argument("--username", "-u", metavar="USER", required=True, help="Registry user.")
-    p.add_argument("--password-stdin", action="store_true",
-                   help="Read the password from stdin (the only way: never on the command line).")
-    p.add_argument("--ca-file", metavar="FILE", type=Path, help="PEM CA certificate that signs the registry's TLS certificate.")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="Read the password from stdin (the only way: never on the command line).",
+    )
+    p.add_argument(
+        "--ca-file", metavar="FILE", type=Path, help="PEM CA certificate that signs the registry's TLS certificate."
+    )
     p.add_argument("--insecure", action="store_true", help="Plain HTTP to the registry (loopback hosts may always).")
 
     p = _command(commands, "logout", logout)
     p.add_argument("registry", help="Registry host[:port].")
 
-    p = _command(_group(commands, "export", "Write what the ledger knows in another tool's format."),
-                 "allowlist", export_allowlist)
+    p = _command(
+        _group(commands, "export", "Write what the ledger knows in another tool's format."),
+        "allowlist",
+        export_allowlist,
+    )
     p.add_argument("--format", metavar="FORMAT", default="kyverno", help="Policy format: kyverno (a ClusterPolicy).")
     p.add_argument("--image", metavar="NAME", action="append", help="Only this image (repeatable).")
     p.add_argument("--releases-only", action="store_true", help="Only release versions from clean trees.")
@@ -543,8 +655,13 @@ def build_parser() -> _Parser:
     _json(_command(ledger_commands, "migrate", ledger_migrate))
     p = _command(ledger_commands, "commit", ledger_commit)
     p.add_argument("--message", "-m", metavar="MESSAGE", help="Commit subject (default: what changed).")
-    p.add_argument("--push", metavar="REMOTE", nargs="?", const="",
-                   help="Then push the branch (to its upstream, or REMOTE), rebasing ledger commits if it moved.")
+    p.add_argument(
+        "--push",
+        metavar="REMOTE",
+        nargs="?",
+        const="",
+        help="Then push the branch (to its upstream, or REMOTE), rebasing ledger commits if it moved.",
+    )
     _json(p)
 
     hooks_commands = _group(commands, "hooks", "Install, remove or inspect the pre-push hook.")

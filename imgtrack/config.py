@@ -28,8 +28,9 @@ MAX_CONFIG_BYTES = 1024 * 1024
 IMAGE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}", re.ASCII)  # with fullmatch
 
 
-
-def env_int(name: str, default: int, low: int, high: int, unit: str = "", environ: Mapping[str, str] = os.environ) -> int:
+def env_int(
+    name: str, default: int, low: int, high: int, unit: str = "", environ: Mapping[str, str] = os.environ
+) -> int:
     """A whole number from the environment variable `name`, checked like a flag (exit 2 naming it); unset or
     empty gives `default`."""
     text = environ.get(name, "")
@@ -115,8 +116,10 @@ class Config:
         """The configured image `name`, or a ConfigError saying how to add it."""
         found = self.images.get(name)
         if found is None and not IMAGE_NAME_RE.fullmatch(name):
-            raise ConfigError(f"image name {name[:80]!r} must be lowercase letters, digits, '.', '_' or '-' "
-                              "(64 at most); give a name from [images] in the config")
+            raise ConfigError(
+                f"image name {name[:80]!r} must be lowercase letters, digits, '.', '_' or '-' "
+                "(64 at most); give a name from [images] in the config"
+            )
         if found is None:
             known = ", ".join(sorted(self.images)) or "none yet"
             raise ConfigError(
@@ -146,12 +149,15 @@ def load_config(work_tree: Path) -> Config:
     except (FileNotFoundError, NotADirectoryError):
         raise ConfigError(f"{path} does not exist; run `imgtrack init` in {work_tree} first") from None
     except IsADirectoryError:
-        raise ConfigError(f"{path} is a folder; it should be imgtrack's config file: move it away, then "
-                          "`imgtrack init`") from None
+        raise ConfigError(
+            f"{path} is a folder; it should be imgtrack's config file: move it away, then `imgtrack init`"
+        ) from None
     except RecursionError:
         raise ConfigError(f"{path} is nested too deeply to be imgtrack's config; fix it") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid TOML ({exc}); fix it or recreate it with `imgtrack init --force`") from None
+        raise ConfigError(
+            f"{path} is not valid TOML ({exc}); fix it or recreate it with `imgtrack init --force`"
+        ) from None
     return parse_config(data, path)
 
 
@@ -201,8 +207,10 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     versions = _table(data, "versions", path)
     prefix = versions.get("tag_prefix", "v")
     if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
-        raise ConfigError(f"{path}: versions.tag_prefix must be a string of at most 64 letters, digits, '.', '_', "
-                          "'-' or '/' (a git tag name's start, such as v); fix that entry")
+        raise ConfigError(
+            f"{path}: versions.tag_prefix must be a string of at most 64 letters, digits, '.', '_', "
+            "'-' or '/' (a git tag name's start, such as v); fix that entry"
+        )
     tags = _table(data, "tags", path)
     latest = tags.get("latest", False)
     if not isinstance(latest, bool):
@@ -217,8 +225,10 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
 
     for pattern in (*rules.templates, *rules.immutable, *rules.floating):
         if not pattern or any(c.isspace() or not c.isprintable() for c in pattern):
-            raise ConfigError(f"{path}: tag pattern {pattern[:80]!r} is empty or holds whitespace or a control "
-                              "character; fix that entry")
+            raise ConfigError(
+                f"{path}: tag pattern {pattern[:80]!r} is empty or holds whitespace or a control "
+                "character; fix that entry"
+            )
     validate_templates(rules, str(path))
     images: dict[str, ImageConfig] = {}
     for name, table in _table(data, "images", path).items():

@@ -26,7 +26,9 @@ class NotAGitRepository(UsageError):
 
     @classmethod
     def from_path(cls, path: str) -> NotAGitRepository:
-        return cls(f"{path} is not inside a git work tree; run imgtrack from your project's repository (git init first)")
+        return cls(
+            f"{path} is not inside a git work tree; run imgtrack from your project's repository (git init first)"
+        )
 
 
 class GitStateError(UsageError):

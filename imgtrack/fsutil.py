@@ -35,7 +35,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
             lock_temp(fd)
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fchmod(fd, mode)  # not subject to the umask: a hook must be executable the moment it appears
             os.fsync(fd)
         finally:

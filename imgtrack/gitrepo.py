@@ -31,16 +31,24 @@ class GitError(ImgtrackError):
     """A git command failed unexpectedly."""
 
 
-def run_git(args: list[str], cwd: Path, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_git(
+    args: list[str], cwd: Path, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     try:
         proc = subprocess.run(
-            ["git", *args], cwd=cwd, input=stdin, capture_output=True, text=True,
+            ["git", *args],
+            cwd=cwd,
+            input=stdin,
+            capture_output=True,
+            text=True,
             env={**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"},
         )
     except FileNotFoundError:
         raise GitStateError("git is not installed or not on PATH; install git") from None
     if check and proc.returncode != 0:
-        raise GitError(f"git {' '.join(args[:3])} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+        raise GitError(
+            f"git {' '.join(args[:3])} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+        )
     return proc
 
 
@@ -50,9 +58,16 @@ class GitRepo:
     def __init__(self, path: str | os.PathLike[str] = ".") -> None:
         start = Path(path).resolve()
         proc = run_git(
-            ["rev-parse", "--is-bare-repository", "--show-toplevel", "--absolute-git-dir", "--git-common-dir",
-             "HEAD^{commit}"],  # the commit too, in the same process: fails alone in a repository without one
-            cwd=start if start.is_dir() else start.parent, check=False,
+            [
+                "rev-parse",
+                "--is-bare-repository",
+                "--show-toplevel",
+                "--absolute-git-dir",
+                "--git-common-dir",
+                "HEAD^{commit}",
+            ],  # the commit too, in the same process: fails alone in a repository without one
+            cwd=start if start.is_dir() else start.parent,
+            check=False,
         )
         lines = proc.stdout.splitlines()
         if proc.returncode != 0 and not (len(lines) == 5 and lines[4] == "HEAD^{commit}"):
@@ -89,7 +104,9 @@ class GitRepo:
         sha = self._try("rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
         if not sha:
             self.head_commit()
-            raise InvalidReference(f"--commit {rev!r} names no commit in {self.work_tree}; check the revision (git log)")
+            raise InvalidReference(
+                f"--commit {rev!r} names no commit in {self.work_tree}; check the revision (git log)"
+            )
         return sha
 
     def is_shallow(self) -> bool:
@@ -99,8 +116,9 @@ class GitRepo:
         """Tracked changes (staged or not) outside `ignore`; untracked files do not count, as in `git describe --dirty`."""
         # --no-optional-locks: status does not rewrite git's index (1.3 MB every 10,000 ledger files) to
         # remember fresher stat data, which would also tell the ledger's cache that git moved.
-        out = self._run("--no-optional-locks", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                        f":(exclude){ignore}")
+        out = self._run(
+            "--no-optional-locks", "status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){ignore}"
+        )
         return bool(out.strip())
 
     def describe(self, commit: str, match: str) -> Described | None:
@@ -145,7 +163,8 @@ class GitRepo:
             return set()
         out = self._run("cat-file", "--batch-check=%(objectname) %(objecttype)", stdin="\n".join(wanted) + "\n")
         present = {
-            parts[0] for parts in (line.split() for line in out.splitlines())
+            parts[0]
+            for parts in (line.split() for line in out.splitlines())
             if len(parts) == 2 and parts[1] == "commit"
         }
         return set(wanted) - present
@@ -176,13 +195,19 @@ class GitRepo:
         runs beside the caller's other git processes and adds no wall time to a clean push."""
         if not (_OID_RE.fullmatch(old) and _OID_RE.fullmatch(new)):
             raise GitError(f"git rev-list: {old!r} or {new!r} is not an object id")
-        proc = subprocess.Popen(["git", "rev-list", old, "--not", new], cwd=self.work_tree, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True,
-                                env={**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"})
+        proc = subprocess.Popen(
+            ["git", "rev-list", old, "--not", new],
+            cwd=self.work_tree,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"},
+        )
 
         def wait() -> list[str]:
             out, _ = proc.communicate()
             return out.split() if proc.returncode == 0 else []
+
         return wait
 
     def paths_in_tree(self, tree_ish: str, paths: Iterable[str]) -> set[str]:
@@ -193,7 +218,9 @@ class GitRepo:
         return set(self._run("ls-tree", "-r", "--name-only", "--full-tree", tree_ish, "--", *wanted).splitlines())
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
-        return run_git(["merge-base", "--is-ancestor", ancestor, descendant], self.work_tree, check=False).returncode == 0
+        return (
+            run_git(["merge-base", "--is-ancestor", ancestor, descendant], self.work_tree, check=False).returncode == 0
+        )
 
     def changed_blobs(self, revs: list[str], pathspec: str) -> dict[str, str]:
         """Files under `pathspec` that `revs` leave added or modified, mapped to their blob ids.
@@ -220,8 +247,11 @@ class GitRepo:
         if not wanted:
             return {}
         proc = subprocess.run(
-            ["git", "cat-file", "--batch"], cwd=self.work_tree, input="\n".join(wanted).encode() + b"\n",
-            capture_output=True, check=True,
+            ["git", "cat-file", "--batch"],
+            cwd=self.work_tree,
+            input="\n".join(wanted).encode() + b"\n",
+            capture_output=True,
+            check=True,
         )
         out, pos, blobs = proc.stdout, 0, {}
         for oid in wanted:
@@ -230,7 +260,7 @@ class GitRepo:
             pos = end + 1
             if len(header) == 3:
                 size = int(header[2])
-                blobs[oid] = out[pos:pos + size]
+                blobs[oid] = out[pos : pos + size]
                 pos += size + 1
         return blobs
 
@@ -253,8 +283,10 @@ class GitRepo:
         proc = run_git(["add", "-A", "--", path], self.work_tree, check=False)
         if proc.returncode != 0:
             why = proc.stderr.strip().splitlines()
-            raise GitStateError(f"git add of {path} failed: {why[-1] if why else proc.returncode}; if another git "
-                                "command is running, wait for it and run the command again")
+            raise GitStateError(
+                f"git add of {path} failed: {why[-1] if why else proc.returncode}; if another git "
+                "command is running, wait for it and run the command again"
+            )
 
     def staged_changes(self, path: str) -> list[tuple[str, str]]:
         """(status letter, path) of what the index holds under `path` that HEAD does not."""
@@ -270,8 +302,9 @@ class GitRepo:
         proc = run_git(["commit", "-q", "--only", "-F", "-", "--", path], self.work_tree, stdin=message, check=False)
         if proc.returncode != 0:
             why = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-            raise GitStateError(f"git commit failed: {why[-1] if why else proc.returncode}; fix that and run the "
-                                "command again")
+            raise GitStateError(
+                f"git commit failed: {why[-1] if why else proc.returncode}; fix that and run the command again"
+            )
         return self._run("rev-parse", "HEAD")
 
     def current_branch(self) -> str | None:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 import sys
 from collections.abc import Callable
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from imgtrack.errors import ImgtrackError
-
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from imgtrack.ledger.schema import Build
@@ -69,8 +67,10 @@ def record_details(record: Build) -> str:
         lines.append(f"platform     {m.platform:<16} {m.digest}  config {short_digest(m.config) if m.config else '-'}")
     for p in record.pushes:
         by = f" by {p.pushed_by}" if p.pushed_by else ""
-        lines.append(f"{'promoted' if p.promoted else 'pushed':<12} {iso(p.pushed_at)} {p.repository} "
-                     f"({' '.join(p.tags) or 'by digest'}){by}")
+        lines.append(
+            f"{'promoted' if p.promoted else 'pushed':<12} {iso(p.pushed_at)} {p.repository} "
+            f"({' '.join(p.tags) or 'by digest'}){by}"
+        )
     for fact in record.ordered_facts():
         if fact.kind == "tag":
             lines.append(f"tagged       {iso(fact.at)} {fact.tag}{f' by {fact.by}' if fact.by else ''}")
@@ -130,8 +130,10 @@ def os_error_message(exc: OSError) -> tuple[int, str]:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return 74, f"{where}: {exc.strerror}; check its permissions (or the mount), then run the command again"
     if exc.errno in (errno.ENOTDIR, errno.EISDIR):
-        return 74, (f"{where}: {exc.strerror}: a file stands where a folder should be, or a folder where a file "
-                    "should; move it away and run the command again")
+        return 74, (
+            f"{where}: {exc.strerror}: a file stands where a folder should be, or a folder where a file "
+            "should; move it away and run the command again"
+        )
     return 74, f"{where}: {exc.strerror or exc}; check the path, then run the command again"
 
 
@@ -152,6 +154,7 @@ def blob_progress(quiet: bool) -> tuple[Callable[[str, Any], None], Callable[[],
     if quiet:
         return (lambda event, blob: None), (lambda: None)
     if not sys.stderr.isatty():
+
         def line(event: str, blob: Any) -> None:
             with lock:
                 sys.stderr.write(f"imgtrack: {event:<7} {short_digest(blob.digest)} {_size(blob.size)}\n")
@@ -161,8 +164,9 @@ def blob_progress(quiet: bool) -> tuple[Callable[[str, Any], None], Callable[[],
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                   console=Console(stderr=True), transient=True)
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=Console(stderr=True), transient=True
+    )
     task = bar.add_task("blobs", total=None)
     bar.start()
 
@@ -184,9 +188,13 @@ def _size(size: int) -> str:
 def audit_json(row: Any) -> dict[str, Any]:
     record = row.record
     return {
-        "where": row.where, "reference": row.reference, "status": row.status, "digest": row.digest,
+        "where": row.where,
+        "reference": row.reference,
+        "status": row.status,
+        "digest": row.digest,
         "detail": row.detail,
-        "image": record.image if record else None, "version": record.version if record else None,
+        "image": record.image if record else None,
+        "version": record.version if record else None,
         "commit": record.commit if record else None,
         "recorded_at": iso(record.recorded_at) if record else None,
         "recorded_by": record.recorded_by if record else None,
@@ -199,10 +207,17 @@ def audit_table(rows: list[Any]) -> str:
     lines = [header]
     for row in rows:
         r = row.record
-        lines.append((
-            row.status, row.where, row.reference, r.version if r else "-", r.commit[:7] if r else "-",
-            f"{r.recorded_at:%Y-%m-%d} {r.recorded_by.split(' <')[0]}" if r else "-", row.detail,
-        ))
+        lines.append(
+            (
+                row.status,
+                row.where,
+                row.reference,
+                r.version if r else "-",
+                r.commit[:7] if r else "-",
+                f"{r.recorded_at:%Y-%m-%d} {r.recorded_by.split(' <')[0]}" if r else "-",
+                row.detail,
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     return "\n".join(
         "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:-1])) + ("  " + line[-1] if line[-1] else "")

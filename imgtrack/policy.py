@@ -20,7 +20,6 @@ from imgtrack.errors import ConfigError, InvalidTag
 from imgtrack.oci.reference import is_tag
 from imgtrack.versions import encode_tag, semver_of
 
-
 _PLACEHOLDERS = {
     "version": r"(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:_[0-9A-Za-z.-]+)?",
     "major": r"(?:0|[1-9]\d*)",
@@ -93,7 +92,7 @@ def validate_templates(rules: TagRules, where: str) -> None:
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
     out, pos = [], 0
     for m in _PLACEHOLDER_RE.finditer(pattern):
-        out.append(_glob(pattern[pos:m.start()]))
+        out.append(_glob(pattern[pos : m.start()]))
         out.append(_PLACEHOLDERS[m.group(1)])
         pos = m.end()
     out.append(_glob(pattern[pos:]))
@@ -192,8 +191,11 @@ def check_tags(
         if is_latest(tag):
             problems.append(
                 f"tag {tag!r} is refused: a bare latest names no version; "
-                + ("latest is given at push time to the highest release, never by hand"
-                   if rules.latest else "set tags.latest = true in .imgtrack/config.toml for a computed alias")
+                + (
+                    "latest is given at push time to the highest release, never by hand"
+                    if rules.latest
+                    else "set tags.latest = true in .imgtrack/config.toml for a computed alias"
+                )
             )
             continue
         check_tag_grammar(tag)
@@ -231,8 +233,11 @@ def check_tags(
             problems.append(
                 f"tag {tag!r} already names {h.digest[:19]}… (recorded {h.recorded_at:%Y-%m-%d} from "
                 f"{h.commit[:7]}, version {h.version}); immutable tags never move: bump the version"
-                + (" (a rebuild of one commit needs a distinct version, e.g. build metadata +build.2)"
-                   if h.commit == candidate.commit else "")
+                + (
+                    " (a rebuild of one commit needs a distinct version, e.g. build metadata +build.2)"
+                    if h.commit == candidate.commit
+                    else ""
+                )
             )
     return problems
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from imgtrack.config import Config, config_path, ledger_root, load_config
 from imgtrack.gitrepo import GitRepo
-from imgtrack.ledger.ledger import Ledger
 from imgtrack.ledger.index import GitView
+from imgtrack.ledger.ledger import Ledger
 
 
 @dataclass

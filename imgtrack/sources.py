@@ -41,17 +41,20 @@ def read_buildx_metadata(path: Path) -> ImageDescription:
     with open(path, "rb") as f:
         data = f.read(_METADATA_LIMIT + 1)
     if len(data) > _METADATA_LIMIT:
-        raise LayoutError(f"{path} is over {_METADATA_LIMIT // 2**20} MiB; refused: build metadata is a few KB "
-                          "(pass the file `docker buildx --metadata-file` wrote)")
+        raise LayoutError(
+            f"{path} is over {_METADATA_LIMIT // 2**20} MiB; refused: build metadata is a few KB "
+            "(pass the file `docker buildx --metadata-file` wrote)"
+        )
     try:
         doc = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise LayoutError(f"{path} is not valid JSON ({str(exc)[:120]}); pass the file `docker buildx --metadata-file` "
-                          "wrote") from None
+        raise LayoutError(
+            f"{path} is not valid JSON ({str(exc)[:120]}); pass the file `docker buildx --metadata-file` wrote"
+        ) from None
     digest = doc.get("containerimage.digest") if isinstance(doc, dict) else None
     if not isinstance(digest, str):
         raise LayoutError(
-            f"{path} has no \"containerimage.digest\", so it is not buildx build metadata; "
+            f'{path} has no "containerimage.digest", so it is not buildx build metadata; '
             "build with `docker buildx build --push --metadata-file FILE`"
         )
     check_digest(digest, f"{path}: containerimage.digest")

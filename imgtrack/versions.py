@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import semver
 
 from imgtrack.errors import GitStateError, InvalidVersion
 from imgtrack.gitrepo import GitRepo
 
-
 # A version becomes a registry tag (`encode_tag`), and a tag is at most 128 characters. The bound also
 # keeps every number short enough for Python's int() (4,300 digits at most, and quadratic on the way).
 MAX_VERSION_LENGTH = 128
 
 
-@lru_cache(maxsize=None)
+@cache
 def semver_of(text: str) -> semver.Version:
     """semver.Version.parse, remembered: `verify` meets each version several times, and parsing is its cost."""
     return semver.Version.parse(text)
@@ -65,7 +64,7 @@ def version_from_tag(tag: str, prefix: str) -> semver.Version | None:
     """The version a git tag names (`v1.4.0` → 1.4.0), or None for any other tag."""
     if not tag.startswith(prefix):
         return None
-    rest = tag[len(prefix):]
+    rest = tag[len(prefix) :]
     return semver_of(rest) if is_version(rest) else None
 
 
@@ -147,7 +146,10 @@ def check_explicit_version(
 # --- ranges -------------------------------------------------------------------------------------
 
 _PART = r"(?:0|[1-9]\d*|[xX*])"
-_PARTIAL_RE = re.compile(rf"(?P<op>\^|~|>=|<=|>|<|=)?v?(?P<major>{_PART})(?:\.(?P<minor>{_PART}))?(?:\.(?P<patch>{_PART}))?(?P<rest>[-+].*)?", re.ASCII | re.DOTALL)
+_PARTIAL_RE = re.compile(
+    rf"(?P<op>\^|~|>=|<=|>|<|=)?v?(?P<major>{_PART})(?:\.(?P<minor>{_PART}))?(?:\.(?P<patch>{_PART}))?(?P<rest>[-+].*)?",
+    re.ASCII | re.DOTALL,
+)
 
 
 @dataclass(frozen=True)
@@ -162,8 +164,11 @@ class VersionRange:
         if version.prerelease and not self.allow_prerelease:
             return False
         ops = {
-            ">=": lambda c: c >= 0, ">": lambda c: c > 0, "<=": lambda c: c <= 0,
-            "<": lambda c: c < 0, "=": lambda c: c == 0,
+            ">=": lambda c: c >= 0,
+            ">": lambda c: c > 0,
+            "<=": lambda c: c <= 0,
+            "<": lambda c: c < 0,
+            "=": lambda c: c == 0,
         }
         return all(ops[op](version.compare(bound)) for op, bound in self.comparators)
 
@@ -189,8 +194,10 @@ def parse_range(text: str) -> VersionRange:
     comparators: list[tuple[str, semver.Version]] = []
     allow_pre = False
     if any(not (" " <= c <= "~") for c in text):
-        raise InvalidVersion(f"range {text[:80]!r} holds a control character, a tab or a character outside ASCII; "
-                             "write one such as ^1.4, ~1.4.2 or >=1.2.0 <2")
+        raise InvalidVersion(
+            f"range {text[:80]!r} holds a control character, a tab or a character outside ASCII; "
+            "write one such as ^1.4, ~1.4.2 or >=1.2.0 <2"
+        )
     items = text.replace(",", " ").split(" ")
     items = [item for item in items if item]
     if not items:

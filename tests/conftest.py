@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from testkit.layouts import build_layout
+from testkit.registries import PASSWORD, USER, Registry, TokenServer, htpasswd_file, make_ca_and_cert, run_registry
 from tests.faultproxy import FaultProxy
-from tests.layouts import build_layout
-from tests.registries import PASSWORD, USER, Registry, TokenServer, htpasswd_file, make_ca_and_cert, run_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,16 +26,18 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     gitconfig = home / ".gitconfig"
     gitconfig.write_text(
         "[user]\n\tname = Test Dev\n\temail = dev@example.com\n[init]\n\tdefaultBranch = main\n"
-        "[protocol \"file\"]\n\tallow = always\n[advice]\n\tdetachedHead = false\n"
+        '[protocol "file"]\n\tallow = always\n[advice]\n\tdetachedHead = false\n'
     )
     saved = dict(os.environ)
-    os.environ.update({
-        "HOME": str(home),
-        "GIT_CONFIG_GLOBAL": str(gitconfig),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "DOCKER_CONFIG": str(home / ".docker"),
-        "XDG_RUNTIME_DIR": str(home / "run"),
-    })
+    os.environ.update(
+        {
+            "HOME": str(home),
+            "GIT_CONFIG_GLOBAL": str(gitconfig),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "DOCKER_CONFIG": str(home / ".docker"),
+            "XDG_RUNTIME_DIR": str(home / "run"),
+        }
+    )
     for key in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
         os.environ.pop(key, None)
     # Every imgtrack process the tests start (CLI, hooks, benchmarks' helpers) imports this checkout.
@@ -63,7 +65,11 @@ def run(args: list[str], cwd: Path, stdin: str | None = None, env: dict[str, str
     """
     proc = subprocess.run(
         [sys.executable, "-m", "imgtrack", *args],
-        cwd=cwd, input=stdin, capture_output=True, text=True, timeout=120,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, **(env or {})},
     )
     # No input makes imgtrack exit 70 (its internal error): every run in the suite checks it.
@@ -172,8 +178,10 @@ def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]
 def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     work = tmp_path_factory.mktemp("registry-token")
     tokens = TokenServer(work, service="imgtrack-test", issuer="imgtrack-test-issuer")
-    extra = (f"auth:\n  token:\n    realm: {tokens.realm}\n    service: imgtrack-test\n"
-             f"    issuer: imgtrack-test-issuer\n    rootcertbundle: {tokens.cert_file}\n")
+    extra = (
+        f"auth:\n  token:\n    realm: {tokens.realm}\n    service: imgtrack-test\n"
+        f"    issuer: imgtrack-test-issuer\n    rootcertbundle: {tokens.cert_file}\n"
+    )
     try:
         with run_registry(work, extra) as host:
             yield Registry(host, username=USER, password=PASSWORD)

@@ -110,10 +110,14 @@ class FaultProxy:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")
+                }
                 upstream = client.request(self.command, self.path, content=body, headers=headers)
                 with proxy.lock:
-                    proxy.forwarded.append((self.command, self.path, upstream.status_code, "Authorization" in self.headers))
+                    proxy.forwarded.append(
+                        (self.command, self.path, upstream.status_code, "Authorization" in self.headers)
+                    )
                 data = upstream.content
                 if fault is not None and fault.kind == "grow-body":  # a body longer than the blob
                     data = data + b"\0" * 10_000_000

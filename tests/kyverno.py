@@ -62,9 +62,15 @@ def clusterpolicy_model(work: Path) -> Any:
     stand_ins = {
         "cloudcoil": {},
         "cloudcoil.pydantic": {
-            "UNSET": object(), "BaseModel": _Strict, "BaseBuilder": _Builder, "BaseModelBuilder": _Builder,
-            "BuilderContextBase": _Builder, "GenericListBuilder": _Builder, "ListBuilderContext": _Builder,
-            "Never": typing.Never, "Self": typing.Self,
+            "UNSET": object(),
+            "BaseModel": _Strict,
+            "BaseBuilder": _Builder,
+            "BaseModelBuilder": _Builder,
+            "BuilderContextBase": _Builder,
+            "GenericListBuilder": _Builder,
+            "ListBuilderContext": _Builder,
+            "Never": typing.Never,
+            "Self": typing.Self,
         },
         "cloudcoil.apimachinery": {"ObjectMeta": _ObjectMeta},
         "cloudcoil.resources": {"Resource": _Strict},

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.registries import Registry
 from tests.conftest import LayoutFactory, commit_file, run
-from tests.registries import Registry
 
 FIXTURES = Path(__file__).parent / "fixtures" / "audit"
 
@@ -16,9 +16,11 @@ FIXTURES = Path(__file__).parent / "fixtures" / "audit"
 def recorded(project: Path, layouts: LayoutFactory) -> dict[str, str]:
     """api 1.4.0 (two platforms), api 1.5.0, web 2.0.0, recorded; their digests by placeholder."""
     out = {}
-    for key, image, version, platforms in [("API14", "api", "1.4.0", ("linux/amd64", "linux/arm64")),
-                                           ("API15", "api", "1.5.0", ("linux/amd64",)),
-                                           ("WEB20", "web", "2.0.0", ("linux/amd64",))]:
+    for key, image, version, platforms in [
+        ("API14", "api", "1.4.0", ("linux/amd64", "linux/arm64")),
+        ("API15", "api", "1.5.0", ("linux/amd64",)),
+        ("WEB20", "web", "2.0.0", ("linux/amd64",)),
+    ]:
         commit_file(project)
         path, _ = layouts(platforms=platforms)
         rec = run(["record", str(path), "--image", image, "--version", version, "--json"], project).json()

@@ -21,14 +21,16 @@ SECRET = "s3ntinel-not-for-logs"
 def test_precedence_flags_environment_docker_podman(tmp_path: Path) -> None:
     docker = tmp_path / "docker"
     docker.mkdir()
-    (docker / "config.json").write_text(json.dumps(
-        {"auths": {"reg.example.com": {"auth": base64.b64encode(b"docker-user:docker-pw").decode()}}}))
+    (docker / "config.json").write_text(
+        json.dumps({"auths": {"reg.example.com": {"auth": base64.b64encode(b"docker-user:docker-pw").decode()}}})
+    )
     podman = tmp_path / "auth.json"
     podman.write_text(json.dumps({"auths": {"other.example.com": {"auth": base64.b64encode(b"pod:pw").decode()}}}))
     env = {"DOCKER_CONFIG": str(docker), "REGISTRY_AUTH_FILE": str(podman), "HOME": str(tmp_path)}
     assert find_credentials("reg.example.com", "flag", "pw", env) == Credentials("flag", "pw")
-    assert find_credentials("reg.example.com", environ={**env, "IMGTRACK_USERNAME": "e", "IMGTRACK_PASSWORD": "p"}) \
-        == Credentials("e", "p")
+    assert find_credentials(
+        "reg.example.com", environ={**env, "IMGTRACK_USERNAME": "e", "IMGTRACK_PASSWORD": "p"}
+    ) == Credentials("e", "p")
     assert find_credentials("reg.example.com", environ=env) == Credentials("docker-user", "docker-pw")
     assert find_credentials("other.example.com", environ=env) == Credentials("pod", "pw")
     assert find_credentials("nobody.example.com", environ=env) is None
@@ -63,9 +65,12 @@ def _registry_with_token_service(seen: list[httpx.Request], realm: str = "https:
             return httpx.Response(200, json={"token": "tok-" + "+".join(scope)})
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bearer tok-"):
-            return httpx.Response(401, headers={"WWW-Authenticate": f'Bearer realm="{realm}",service="reg",'
-                                                f'scope="repository:team/api:pull"'})
+            return httpx.Response(
+                401,
+                headers={"WWW-Authenticate": f'Bearer realm="{realm}",service="reg",scope="repository:team/api:pull"'},
+            )
         return httpx.Response(200, json={"ok": True})
+
     return handler
 
 
@@ -102,8 +107,11 @@ def test_authorization_does_not_follow_a_redirect_to_another_host() -> None:
             return httpx.Response(307, headers={"Location": "https://storage.example.net/blob?sig=x"})
         return httpx.Response(200, content=b"blob")
 
-    with httpx.Client(transport=httpx.MockTransport(handler), auth=RegistryAuth("reg.example.com", Credentials("u", SECRET)),
-                      follow_redirects=True) as client:
+    with httpx.Client(
+        transport=httpx.MockTransport(handler),
+        auth=RegistryAuth("reg.example.com", Credentials("u", SECRET)),
+        follow_redirects=True,
+    ) as client:
         assert client.get("https://reg.example.com/v2/team/api/blobs/sha256:" + "a" * 64).content == b"blob"
     storage = [r for r in seen if r.url.host == "storage.example.net"]
     assert storage and all("Authorization" not in r.headers for r in storage)
@@ -118,8 +126,13 @@ def test_an_endless_token_answer_is_cut_off() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.host == "auth.example.com":
             return httpx.Response(200, stream=_Endless(endless()))
-        return httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="https://auth.example.com/token",'
-                                                                'service="reg",scope="repository:team/api:pull"'})
+        return httpx.Response(
+            401,
+            headers={
+                "WWW-Authenticate": 'Bearer realm="https://auth.example.com/token",'
+                'service="reg",scope="repository:team/api:pull"'
+            },
+        )
 
     auth = RegistryAuth("reg.example.com", Credentials("u", SECRET))
     with httpx.Client(transport=httpx.MockTransport(handler), auth=auth) as client:

@@ -25,7 +25,9 @@ def test_kill_9_never_leaves_a_partial_record(project: Path, layouts: LayoutFact
         path, _ = layouts()
         proc = subprocess.Popen(
             [sys.executable, "-m", "imgtrack", "record", str(path), "--image", "api", "--version", f"0.{i}.0"],
-            cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=project,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         time.sleep(rng.uniform(0.0, 0.45))
         proc.send_signal(signal.SIGKILL)
@@ -50,7 +52,10 @@ def test_eight_concurrent_records_all_land(project: Path, layouts: LayoutFactory
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "imgtrack", "record", str(p), "--image", "api", "--version", f"0.{i}.0", "--json"],
-            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i, p in enumerate(paths)
     ]
@@ -65,9 +70,23 @@ def test_concurrent_records_cannot_both_take_one_immutable_tag(project: Path, la
     paths = [layouts()[0] for _ in range(4)]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "imgtrack", "record", str(p), "--image", "api", "--version", f"0.{i}.0",
-             "--tag", "release-candidate"],
-            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "imgtrack",
+                "record",
+                str(p),
+                "--image",
+                "api",
+                "--version",
+                f"0.{i}.0",
+                "--tag",
+                "release-candidate",
+            ],
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i, p in enumerate(paths)
     ]
@@ -82,7 +101,10 @@ def test_concurrent_records_of_one_digest_keep_every_tag(project: Path, layouts:
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "imgtrack", "record", str(path), "--image", "api", "--tag", f"team-{i}"],
-            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i in range(6)
     ]
@@ -105,15 +127,34 @@ def _blobs_are_whole(layout: Path) -> None:
 
 
 def test_kill_9_during_pull_and_push_leaves_no_partial_blob_and_no_false_record(
-    project: Path, layouts: LayoutFactory, plain_registry, tmp_path: Path,  # type: ignore[no-untyped-def]
+    project: Path,
+    layouts: LayoutFactory,
+    plain_registry,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     rng = random.Random(7)
     path, digest = layouts(layers=4, layer_size=3_000_000)
     repo = plain_registry.repo("crash")
     for i in range(6):
-        proc = subprocess.Popen([sys.executable, "-m", "imgtrack", "push", str(path), "--image", "api",
-                                 "--version", "1.0.0", "--to", repo, "-q"], cwd=project,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "imgtrack",
+                "push",
+                str(path),
+                "--image",
+                "api",
+                "--version",
+                "1.0.0",
+                "--to",
+                repo,
+                "-q",
+            ],
+            cwd=project,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(rng.uniform(0.1, 0.6))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -128,8 +169,12 @@ def test_kill_9_during_pull_and_push_leaves_no_partial_blob_and_no_false_record(
     assert run(["push", str(path), "--image", "api", "--version", "1.0.0", "--to", repo, "-q"], project).code == 0
     target = tmp_path / "pulled"
     for _ in range(6):
-        proc = subprocess.Popen([sys.executable, "-m", "imgtrack", "pull", f"{repo}@{digest}", "--to", str(target), "-q"],
-                                cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "imgtrack", "pull", f"{repo}@{digest}", "--to", str(target), "-q"],
+            cwd=project,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(rng.uniform(0.05, 0.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -149,8 +194,12 @@ def test_kill_9_during_hook_install_leaves_the_old_hook_or_the_new(project: Path
         (hooks / "pre-push").write_text(foreign)
         (hooks / "pre-push").chmod(0o755)
         (hooks / "pre-push.legacy").unlink(missing_ok=True)
-        proc = subprocess.Popen([sys.executable, "-m", "imgtrack", "hooks", "install"], cwd=project,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "imgtrack", "hooks", "install"],
+            cwd=project,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -167,13 +216,19 @@ def test_kill_9_during_hook_install_leaves_the_old_hook_or_the_new(project: Path
     assert (hooks / "pre-push.legacy").read_text() == foreign
 
 
-def test_eight_concurrent_pushes_of_one_build_each_land_as_a_fact(project: Path, layouts: LayoutFactory,
-                                                                   tmp_path: Path) -> None:
+def test_eight_concurrent_pushes_of_one_build_each_land_as_a_fact(
+    project: Path, layouts: LayoutFactory, tmp_path: Path
+) -> None:
     path, _ = layouts()
     assert run(["record", str(path), "--image", "api", "--version", "1.0.0"], project).code == 0
     procs = [
-        subprocess.Popen([sys.executable, "-m", "imgtrack", "push", str(path), "--to", f"oci:{tmp_path / f'd{i}'}", "-q"],
-                         cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "imgtrack", "push", str(path), "--to", f"oci:{tmp_path / f'd{i}'}", "-q"],
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(8)
     ]
     outcomes = [p.communicate(timeout=120) + (p.returncode,) for p in procs]

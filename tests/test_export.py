@@ -49,7 +49,9 @@ def _export(project: Path, *args: str) -> dict[str, Any]:
 
 
 def test_the_policy_is_valid_under_kyvernos_clusterpolicy_schema(
-    project: Path, ledger: dict[str, dict[str, Any]], kyverno_models: Any,
+    project: Path,
+    ledger: dict[str, dict[str, Any]],
+    kyverno_models: Any,
 ) -> None:
     doc = _export(project)
     policy = kyverno_models.ClusterPolicy.model_validate(doc)  # unknown fields and bad enums are refused
@@ -62,8 +64,9 @@ def test_the_policy_is_valid_under_kyvernos_clusterpolicy_schema(
     assert audit.spec.rules[0].validate_.failure_action == "Audit" and audit.metadata.name == "prod.images"
 
 
-def test_the_schema_check_refuses_what_kyverno_would_refuse(kyverno_models: Any, project: Path,
-                                                            ledger: dict[str, dict[str, Any]]) -> None:
+def test_the_schema_check_refuses_what_kyverno_would_refuse(
+    kyverno_models: Any, project: Path, ledger: dict[str, dict[str, Any]]
+) -> None:
     import pydantic
 
     doc = _export(project)
@@ -77,7 +80,8 @@ def test_the_schema_check_refuses_what_kyverno_would_refuse(kyverno_models: Any,
 
 
 def test_pods_pinned_to_recorded_digests_are_admitted_and_others_denied(
-    project: Path, ledger: dict[str, dict[str, Any]],
+    project: Path,
+    ledger: dict[str, dict[str, Any]],
 ) -> None:
     policy = _export(project)
     release, dev, web = ledger["release"], ledger["dev"], ledger["web"]
@@ -114,7 +118,9 @@ def test_releases_only_and_image_narrow_the_policy(project: Path, ledger: dict[s
 
 
 def test_bad_requests_exit_2_with_one_line_and_write_nothing(
-    project: Path, ledger: dict[str, dict[str, Any]], tmp_path: Path,
+    project: Path,
+    ledger: dict[str, dict[str, Any]],
+    tmp_path: Path,
 ) -> None:
     out = tmp_path / "policy.yaml"
     for args, words in [
@@ -142,7 +148,9 @@ def test_output_file_is_written_whole(project: Path, ledger: dict[str, dict[str,
 
 
 def test_a_policy_over_the_kubernetes_object_limit_is_refused(
-    project: Path, ledger: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch,
+    project: Path,
+    ledger: dict[str, dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from imgtrack.commands import export
     from imgtrack.errors import UsageError

@@ -8,10 +8,10 @@ import json
 import subprocess
 from pathlib import Path
 
+from testkit.layouts import biggest_blob
+from testkit.registries import Registry
 from tests.conftest import LayoutFactory, fact_files, run
 from tests.faultproxy import Fault, FaultProxy, OtherHost
-from tests.layouts import biggest_blob
-from tests.registries import Registry
 
 
 def pushes_recorded(project: Path, rec: dict) -> int:
@@ -19,7 +19,10 @@ def pushes_recorded(project: Path, rec: dict) -> int:
 
 
 def test_5xx_and_429_are_retried_and_the_push_completes(
-    project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry,
+    project: Path,
+    layouts: LayoutFactory,
+    faulty: FaultProxy,
+    plain_registry: Registry,
 ) -> None:
     faulty.faults = [
         Fault("PUT", r"/blobs/uploads/", "503", times=2),
@@ -33,8 +36,11 @@ def test_5xx_and_429_are_retried_and_the_push_completes(
     assert result.code == 0, result.err
     assert len(faulty.fired) == 5, faulty.fired
     direct = repo.replace(faulty.host, plain_registry.host)
-    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{direct}@{digest}"],
-                         check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{direct}@{digest}"],
+        check=True,
+        capture_output=True,
+    ).stdout
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest
     assert pushes_recorded(project, result.json()) == 1
 
@@ -48,7 +54,9 @@ def test_reset_mid_blob_upload_retries_the_upload(project: Path, layouts: Layout
 
 
 def test_persistent_failure_exits_3_records_nothing_and_the_next_push_resumes(
-    project: Path, layouts: LayoutFactory, faulty: FaultProxy,
+    project: Path,
+    layouts: LayoutFactory,
+    faulty: FaultProxy,
 ) -> None:
     path, _ = layouts(layers=3)
     repo = f"{faulty.host}/test/broken"
@@ -68,17 +76,24 @@ def test_persistent_failure_exits_3_records_nothing_and_the_next_push_resumes(
     assert pushes_recorded(project, rec) == 1
 
 
-def test_stalled_registry_times_out_with_a_clear_line(project: Path, layouts: LayoutFactory, faulty: FaultProxy) -> None:
+def test_stalled_registry_times_out_with_a_clear_line(
+    project: Path, layouts: LayoutFactory, faulty: FaultProxy
+) -> None:
     faulty.faults = [Fault("HEAD", r"/blobs/", "stall", times=100, seconds=3)]
     path, _ = layouts()
-    result = run(["push", str(path), "--image", "api", "--to", f"{faulty.host}/test/stall", "--timeout", "0.5", "-q"],
-                 project)
+    result = run(
+        ["push", str(path), "--image", "api", "--to", f"{faulty.host}/test/stall", "--timeout", "0.5", "-q"], project
+    )
     assert result.code == 3 and "failed after" in result.err and "Timeout" in result.err
     assert len(result.err.strip().splitlines()) == 1
 
 
 def test_download_reset_mid_body_is_fetched_again(
-    project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry, tmp_path: Path,
+    project: Path,
+    layouts: LayoutFactory,
+    faulty: FaultProxy,
+    plain_registry: Registry,
+    tmp_path: Path,
 ) -> None:
     path, digest = layouts(layer_size=100_000)
     repo = plain_registry.repo()
@@ -92,7 +107,10 @@ def test_download_reset_mid_body_is_fetched_again(
 
 
 def test_chunked_upload_resumes_after_a_broken_connection(
-    project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry,
+    project: Path,
+    layouts: LayoutFactory,
+    faulty: FaultProxy,
+    plain_registry: Registry,
 ) -> None:
     path, digest = layouts(layers=1, layer_size=400_000)
     faulty.faults = [Fault("PATCH", r"/blobs/uploads/", "reset", times=2)]
@@ -101,11 +119,24 @@ def test_chunked_upload_resumes_after_a_broken_connection(
     assert result.code == 0, result.err
     assert [f.split()[0] for f in faulty.fired] == ["reset", "reset"]
     direct = repo.replace(faulty.host, plain_registry.host)
-    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{direct}@{digest}"],
-                         check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{direct}@{digest}"],
+        check=True,
+        capture_output=True,
+    ).stdout
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest
-    copy = subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{direct}@{digest}",
-                           f"oci:{project.parent / 'check'}:x"], capture_output=True, text=True)
+    copy = subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "-q",
+            "--src-tls-verify=false",
+            f"docker://{direct}@{digest}",
+            f"oci:{project.parent / 'check'}:x",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert copy.returncode == 0, copy.stderr  # skopeo verifies every blob it copies
 
 
@@ -118,7 +149,9 @@ def test_registry_that_alters_a_digest_is_refused(project: Path, layouts: Layout
     assert pushes_recorded(project, rec) == 0
 
 
-def test_registry_that_alters_a_blob_digest_is_refused(project: Path, layouts: LayoutFactory, faulty: FaultProxy) -> None:
+def test_registry_that_alters_a_blob_digest_is_refused(
+    project: Path, layouts: LayoutFactory, faulty: FaultProxy
+) -> None:
     faulty.faults = [Fault("PUT", r"/blobs/uploads/", "lie-digest", times=1)]
     path, _ = layouts()
     result = run(["push", str(path), "--image", "api", "--to", f"{faulty.host}/test/blobliar", "-q"], project)
@@ -134,7 +167,10 @@ def test_manifest_over_4_mib_is_refused(project: Path, faulty: FaultProxy, tmp_p
 
 
 def _pushed_behind_proxy(
-    project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry,
+    project: Path,
+    layouts: LayoutFactory,
+    faulty: FaultProxy,
+    plain_registry: Registry,
 ) -> tuple[str, str, str]:
     """An image pushed to the plain registry: (its digest, its repository through the proxy, its layer's hex)."""
     path, digest = layouts(layers=1, layer_size=50_000)
@@ -144,7 +180,11 @@ def _pushed_behind_proxy(
 
 
 def test_registry_serving_other_bytes_for_a_blob_keeps_nothing(
-    project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry, tmp_path: Path,
+    project: Path,
+    layouts: LayoutFactory,
+    faulty: FaultProxy,
+    plain_registry: Registry,
+    tmp_path: Path,
 ) -> None:
     digest, via_proxy, layer = _pushed_behind_proxy(project, layouts, faulty, plain_registry)
     faulty.faults = [Fault("GET", f"/blobs/sha256:{layer}", "corrupt-body", times=100)]  # the layer only
@@ -157,7 +197,11 @@ def test_registry_serving_other_bytes_for_a_blob_keeps_nothing(
 
 
 def test_oversized_blob_and_non_json_manifest_from_a_registry(
-    project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry, tmp_path: Path,
+    project: Path,
+    layouts: LayoutFactory,
+    faulty: FaultProxy,
+    plain_registry: Registry,
+    tmp_path: Path,
 ) -> None:
     digest, via_proxy, layer = _pushed_behind_proxy(project, layouts, faulty, plain_registry)
     faulty.faults = [Fault("GET", f"/blobs/sha256:{layer}", "grow-body", times=100)]
@@ -171,8 +215,17 @@ def test_oversized_blob_and_non_json_manifest_from_a_registry(
 
 def test_a_token_in_an_error_body_is_not_printed(project: Path, layouts: LayoutFactory, faulty: FaultProxy) -> None:
     token = "eyJhbGciOiJSUzI1NiJ9.leaked-token-from-the-registry"
-    body = json.dumps({"errors": [{"code": "MANIFEST_INVALID", "message": f"bad manifest, your token was {token}",
-                                   "detail": {"Authorization": f"Bearer {token}"}}]}).encode()
+    body = json.dumps(
+        {
+            "errors": [
+                {
+                    "code": "MANIFEST_INVALID",
+                    "message": f"bad manifest, your token was {token}",
+                    "detail": {"Authorization": f"Bearer {token}"},
+                }
+            ]
+        }
+    ).encode()
     faulty.faults = [Fault("PUT", r"/manifests/", "error-body", times=10, body=body)]
     path, _ = layouts()
     result = run(["--debug", "push", str(path), "--image", "api", "--to", f"{faulty.host}/test/echo", "-q"], project)
@@ -181,7 +234,11 @@ def test_a_token_in_an_error_body_is_not_printed(project: Path, layouts: LayoutF
 
 
 def test_wrong_content_types_from_a_registry(
-    project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry, tmp_path: Path,
+    project: Path,
+    layouts: LayoutFactory,
+    faulty: FaultProxy,
+    plain_registry: Registry,
+    tmp_path: Path,
 ) -> None:
     digest, via_proxy, _ = _pushed_behind_proxy(project, layouts, faulty, plain_registry)
     # A registry that labels a good manifest text/html: the manifest's own mediaType decides, as skopeo does.
@@ -190,28 +247,34 @@ def test_wrong_content_types_from_a_registry(
     assert result.code == 0, result.err
     assert result.json()["digest"] == digest
     # One that calls an image manifest an index: the two disagree, and nothing is written.
-    faulty.faults = [Fault("GET", r"/manifests/", "retype", times=100,
-                           content_type="application/vnd.oci.image.index.v1+json")]
+    faulty.faults = [
+        Fault("GET", r"/manifests/", "retype", times=100, content_type="application/vnd.oci.image.index.v1+json")
+    ]
     result = run(["pull", f"{via_proxy}@{digest}", "--to", str(tmp_path / "b"), "-q"], tmp_path)
     assert result.code == 3 and len(result.err.strip().splitlines()) == 1, result.err
     assert "index" in result.err and "manifest" in result.err
     assert not (tmp_path / "b").exists()
     # JSON of a manifest type, but not a manifest's shape.
-    faulty.faults = [Fault("GET", r"/manifests/", "replace", times=100,
-                           body=b'{"schemaVersion": 2, "layers": "none"}')]
+    faulty.faults = [Fault("GET", r"/manifests/", "replace", times=100, body=b'{"schemaVersion": 2, "layers": "none"}')]
     result = run(["pull", f"{via_proxy}:latest-build", "--to", str(tmp_path / "c"), "-q"], tmp_path)
     assert result.code == 3 and len(result.err.strip().splitlines()) == 1, result.err
     assert "Traceback" not in result.err and not (tmp_path / "c").exists()
 
 
 def test_endless_bodies_are_cut_off(
-    project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry, tmp_path: Path,
+    project: Path,
+    layouts: LayoutFactory,
+    faulty: FaultProxy,
+    plain_registry: Registry,
+    tmp_path: Path,
 ) -> None:
     digest, via_proxy, layer = _pushed_behind_proxy(project, layouts, faulty, plain_registry)
     faulty.faults = [Fault("GET", r"/manifests/", "endless", times=100)]
     result = run(["pull", f"{via_proxy}:latest-build", "--to", str(tmp_path / "a"), "-q"], tmp_path)
     assert result.code == 3 and "4 MiB" in result.err, result.err
-    faulty.faults = [Fault("GET", f"/blobs/sha256:{layer}", "endless", times=100, content_type="application/octet-stream")]
+    faulty.faults = [
+        Fault("GET", f"/blobs/sha256:{layer}", "endless", times=100, content_type="application/octet-stream")
+    ]
     result = run(["pull", f"{via_proxy}@{digest}", "--to", str(tmp_path / "b"), "-q"], tmp_path)
     assert result.code == 3 and len(result.err.strip().splitlines()) == 1, result.err
     assert not list((tmp_path / "b").rglob(layer)), result.err
@@ -221,28 +284,59 @@ SECRET = "sentinel-Pa55word-for-hostile-registries"
 
 
 def test_a_tls_registry_with_a_plain_http_token_realm_gets_no_credentials(
-    faulty_tls: tuple[FaultProxy, Path], tmp_path: Path,
+    faulty_tls: tuple[FaultProxy, Path],
+    tmp_path: Path,
 ) -> None:
     proxy, ca = faulty_tls
     for realm in ("http://token.invalid/token", f"http://{proxy.host}/token"):  # another host, and its own
         proxy.faults = [Fault("GET", r"^/v2/", "challenge", times=100, body=realm.encode())]
-        result = run(["pull", f"{proxy.host}/test/app:1", "--to", str(tmp_path / "out"), "--ca-file", str(ca),
-                      "--username", "ci", "--password-stdin", "-q"], tmp_path, stdin=SECRET + "\n")
+        result = run(
+            [
+                "pull",
+                f"{proxy.host}/test/app:1",
+                "--to",
+                str(tmp_path / "out"),
+                "--ca-file",
+                str(ca),
+                "--username",
+                "ci",
+                "--password-stdin",
+                "-q",
+            ],
+            tmp_path,
+            stdin=SECRET + "\n",
+        )
         assert result.code == 3 and "plain HTTP" in result.err, result.err
         assert SECRET not in result.err + result.out
         assert not (tmp_path / "out").exists()
 
 
 def test_authorization_does_not_follow_a_redirect_to_another_host(
-    project: Path, layouts: LayoutFactory, faulty: FaultProxy, plain_registry: Registry, tmp_path: Path,
+    project: Path,
+    layouts: LayoutFactory,
+    faulty: FaultProxy,
+    plain_registry: Registry,
+    tmp_path: Path,
 ) -> None:
     digest, via_proxy, layer = _pushed_behind_proxy(project, layouts, faulty, plain_registry)
     other = OtherHost(plain_registry.host)
     try:
         faulty.require_basic = True  # the registry wants credentials, then sends the layer to storage elsewhere
         faulty.faults = [Fault("GET", f"/blobs/sha256:{layer}", "redirect", times=100, body=other.base.encode())]
-        result = run(["pull", f"{via_proxy}@{digest}", "--to", str(tmp_path / "out"),
-                      "--username", "ci", "--password-stdin", "--json"], tmp_path, stdin=SECRET + "\n")
+        result = run(
+            [
+                "pull",
+                f"{via_proxy}@{digest}",
+                "--to",
+                str(tmp_path / "out"),
+                "--username",
+                "ci",
+                "--password-stdin",
+                "--json",
+            ],
+            tmp_path,
+            stdin=SECRET + "\n",
+        )
         assert result.code == 0, result.err
         assert result.json()["digest"] == digest
         assert other.requests, "the layer came from the other host"
@@ -262,9 +356,11 @@ def _serve(work: Path, port: int, secret: str) -> subprocess.Popen[bytes]:
     config.write_text(
         "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
         f"storage:\n  filesystem:\n    rootdirectory: {work / 'data'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n  secret: {secret}\n")
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+        f"http:\n  addr: 127.0.0.1:{port}\n  secret: {secret}\n"
+    )
+    proc = subprocess.Popen(
+        ["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -276,14 +372,16 @@ def _serve(work: Path, port: int, secret: str) -> subprocess.Popen[bytes]:
 
 
 def test_a_registry_restarted_during_a_chunked_upload_loses_nothing(
-    project: Path, layouts: LayoutFactory, tmp_path: Path,
+    project: Path,
+    layouts: LayoutFactory,
+    tmp_path: Path,
 ) -> None:
     import os
     import signal
     import sys
     import time
 
-    from tests.registries import free_port
+    from testkit.registries import free_port
 
     work, port = tmp_path / "registry", free_port()
     work.mkdir()
@@ -293,8 +391,12 @@ def test_a_registry_restarted_during_a_chunked_upload_loses_nothing(
         repo = f"127.0.0.1:{port}/test/restarted"
         push = subprocess.Popen(
             [sys.executable, "-m", "imgtrack", "push", str(path), "--image", "api", "--to", repo, "-q", "--json"],
-            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "IMGTRACK_CHUNK_SIZE": "65536"})
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "IMGTRACK_CHUNK_SIZE": "65536"},
+        )
         uploads = work / "data" / "docker" / "registry" / "v2" / "repositories" / "test" / "restarted" / "_uploads"
         deadline = time.monotonic() + 60
         while not any(uploads.glob("*/data")) or sum(f.stat().st_size for f in uploads.glob("*/data")) < 1_000_000:
@@ -306,8 +408,18 @@ def test_a_registry_restarted_during_a_chunked_upload_loses_nothing(
         out, err = push.communicate(timeout=120)
         assert push.returncode == 0, err
         assert json.loads(out)["pushed"][0]["blobs_copied"] > 0
-        check = subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{repo}@{digest}",
-                                f"oci:{tmp_path / 'check'}:x"], capture_output=True, text=True)
+        check = subprocess.run(
+            [
+                "skopeo",
+                "copy",
+                "-q",
+                "--src-tls-verify=false",
+                f"docker://{repo}@{digest}",
+                f"oci:{tmp_path / 'check'}:x",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert check.returncode == 0, check.stderr  # every blob whole: skopeo verifies each
     finally:
         registry.terminate()

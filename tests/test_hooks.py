@@ -215,8 +215,7 @@ def test_pre_commit_framework_runs_the_same_check(pushed: Path, layouts: LayoutF
     root = Path(__file__).resolve().parent.parent
     config = pushed / ".pre-commit-config.yaml"
     config.write_text(
-        "repos:\n- repo: local\n  hooks:\n"
-        + "".join(f"  {line}\n" for line in _hook_definition(root).splitlines())
+        "repos:\n- repo: local\n  hooks:\n" + "".join(f"  {line}\n" for line in _hook_definition(root).splitlines())
     )
     git(pushed, "add", ".pre-commit-config.yaml")
     git(pushed, "commit", "-q", "-m", "pre-commit")
@@ -225,8 +224,20 @@ def test_pre_commit_framework_runs_the_same_check(pushed: Path, layouts: LayoutF
     smuggle_tag(record_file(pushed, rec), "latest")
     bad = commit_ledger(pushed)
     env = {**os.environ, "PATH": f"{Path(os.sys.executable).parent}:{os.environ['PATH']}"}
-    args = ["pre_commit", "run", "--hook-stage", "pre-push", "--from-ref", base, "--to-ref", bad,
-            "--remote-branch", "refs/heads/main", "--local-branch", "refs/heads/main"]
+    args = [
+        "pre_commit",
+        "run",
+        "--hook-stage",
+        "pre-push",
+        "--from-ref",
+        base,
+        "--to-ref",
+        bad,
+        "--remote-branch",
+        "refs/heads/main",
+        "--local-branch",
+        "refs/heads/main",
+    ]
     refused = subprocess.run([os.sys.executable, "-m", *args], cwd=pushed, capture_output=True, text=True, env=env)
     assert refused.returncode != 0, refused.stdout + refused.stderr
     assert "'latest' is refused" in refused.stdout + refused.stderr
@@ -247,7 +258,9 @@ def _hook_definition(root: Path) -> str:
     return yaml.safe_dump([hook], sort_keys=False)
 
 
-def test_install_keeps_the_old_hook_until_the_new_one_replaces_it(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_install_keeps_the_old_hook_until_the_new_one_replaces_it(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Deterministic form of the crash test: the hook write fails after the old hook was kept."""
     from imgtrack.commands import hooks as hooks_module
     from imgtrack.gitrepo import GitRepo

@@ -48,8 +48,12 @@ def test_a_huge_version_merged_from_a_branch_breaks_no_command(project: Path, tm
     assert run(["resolve", f"api@^{HUGE}0"], project).code == 1  # recorded nowhere: not found, no crash
     assert run(["verify"], project).code == 0
     assert run(["record", "--digest", "sha256:" + "d" * 64, "--image", "web", "--version", "2.0.0"], project).code == 0
-    assert run(["export", "allowlist", "--format", "kyverno", "--releases-only", "-o", str(tmp_path / "p.yaml")],
-               project).code == 0
+    assert (
+        run(
+            ["export", "allowlist", "--format", "kyverno", "--releases-only", "-o", str(tmp_path / "p.yaml")], project
+        ).code
+        == 0
+    )
     push = git(project, "push", "-q", "origin", "main")
     assert push == ""
     # The cache rebuilt from nothing holds them too.
@@ -70,28 +74,31 @@ def test_a_version_past_the_tag_limit_in_a_record_file_is_named_by_verify(projec
         assert refused.code == 2 and path.name in refused.err and one_line(refused.err), refused
 
 
-@pytest.mark.parametrize("args", [
-    ["record", "--digest", DIGEST_A + "\n", "--image", "api"],
-    ["record", "--digest", DIGEST_A, "--image", "api", "--tag", "v1\n"],
-    ["record", "--digest", DIGEST_B, "--image", "api", "--version", "1.0.0\n"],
-    ["record", "--digest", DIGEST_B, "--image", "api", "--version", "1." + "9" * 200 + ".0"],
-    ["record", "--digest", DIGEST_B, "--image", "api\n"],
-    ["record", "--digest", DIGEST_B, "--image", "api", "--tag", "v\u00e9"],
-    ["pull", "registry.example.com/team/api:1.0\n", "--to", "out"],
-    ["pull", "registry.example.com/team/api\x1b[2J", "--to", "out"],
-    ["push", "api@1.0.0", "--to", "registry.example.com/team/api\n"],
-    ["push", "api@1.0.0", "--to", "registry.example.com/team/api:1.0"],
-    ["resolve", "api@^1", "--repository", "registry.example.com/Team/api"],
-    ["resolve", "api@^1", "--repository", "registry.example.com/team/api@" + DIGEST_A],
-    ["resolve", f"api@^{'9' * 5000}"],
-    ["resolve", "api@^1.0\n"],
-    ["show", "api@1.0.0\n"],
-    ["log", "-n", "999999999999999999999999"],
-    ["log", "-n", "9" * 5000],
-    ["pull", "api@1.0.0", "--to", "out", "--timeout", "nan"],
-    ["pull", "api@1.0.0", "--to", "out", "--timeout", "inf"],
-    ["login", "registry.example.com\n", "-u", "me", "--password-stdin"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["record", "--digest", DIGEST_A + "\n", "--image", "api"],
+        ["record", "--digest", DIGEST_A, "--image", "api", "--tag", "v1\n"],
+        ["record", "--digest", DIGEST_B, "--image", "api", "--version", "1.0.0\n"],
+        ["record", "--digest", DIGEST_B, "--image", "api", "--version", "1." + "9" * 200 + ".0"],
+        ["record", "--digest", DIGEST_B, "--image", "api\n"],
+        ["record", "--digest", DIGEST_B, "--image", "api", "--tag", "v\u00e9"],
+        ["pull", "registry.example.com/team/api:1.0\n", "--to", "out"],
+        ["pull", "registry.example.com/team/api\x1b[2J", "--to", "out"],
+        ["push", "api@1.0.0", "--to", "registry.example.com/team/api\n"],
+        ["push", "api@1.0.0", "--to", "registry.example.com/team/api:1.0"],
+        ["resolve", "api@^1", "--repository", "registry.example.com/Team/api"],
+        ["resolve", "api@^1", "--repository", "registry.example.com/team/api@" + DIGEST_A],
+        ["resolve", f"api@^{'9' * 5000}"],
+        ["resolve", "api@^1.0\n"],
+        ["show", "api@1.0.0\n"],
+        ["log", "-n", "999999999999999999999999"],
+        ["log", "-n", "9" * 5000],
+        ["pull", "api@1.0.0", "--to", "out", "--timeout", "nan"],
+        ["pull", "api@1.0.0", "--to", "out", "--timeout", "inf"],
+        ["login", "registry.example.com\n", "-u", "me", "--password-stdin"],
+    ],
+)
 def test_malformed_arguments_are_one_line_and_exit_2(project: Path, args: list[str]) -> None:
     assert run(["record", "--digest", DIGEST_A, "--image", "api", "--version", "1.0.0"], project).code == 0
     before = ledger_files(project)
@@ -106,8 +113,11 @@ def test_malformed_arguments_are_one_line_and_exit_2(project: Path, args: list[s
 def test_environment_variables_are_checked_like_flags(project: Path, layouts: LayoutFactory, value: str) -> None:
     path, _ = layouts()
     before = ledger_files(project)
-    result = run(["push", str(path), "--image", "api", "--to", "oci:" + str(project.parent / "dest")], project,
-                 env={"IMGTRACK_CHUNK_SIZE": value})
+    result = run(
+        ["push", str(path), "--image", "api", "--to", "oci:" + str(project.parent / "dest")],
+        project,
+        env={"IMGTRACK_CHUNK_SIZE": value},
+    )
     assert result.code == 2 and "IMGTRACK_CHUNK_SIZE" in result.err and one_line(result.err), result
     assert ledger_files(project) == before and not (project.parent / "dest").exists()
 
@@ -138,8 +148,9 @@ _HUNGRY = [
 
 
 @pytest.mark.parametrize(("name", "text", "words"), _HUNGRY, ids=[case[0] for case in _HUNGRY])
-def test_audit_input_that_would_eat_the_machine_is_refused(project: Path, tmp_path: Path, name: str, text: str,
-                                                           words: str) -> None:
+def test_audit_input_that_would_eat_the_machine_is_refused(
+    project: Path, tmp_path: Path, name: str, text: str, words: str
+) -> None:
     source = tmp_path / "input.yaml"
     source.write_bytes(text.encode("utf-8", "surrogateescape"))
     result = run(["audit", str(source)], project)
@@ -148,18 +159,31 @@ def test_audit_input_that_would_eat_the_machine_is_refused(project: Path, tmp_pa
 
 def test_audit_reads_aliases_that_only_share_values(project: Path, tmp_path: Path) -> None:
     source = tmp_path / "input.yaml"
-    source.write_text("kind: List\nitems:\n- &p {kind: Pod, metadata: {name: a}, spec: {containers: "
-                      "[{name: c, image: 'nginx:1.0'}]}}\n- *p\n")
+    source.write_text(
+        "kind: List\nitems:\n- &p {kind: Pod, metadata: {name: a}, spec: {containers: "
+        "[{name: c, image: 'nginx:1.0'}]}}\n- *p\n"
+    )
     result = run(["audit", str(source), "--json"], project)
     assert [row["status"] for row in result.json()] == ["unpinned", "unpinned"]
 
 
 def test_audit_reports_an_unparseable_image_as_invalid_not_latest(project: Path) -> None:
-    pods = {"kind": "List", "items": [{"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [
-        {"name": "a", "image": "Registry.example.com/Team/API:1.0"},
-        {"name": "b", "image": "nginx:1.0 \x1b[2J"},
-        {"name": "c", "image": "nginx"},
-    ]}}]}
+    pods = {
+        "kind": "List",
+        "items": [
+            {
+                "kind": "Pod",
+                "metadata": {"name": "p"},
+                "spec": {
+                    "containers": [
+                        {"name": "a", "image": "Registry.example.com/Team/API:1.0"},
+                        {"name": "b", "image": "nginx:1.0 \x1b[2J"},
+                        {"name": "c", "image": "nginx"},
+                    ]
+                },
+            }
+        ],
+    }
     result = run(["audit", "-", "--json"], project, stdin=json.dumps(pods))
     statuses = {row["reference"]: (row["status"], row["detail"]) for row in result.json()}
     assert statuses["Registry.example.com/Team/API:1.0"][0] == "invalid"
@@ -201,9 +225,10 @@ def test_a_file_system_not_shaped_as_expected_is_named(project: Path, shape: str
 
 
 def test_a_blob_far_bigger_than_its_descriptor_is_refused_before_it_is_hashed(
-    project: Path, layouts: LayoutFactory,
+    project: Path,
+    layouts: LayoutFactory,
 ) -> None:
-    from tests.layouts import biggest_blob
+    from testkit.layouts import biggest_blob
 
     path, _ = layouts()
     layer = biggest_blob(path)
@@ -218,9 +243,11 @@ def test_a_blob_far_bigger_than_its_descriptor_is_refused_before_it_is_hashed(
 def test_output_paths_need_their_folder_and_nothing_is_made_on_the_way(project: Path, tmp_path: Path) -> None:
     assert run(["record", "--digest", DIGEST_A, "--image", "api", "--version", "1.0.0"], project).code == 0
     missing = tmp_path / "no" / "such"
-    for args in (["export", "allowlist", "--format", "kyverno", "-o", str(missing / "policy.yaml")],
-                 ["pull", "api@1.0.0", "--to", str(missing / "layout")],
-                 ["push", "api@1.0.0", "--to", f"oci:{missing / 'layout'}"]):
+    for args in (
+        ["export", "allowlist", "--format", "kyverno", "-o", str(missing / "policy.yaml")],
+        ["pull", "api@1.0.0", "--to", str(missing / "layout")],
+        ["push", "api@1.0.0", "--to", f"oci:{missing / 'layout'}"],
+    ):
         result = run(args, project)
         assert result.code == 2 and f"the folder {missing} does not exist" in result.err and one_line(result.err)
         assert not (tmp_path / "no").exists()
@@ -230,18 +257,22 @@ def test_output_paths_need_their_folder_and_nothing_is_made_on_the_way(project: 
     assert run(["export", "allowlist", "--format", "kyverno", "-o", str(tmp_path / "p.yaml")], project).code == 0
 
 
-
-@pytest.mark.parametrize("env", [
-    {"IMGTRACK_USERNAME": "me"},
-    {"IMGTRACK_PASSWORD": "secret"},
-    {"IMGTRACK_USERNAME": "me", "IMGTRACK_PASSWORD": ""},
-    {"IMGTRACK_USERNAME": "me\x1b", "IMGTRACK_PASSWORD": "secret"},
-    {"HTTPS_PROXY": "http://proxy.example.com::::"},
-    {"HTTP_PROXY": "ftp://proxy.example.com"},
-    {"ALL_PROXY": "socks5://127.0.0.1:1080"},
-], ids=lambda env: ",".join(env))
-def test_credential_and_proxy_variables_are_checked_before_any_request(project: Path, tmp_path: Path,
-                                                                      env: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"IMGTRACK_USERNAME": "me"},
+        {"IMGTRACK_PASSWORD": "secret"},
+        {"IMGTRACK_USERNAME": "me", "IMGTRACK_PASSWORD": ""},
+        {"IMGTRACK_USERNAME": "me\x1b", "IMGTRACK_PASSWORD": "secret"},
+        {"HTTPS_PROXY": "http://proxy.example.com::::"},
+        {"HTTP_PROXY": "ftp://proxy.example.com"},
+        {"ALL_PROXY": "socks5://127.0.0.1:1080"},
+    ],
+    ids=lambda env: ",".join(env),
+)
+def test_credential_and_proxy_variables_are_checked_before_any_request(
+    project: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
     # Port 9 on loopback: were a request made, the answer would be exit 3.
     result = run(["pull", "127.0.0.9:9/team/api:1.0", "--to", str(tmp_path / "out")], project, env=env)
     assert result.code == 2 and one_line(result.err), result

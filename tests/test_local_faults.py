@@ -18,16 +18,27 @@ from pathlib import Path
 
 import pytest
 
+from testkit.registries import Registry
 from tests.conftest import LayoutFactory, run
-from tests.registries import Registry
 
 
 def _pushed(project: Path, layouts: LayoutFactory, registry: Registry, **shape: int) -> tuple[str, str]:
     """An image put in the registry by another tool (skopeo), as `repo:latest-build`."""
     path, digest = layouts(**shape)
     repo = registry.repo("local")
-    copy = subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{path}:latest-build",
-                           f"docker://{repo}:latest-build"], capture_output=True, text=True, timeout=120)
+    copy = subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            f"oci:{path}:latest-build",
+            f"docker://{repo}:latest-build",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert copy.returncode == 0, copy.stderr
     return repo, digest
 
@@ -44,12 +55,19 @@ def _whole_blobs(layout: Path) -> set[str]:
 
 
 def _pull(project: Path, source: str, target: Path, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "imgtrack", "pull", source, "--to", str(target), "-q", *extra],
-                            cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "imgtrack", "pull", source, "--to", str(target), "-q", *extra],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def test_kill_9_mid_pull_with_jobs_4_then_a_rerun_copies_only_what_is_missing(
-    project: Path, layouts: LayoutFactory, plain_registry: Registry, tmp_path: Path,
+    project: Path,
+    layouts: LayoutFactory,
+    plain_registry: Registry,
+    tmp_path: Path,
 ) -> None:
     repo, digest = _pushed(project, layouts, plain_registry, layers=8, layer_size=2_000_000)
     target = tmp_path / "pulled"
@@ -71,15 +89,25 @@ def test_kill_9_mid_pull_with_jobs_4_then_a_rerun_copies_only_what_is_missing(
 
 
 def test_concurrent_pulls_into_one_layout_all_land(
-    project: Path, layouts: LayoutFactory, plain_registry: Registry, tmp_path: Path,
+    project: Path,
+    layouts: LayoutFactory,
+    plain_registry: Registry,
+    tmp_path: Path,
 ) -> None:
     images = [_pushed(project, layouts, plain_registry, layers=3, layer_size=400_000) for _ in range(2)]
     for trial in range(3):
         target = tmp_path / f"shared-{trial}"
-        procs = [subprocess.Popen(
-            [sys.executable, "-m", "imgtrack", "pull", f"{repo}@{digest}", "--to", str(target), "--jobs", "4"],
-            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for repo, digest in images for _ in range(2)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "imgtrack", "pull", f"{repo}@{digest}", "--to", str(target), "--jobs", "4"],
+                cwd=project,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for repo, digest in images
+            for _ in range(2)
+        ]
         outcomes = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
         assert all(code == 0 for _, _, code in outcomes), outcomes
         _whole_blobs(target)
@@ -100,7 +128,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_full_disk_is_one_line_exit_74_and_leaves_a_valid_layout(
-    project: Path, layouts: LayoutFactory, plain_registry: Registry, small_disk: Path,
+    project: Path,
+    layouts: LayoutFactory,
+    plain_registry: Registry,
+    small_disk: Path,
 ) -> None:
     repo, digest = _pushed(project, layouts, plain_registry, layers=4, layer_size=1_500_000)
     target = small_disk / "new-layout"
@@ -125,7 +156,10 @@ def _temp_beside(layout: Path, pid: int, age_s: int) -> Path:
 
 
 def test_a_live_writers_temp_file_is_never_swept_a_dead_ones_is(
-    project: Path, layouts: LayoutFactory, plain_registry: Registry, tmp_path: Path,
+    project: Path,
+    layouts: LayoutFactory,
+    plain_registry: Registry,
+    tmp_path: Path,
 ) -> None:
     repo, digest = _pushed(project, layouts, plain_registry)
     target = tmp_path / "layout"

@@ -19,7 +19,9 @@ from imgtrack.oci.reference import TAG_RE, parse_reference
 from imgtrack.policy import Candidate, TagHolder, check_tag_grammar, check_tags, render_tags
 from imgtrack.versions import decode_tag, encode_tag, is_version, parse_range, parse_version
 
-ident = st.from_regex(r"[0-9A-Za-z-]{1,8}", fullmatch=True).filter(lambda s: not (s.isdigit() and s.startswith("0") and s != "0"))
+ident = st.from_regex(r"[0-9A-Za-z-]{1,8}", fullmatch=True).filter(
+    lambda s: not (s.isdigit() and s.startswith("0") and s != "0")
+)
 # Small numbers most of the time, and now and then one past 64 bits: semver sets no bound.
 numbers = st.one_of(st.integers(min_value=0, max_value=999), st.integers(min_value=2**63 - 2, max_value=10**40))
 
@@ -122,7 +124,9 @@ def test_policy_never_lets_an_immutable_tag_move(held: str, new: str, same_diges
 
 
 # Characters a grammar built on `$` or `\s` would let through at the end, start or middle of an input.
-_SNEAKY = st.sampled_from(["\n", "\r\n", "\r", "\t", " ", "\x00", "\x1b", "\x7f", "\u00a0", "\u2028", "\ufeff", "\u0660"])
+_SNEAKY = st.sampled_from(
+    ["\n", "\r\n", "\r", "\t", " ", "\x00", "\x1b", "\x7f", "\u00a0", "\u2028", "\ufeff", "\u0660"]
+)
 
 
 def _one_line_refusal(check: object, text: str) -> None:
@@ -134,8 +138,11 @@ def _one_line_refusal(check: object, text: str) -> None:
         raise AssertionError(f"{text!r} was accepted")
 
 
-@given(st.sampled_from(["api", "1.4.0", "sha256:" + "a" * 64, "registry.example.com/team/api:1.4.0", "v1"]),
-       _SNEAKY, st.sampled_from(["end", "start", "middle"]))
+@given(
+    st.sampled_from(["api", "1.4.0", "sha256:" + "a" * 64, "registry.example.com/team/api:1.4.0", "v1"]),
+    _SNEAKY,
+    st.sampled_from(["end", "start", "middle"]),
+)
 def test_every_grammar_refuses_control_characters_and_whitespace(valid: str, bad: str, where: str) -> None:
     text = {"end": valid + bad, "start": bad + valid, "middle": valid[:2] + bad + valid[2:]}[where]
     for check in (check_digest, check_tag_grammar, parse_reference, lambda t: parse_version(t, "--version")):

@@ -13,7 +13,13 @@ from tests.conftest import LayoutFactory, commit_file, run
 def history(project: Path, layouts: LayoutFactory) -> dict[str, dict]:
     """api 1.3.0, 1.4.0, 1.4.2, 2.0.0-rc.1 and web 1.4.0, each from its own commit, recorded in that order."""
     out: dict[str, dict] = {}
-    for image, version in [("api", "1.3.0"), ("api", "1.4.0"), ("web", "1.4.0"), ("api", "1.4.2"), ("api", "2.0.0-rc.1")]:
+    for image, version in [
+        ("api", "1.3.0"),
+        ("api", "1.4.0"),
+        ("web", "1.4.0"),
+        ("api", "1.4.2"),
+        ("api", "2.0.0-rc.1"),
+    ]:
         commit_file(project)
         path, _ = layouts(platforms=("linux/amd64", "linux/arm64"))
         result = run(["record", str(path), "--image", image, "--version", version, "--json"], project)
@@ -65,8 +71,16 @@ def test_show_ambiguous_and_unknown(project: Path, history: dict[str, dict]) -> 
 
 @pytest.mark.parametrize(
     ("spec", "version"),
-    [("api@^1.3", "1.4.2"), ("api@~1.4.0", "1.4.2"), ("api@1.x", "1.4.2"), ("api@1.3", "1.3.0"),
-     ("api@>=1.0.0 <1.4.0", "1.3.0"), ("api@1.4.0", "1.4.0"), ("api@^2.0.0-rc.0", "2.0.0-rc.1"), ("web@*", "1.4.0")],
+    [
+        ("api@^1.3", "1.4.2"),
+        ("api@~1.4.0", "1.4.2"),
+        ("api@1.x", "1.4.2"),
+        ("api@1.3", "1.3.0"),
+        ("api@>=1.0.0 <1.4.0", "1.3.0"),
+        ("api@1.4.0", "1.4.0"),
+        ("api@^2.0.0-rc.0", "2.0.0-rc.1"),
+        ("web@*", "1.4.0"),
+    ],
 )
 def test_resolve_ranges(project: Path, history: dict[str, dict], spec: str, version: str) -> None:
     result = run(["resolve", spec], project)
@@ -109,7 +123,8 @@ def test_an_exact_digest_shows_its_own_record_and_lists_the_others_after(project
     assert shown.code == 0, shown.err
     assert shown.json()["image"] == "web"  # type: ignore[index]
     assert shown.json()["also_named_by"] == [  # type: ignore[index]
-        {"image": "api", "version": "1.0.0", "digest": multi["digest"]}]  # type: ignore[index]
+        {"image": "api", "version": "1.0.0", "digest": multi["digest"]}
+    ]  # type: ignore[index]
     text = run(["show", platform], project).out
     assert "also in      api 1.0.0" in text
     # A prefix of it stays ambiguous: nothing says which was meant.

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.layouts import biggest_blob, layout_tar
 from tests.conftest import LayoutFactory, commit_file, git, record_file, run
-from tests.layouts import biggest_blob, layout_tar
 
 
 def ledger_files(repo: Path) -> dict[str, bytes]:
@@ -84,11 +84,19 @@ def test_tar_and_buildx_metadata_and_digest_sources(project: Path, layouts: Layo
 
     meta = tmp_path / "metadata.json"
     other = "sha256:" + "c" * 64
-    meta.write_text(json.dumps({
-        "containerimage.digest": other,
-        "containerimage.descriptor": {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": other, "size": 1},
-        "image.name": "registry.example.com/api:1",
-    }))
+    meta.write_text(
+        json.dumps(
+            {
+                "containerimage.digest": other,
+                "containerimage.descriptor": {
+                    "mediaType": "application/vnd.oci.image.index.v1+json",
+                    "digest": other,
+                    "size": 1,
+                },
+                "image.name": "registry.example.com/api:1",
+            }
+        )
+    )
     data = run(["record", str(meta), "--image", "web", "--json"], project).json()
     assert data["digest"] == other and data["media_type"].endswith("index.v1+json")
 
@@ -153,8 +161,13 @@ def test_immutable_tag_never_moves(project: Path, layouts: LayoutFactory) -> Non
     second, _ = layouts()
     assert run(["record", str(first), "--image", "api", "--tag", "qa-approved"], project).code == 0
     commit_file(project)
-    refused(project, ["record", str(second), "--image", "api", "--tag", "qa-approved"], 1,
-            "qa-approved", "immutable tags never move")
+    refused(
+        project,
+        ["record", str(second), "--image", "api", "--tag", "qa-approved"],
+        1,
+        "qa-approved",
+        "immutable tags never move",
+    )
 
 
 def test_rebuild_of_one_commit_needs_a_distinct_version(project: Path, layouts: LayoutFactory) -> None:
@@ -181,11 +194,17 @@ def test_floating_tag_only_moves_forward(project: Path, layouts: LayoutFactory) 
     newer, _ = layouts()
     older, _ = layouts()
     assert run(["record", str(newer), "--image", "api"], project).code == 0
-    refused(project, ["record", str(older), "--image", "api", "--commit", old_commit], 1,
-            "floating tag '1.2'", "only move forward")
+    refused(
+        project,
+        ["record", str(older), "--image", "api", "--commit", old_commit],
+        1,
+        "floating tag '1.2'",
+        "only move forward",
+    )
     commit_file(project)
-    refused(project, ["record", str(older), "--image", "api", "--version", "1.3.0-rc.1", "--tag", "1.3"], 1,
-            "releases only")
+    refused(
+        project, ["record", str(older), "--image", "api", "--version", "1.3.0-rc.1", "--tag", "1.3"], 1, "releases only"
+    )
 
 
 def test_dirty_tree(project: Path, layouts: LayoutFactory) -> None:
@@ -273,7 +292,7 @@ def test_layout_index_json_problems(project: Path, layouts: LayoutFactory, tmp_p
 
 
 def test_several_manifests_need_ref_name(project: Path, tmp_path: Path) -> None:
-    from tests.layouts import build_layout
+    from testkit.layouts import build_layout
 
     path = tmp_path / "multi"
     build_layout(path, seed=1, ref_name="one")

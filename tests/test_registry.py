@@ -9,18 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LayoutFactory, git, fact_files, record_file, run
-from tests.registries import PASSWORD, USER, Registry
+from testkit.registries import PASSWORD, USER, Registry
+from tests.conftest import LayoutFactory, fact_files, git, record_file, run
 
 
 def skopeo_digest(ref: str, *flags: str) -> str:
-    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", *flags, ref],
-                         check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", *flags, ref], check=True, capture_output=True
+    ).stdout
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-def test_push_pull_round_trip_with_skopeo(project: Path, layouts: LayoutFactory, plain_registry: Registry,
-                                          tmp_path: Path) -> None:
+def test_push_pull_round_trip_with_skopeo(
+    project: Path, layouts: LayoutFactory, plain_registry: Registry, tmp_path: Path
+) -> None:
     git(project, "tag", "v1.0.0")
     path, digest = layouts(platforms=("linux/amd64", "linux/arm64/v8"))
     repo = plain_registry.repo()
@@ -40,15 +42,19 @@ def test_push_pull_round_trip_with_skopeo(project: Path, layouts: LayoutFactory,
     assert skopeo_digest(f"oci:{target}:1.0.0") == digest
     # What skopeo pushes, imgtrack pulls: by tag, outside any repository.
     other = plain_registry.repo("from-skopeo")
-    subprocess.run(["skopeo", "copy", "-q", "--all", "--dest-tls-verify=false", f"oci:{target}:1.0.0",
-                    f"docker://{other}:v1"], check=True)
+    subprocess.run(
+        ["skopeo", "copy", "-q", "--all", "--dest-tls-verify=false", f"oci:{target}:1.0.0", f"docker://{other}:v1"],
+        check=True,
+    )
     out = tmp_path / "out"
     result = run(["pull", f"{other}:v1", "--to", str(out)], tmp_path)
     assert result.code == 0, result.err
     assert skopeo_digest(f"oci:{out}:v1") == digest
 
 
-def test_push_to_another_repository_mounts_blobs(project: Path, layouts: LayoutFactory, plain_registry: Registry) -> None:
+def test_push_to_another_repository_mounts_blobs(
+    project: Path, layouts: LayoutFactory, plain_registry: Registry
+) -> None:
     path, _ = layouts()
     first, second = plain_registry.repo("a"), plain_registry.repo("b")
     assert run(["push", str(path), "--image", "api", "--to", first], project).code == 0
@@ -62,29 +68,45 @@ def test_drift_on_registry_tag_is_refused(project: Path, layouts: LayoutFactory,
     first, _ = layouts()
     rec = run(["push", str(first), "--image", "api", "--to", repo, "--json"], project).json()
     other, _ = layouts()
-    subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{other}:latest-build",
-                    f"docker://{repo}:{rec['tags'][0]}"], check=True)
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            f"oci:{other}:latest-build",
+            f"docker://{repo}:{rec['tags'][0]}",
+        ],
+        check=True,
+    )
     before = record_file(project, rec).read_text()
     result = run(["push", rec["digest"], "--to", repo], project)
     assert result.code == 1 and "drifted" in result.err
     assert record_file(project, rec).read_text() == before
 
 
-def test_basic_auth_from_environment_and_docker_config(project: Path, layouts: LayoutFactory,
-                                                       basic_registry: Registry, isolated_home: Path) -> None:
+def test_basic_auth_from_environment_and_docker_config(
+    project: Path, layouts: LayoutFactory, basic_registry: Registry, isolated_home: Path
+) -> None:
     path, digest = layouts()
     repo = basic_registry.repo()
     anonymous = run(["push", str(path), "--image", "api", "--to", repo], project)
     assert anonymous.code == 3 and basic_registry.host in anonymous.err and "401" in anonymous.err
     assert not list((project / ".imgtrack" / "ledger" / "api").glob("*/*/push-*.toml"))
 
-    wrong = run(["push", str(path), "--to", repo], project,
-                env={"IMGTRACK_USERNAME": USER, "IMGTRACK_PASSWORD": "not-" + PASSWORD})
+    wrong = run(
+        ["push", str(path), "--to", repo],
+        project,
+        env={"IMGTRACK_USERNAME": USER, "IMGTRACK_PASSWORD": "not-" + PASSWORD},
+    )
     assert wrong.code == 3 and "refused the credentials" in wrong.err
     assert PASSWORD not in wrong.err + wrong.out and "not-" + PASSWORD not in wrong.err + wrong.out
 
-    ok = run(["push", str(path), "--to", repo, "--json"], project,
-             env={"IMGTRACK_USERNAME": USER, "IMGTRACK_PASSWORD": PASSWORD})
+    ok = run(
+        ["push", str(path), "--to", repo, "--json"],
+        project,
+        env={"IMGTRACK_USERNAME": USER, "IMGTRACK_PASSWORD": PASSWORD},
+    )
     assert ok.code == 0, ok.err
     assert PASSWORD not in ok.out + ok.err
     assert skopeo_digest(f"docker://{repo}:{ok.json()['tags'][0]}", "--creds", f"{USER}:{PASSWORD}") == digest
@@ -93,8 +115,9 @@ def test_basic_auth_from_environment_and_docker_config(project: Path, layouts: L
     docker.mkdir(exist_ok=True)
     import base64
 
-    (docker / "config.json").write_text(json.dumps(
-        {"auths": {basic_registry.host: {"auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}}))
+    (docker / "config.json").write_text(
+        json.dumps({"auths": {basic_registry.host: {"auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}})
+    )
     try:
         out = project.parent / "pulled"
         pulled = run(["pull", f"{repo}@{digest}", "--to", str(out)], project)
@@ -107,8 +130,11 @@ def test_basic_auth_from_environment_and_docker_config(project: Path, layouts: L
 
 def test_password_stdin(project: Path, layouts: LayoutFactory, basic_registry: Registry) -> None:
     path, _ = layouts()
-    result = run(["push", str(path), "--image", "api", "--to", basic_registry.repo(),
-                  "--username", USER, "--password-stdin"], project, stdin=PASSWORD + "\n")
+    result = run(
+        ["push", str(path), "--image", "api", "--to", basic_registry.repo(), "--username", USER, "--password-stdin"],
+        project,
+        stdin=PASSWORD + "\n",
+    )
     assert result.code == 0, result.err
 
 
@@ -125,8 +151,11 @@ def test_tls_registry_needs_its_ca(project: Path, layouts: LayoutFactory, tls_re
     assert pulled.code == 0, pulled.err
     assert skopeo_digest(f"oci:{out}") == digest
     # Without --ca-file, the system trust store decides; OpenSSL reads its location from SSL_CERT_FILE.
-    system = run(["pull", f"{repo}@{digest}", "--to", str(project.parent / "pulled-tls-system")], project,
-                 env={"SSL_CERT_FILE": str(tls_registry.ca_file)})
+    system = run(
+        ["pull", f"{repo}@{digest}", "--to", str(project.parent / "pulled-tls-system")],
+        project,
+        env={"SSL_CERT_FILE": str(tls_registry.ca_file)},
+    )
     assert system.code == 0, system.err
     junk = project.parent / "not-a-ca.pem"
     junk.write_text("hello\n")
@@ -135,9 +164,10 @@ def test_tls_registry_needs_its_ca(project: Path, layouts: LayoutFactory, tls_re
     assert not (project.parent / "x").exists()
 
 
-def test_unreachable_registry_and_missing_repository(project: Path, layouts: LayoutFactory,
-                                                     plain_registry: Registry, tmp_path: Path) -> None:
-    from tests.registries import free_port
+def test_unreachable_registry_and_missing_repository(
+    project: Path, layouts: LayoutFactory, plain_registry: Registry, tmp_path: Path
+) -> None:
+    from testkit.registries import free_port
 
     path, _ = layouts()
     down = run(["push", str(path), "--image", "api", "--to", f"127.0.0.1:{free_port()}/team/api"], project)
@@ -149,8 +179,9 @@ def test_unreachable_registry_and_missing_repository(project: Path, layouts: Lay
     assert bad.code == 2 and "lowercase" in bad.err
 
 
-def test_token_auth_push_and_pull(project: Path, layouts: LayoutFactory, token_registry: Registry,
-                                  tmp_path: Path) -> None:
+def test_token_auth_push_and_pull(
+    project: Path, layouts: LayoutFactory, token_registry: Registry, tmp_path: Path
+) -> None:
     path, digest = layouts(platforms=("linux/amd64", "linux/arm64"))
     repo = token_registry.repo()
     creds = {"IMGTRACK_USERNAME": USER, "IMGTRACK_PASSWORD": PASSWORD}
@@ -172,7 +203,8 @@ def test_token_auth_push_and_pull(project: Path, layouts: LayoutFactory, token_r
 
 
 def test_a_registry_that_asked_for_credentials_is_not_asked_again_without_them(
-        project: Path, layouts: LayoutFactory, token_registry: Registry) -> None:
+    project: Path, layouts: LayoutFactory, token_registry: Registry
+) -> None:
     """Promote within a token-auth registry: the destination's first request meets the challenge, so
     the source manifest, for which no token is held yet, goes straight to the auth flow: one 401, not two."""
     from tests.faultproxy import FaultProxy
@@ -181,23 +213,29 @@ def test_a_registry_that_asked_for_credentials_is_not_asked_again_without_them(
     try:
         path, digest = layouts()
         creds = {"IMGTRACK_USERNAME": USER, "IMGTRACK_PASSWORD": PASSWORD}
-        pushed = run(["push", str(path), "--image", "api", "--to", f"{proxy.host}/team/source", "--json"], project,
-                     env=creds)
+        pushed = run(
+            ["push", str(path), "--image", "api", "--to", f"{proxy.host}/team/source", "--json"], project, env=creds
+        )
         assert pushed.code == 0, pushed.err
         proxy.forwarded.clear()
-        promoted = run(["promote", f"api@{pushed.json()['version']}", "--to", f"{proxy.host}/team/target"], project,
-                       env=creds)
+        promoted = run(
+            ["promote", f"api@{pushed.json()['version']}", "--to", f"{proxy.host}/team/target"], project, env=creds
+        )
         assert promoted.code == 0, promoted.err
-        source_gets = [(status, auth) for method, p, status, auth in proxy.forwarded
-                       if method == "GET" and p.startswith("/v2/team/source/manifests/")]
+        source_gets = [
+            (status, auth)
+            for method, p, status, auth in proxy.forwarded
+            if method == "GET" and p.startswith("/v2/team/source/manifests/")
+        ]
         assert source_gets and source_gets[-1] == (200, True)
         assert [g for g in source_gets if not g[1]] == [(401, False)]
     finally:
         proxy.close()
 
 
-def test_login_logout_with_docker_config(project: Path, layouts: LayoutFactory, basic_registry: Registry,
-                                         isolated_home: Path) -> None:
+def test_login_logout_with_docker_config(
+    project: Path, layouts: LayoutFactory, basic_registry: Registry, isolated_home: Path
+) -> None:
     config = isolated_home / ".docker" / "config.json"
     wrong = run(["login", basic_registry.host, "-u", USER, "--password-stdin"], project, stdin="nope\n")
     assert wrong.code == 3 and "refused the credentials" in wrong.err and not config.exists()
@@ -215,8 +253,9 @@ def test_login_logout_with_docker_config(project: Path, layouts: LayoutFactory, 
     assert run(["push", str(path), "--to", basic_registry.repo()], project).code == 3
 
 
-def test_credential_helper(project: Path, layouts: LayoutFactory, basic_registry: Registry,
-                           isolated_home: Path, tmp_path: Path) -> None:
+def test_credential_helper(
+    project: Path, layouts: LayoutFactory, basic_registry: Registry, isolated_home: Path, tmp_path: Path
+) -> None:
     """`credHelpers` names a docker-credential-* program; imgtrack runs it, as docker does."""
     store = tmp_path / "helper-store.json"
     helper_dir = tmp_path / "bin"
@@ -240,7 +279,9 @@ def test_credential_helper(project: Path, layouts: LayoutFactory, basic_registry
     config.write_text(json.dumps({"credHelpers": {basic_registry.host: "imgtracktest"}}))
     env = {"PATH": f"{helper_dir}:{__import__('os').environ['PATH']}"}
     try:
-        ok = run(["login", basic_registry.host, "-u", USER, "--password-stdin"], project, stdin=PASSWORD + "\n", env=env)
+        ok = run(
+            ["login", basic_registry.host, "-u", USER, "--password-stdin"], project, stdin=PASSWORD + "\n", env=env
+        )
         assert ok.code == 0, ok.err
         assert "docker-credential-imgtracktest" in ok.out and PASSWORD not in config.read_text()
         path, _ = layouts()
@@ -250,8 +291,9 @@ def test_credential_helper(project: Path, layouts: LayoutFactory, basic_registry
         config.unlink()
 
 
-def test_verify_remote_finds_drift_and_deleted_manifests(project: Path, layouts: LayoutFactory,
-                                                         plain_registry: Registry) -> None:
+def test_verify_remote_finds_drift_and_deleted_manifests(
+    project: Path, layouts: LayoutFactory, plain_registry: Registry
+) -> None:
     git(project, "tag", "v2.0.0")
     path, digest = layouts()
     repo = plain_registry.repo()
@@ -260,8 +302,10 @@ def test_verify_remote_finds_drift_and_deleted_manifests(project: Path, layouts:
     assert clean.code == 0, clean.out + clean.err
     # A tag moved behind imgtrack's back, with skopeo.
     other, _ = layouts()
-    subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{other}:latest-build",
-                    f"docker://{repo}:2.0.0"], check=True)
+    subprocess.run(
+        ["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{other}:latest-build", f"docker://{repo}:2.0.0"],
+        check=True,
+    )
     drift = run(["verify", "--remote", "--json"], project)
     assert drift.code == 1
     messages = [f["message"] for f in drift.json()["findings"]]
@@ -274,16 +318,22 @@ def test_verify_remote_finds_drift_and_deleted_manifests(project: Path, layouts:
     assert rec["digest"] == digest
 
 
-def test_promote_within_a_registry_and_to_another(project: Path, layouts: LayoutFactory, plain_registry: Registry,
-                                                  basic_registry: Registry) -> None:
+def test_promote_within_a_registry_and_to_another(
+    project: Path, layouts: LayoutFactory, plain_registry: Registry, basic_registry: Registry
+) -> None:
     path, digest = layouts(platforms=("linux/amd64", "linux/arm64"))
     first = plain_registry.repo("staging")
-    rec = run(["push", str(path), "--image", "api", "--version", "3.1.0", "--to", first, "-q", "--json"], project).json()
+    rec = run(
+        ["push", str(path), "--image", "api", "--version", "3.1.0", "--to", first, "-q", "--json"], project
+    ).json()
     within = run(["promote", "api@3.1.0", "--to", plain_registry.repo("prod"), "--json", "-q"], project)
     assert within.code == 0, within.err
     assert within.json()["pushed"][0]["bytes_copied"] == 0, "same registry: blobs are mounted"
-    across = run(["promote", "api@3.1.0", "--to", basic_registry.repo("prod"), "--json", "-q"], project,
-                 env={"IMGTRACK_USERNAME": USER, "IMGTRACK_PASSWORD": PASSWORD})
+    across = run(
+        ["promote", "api@3.1.0", "--to", basic_registry.repo("prod"), "--json", "-q"],
+        project,
+        env={"IMGTRACK_USERNAME": USER, "IMGTRACK_PASSWORD": PASSWORD},
+    )
     assert across.code == 0, across.err
     assert across.json()["pushed"][0]["bytes_copied"] > 0
     target = across.json()["pushed"][0]["repository"]
@@ -306,25 +356,27 @@ def test_blob_downloads_leave_proxied_registries_to_httpx(monkeypatch: pytest.Mo
     assert not FastPath(context, 1, 1).enabled  # httpx honours the proxy; the fast path cannot
 
 
-def test_a_credential_helper_that_knows_nothing_falls_through(project: Path, layouts: LayoutFactory,
-                                                               basic_registry: Registry, isolated_home: Path,
-                                                               tmp_path: Path) -> None:
+def test_a_credential_helper_that_knows_nothing_falls_through(
+    project: Path, layouts: LayoutFactory, basic_registry: Registry, isolated_home: Path, tmp_path: Path
+) -> None:
     """A helper answering `get` with exit 0 and an empty user and secret (docker-credential-pass does, for a
     server it holds nothing for) is no answer: the next source, here `auths`, is used, as docker does."""
     helper_dir = tmp_path / "bin"
     helper_dir.mkdir()
     calls = tmp_path / "calls"
     helper = helper_dir / "docker-credential-knowsnothing"
-    helper.write_text("#!/bin/sh\n"
-                      f"echo \"$1\" >> {calls}\n"
-                      "cat >/dev/null\n"
-                      "echo '{\"ServerURL\":\"\",\"Username\":\"\",\"Secret\":\"\"}'\n")
+    helper.write_text(
+        f'#!/bin/sh\necho "$1" >> {calls}\ncat >/dev/null\necho \'{{"ServerURL":"","Username":"","Secret":""}}\'\n'
+    )
     helper.chmod(0o755)
     config = isolated_home / ".docker" / "config.json"
     config.parent.mkdir(exist_ok=True)
     auth = __import__("base64").b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-    config.write_text(json.dumps({"credHelpers": {basic_registry.host: "knowsnothing"},
-                                  "auths": {basic_registry.host: {"auth": auth}}}))
+    config.write_text(
+        json.dumps(
+            {"credHelpers": {basic_registry.host: "knowsnothing"}, "auths": {basic_registry.host: {"auth": auth}}}
+        )
+    )
     env = {"PATH": f"{helper_dir}:{__import__('os').environ['PATH']}"}
     try:
         path, _ = layouts()

@@ -6,12 +6,18 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from testkit.registries import PASSWORD, USER, Registry
 from tests.conftest import LayoutFactory, git, run
-from tests.registries import PASSWORD, USER, Registry
 
 
-def test_sentinel_password_never_leaks(project: Path, layouts: LayoutFactory, basic_registry: Registry,
-                                       token_registry: Registry, isolated_home: Path, tmp_path: Path) -> None:
+def test_sentinel_password_never_leaks(
+    project: Path,
+    layouts: LayoutFactory,
+    basic_registry: Registry,
+    token_registry: Registry,
+    isolated_home: Path,
+    tmp_path: Path,
+) -> None:
     wrong = "WRONG-" + PASSWORD
     outputs: list[str] = []
     path, digest = layouts()
@@ -19,12 +25,16 @@ def test_sentinel_password_never_leaks(project: Path, layouts: LayoutFactory, ba
         repo = registry.repo()
         for password in (wrong, PASSWORD):
             env = {"IMGTRACK_USERNAME": USER, "IMGTRACK_PASSWORD": password}
-            for args in (["--debug", "push", str(path), "--image", "api", "--to", repo],
-                         ["--debug", "pull", f"{repo}@{digest}", "--to", str(tmp_path / "out")],
-                         ["--debug", "push", str(path), "--to", repo, "--username", USER, "--password-stdin"]):
+            for args in (
+                ["--debug", "push", str(path), "--image", "api", "--to", repo],
+                ["--debug", "pull", f"{repo}@{digest}", "--to", str(tmp_path / "out")],
+                ["--debug", "push", str(path), "--to", repo, "--username", USER, "--password-stdin"],
+            ):
                 result = run(args, project, env=env, stdin=password + "\n")
                 outputs += [result.out, result.err]
-            login = run(["--debug", "login", registry.host, "-u", USER, "--password-stdin"], project, stdin=password + "\n")
+            login = run(
+                ["--debug", "login", registry.host, "-u", USER, "--password-stdin"], project, stdin=password + "\n"
+            )
             outputs += [login.out, login.err]
     assert any("refused the credentials" in text for text in outputs), "the wrong password was really tried"
     assert any("pushed api" in text for text in outputs), "the right one really worked"

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from imgtrack.oci.tls import speaks_tls
-from tests.registries import Registry, free_port
+from testkit.registries import Registry, free_port
 
 
 @contextmanager

@@ -10,9 +10,9 @@ import pytest
 
 from imgtrack.errors import InvalidReference
 from imgtrack.oci.reference import parse_reference
-from tests.conftest import LayoutFactory, git, fact_files, record_file, run
-from tests.layouts import biggest_blob
-from tests.registries import Registry
+from testkit.layouts import biggest_blob
+from testkit.registries import Registry
+from tests.conftest import LayoutFactory, fact_files, git, record_file, run
 
 
 def skopeo_digest(ref: str) -> str:
@@ -62,7 +62,9 @@ def test_corrupt_source_blob_pushes_and_records_nothing(project: Path, layouts: 
     assert not list((project / ".imgtrack" / "ledger").rglob("*.toml"))
 
 
-def test_destination_drift_on_an_immutable_tag_is_refused(project: Path, layouts: LayoutFactory, tmp_path: Path) -> None:
+def test_destination_drift_on_an_immutable_tag_is_refused(
+    project: Path, layouts: LayoutFactory, tmp_path: Path
+) -> None:
     dest = tmp_path / "registry"
     first, _ = layouts()
     rec = run(["push", str(first), "--image", "api", "--to", f"oci:{dest}", "--json"], project).json()
@@ -76,7 +78,9 @@ def test_destination_drift_on_an_immutable_tag_is_refused(project: Path, layouts
     assert record_file(project, rec).read_text() == before
 
 
-def test_pull_by_record_only_missing_blobs_and_skopeo_round_trip(project: Path, layouts: LayoutFactory, tmp_path: Path) -> None:
+def test_pull_by_record_only_missing_blobs_and_skopeo_round_trip(
+    project: Path, layouts: LayoutFactory, tmp_path: Path
+) -> None:
     path, digest = layouts(platforms=("linux/amd64", "linux/arm64/v8"))
     dest = tmp_path / "registry"
     assert run(["push", str(path), "--image", "api", "--version", "2.0.0", "--to", f"oci:{dest}"], project).code == 0
@@ -95,7 +99,9 @@ def test_pull_by_record_only_missing_blobs_and_skopeo_round_trip(project: Path, 
         assert skopeo_digest(f"oci:{out}:v" if ref.endswith(":v") else f"oci:{out}") == digest
 
 
-def test_pull_refuses_content_that_differs_from_the_ledger(project: Path, layouts: LayoutFactory, tmp_path: Path) -> None:
+def test_pull_refuses_content_that_differs_from_the_ledger(
+    project: Path, layouts: LayoutFactory, tmp_path: Path
+) -> None:
     path, _ = layouts()
     dest = tmp_path / "registry"
     rec = run(["push", str(path), "--image", "api", "--to", f"oci:{dest}", "--json"], project).json()
@@ -124,7 +130,9 @@ def test_reference_grammar(text: str, registry: str, repository: str, tag: str |
     assert (ref.registry, ref.repository, ref.tag) == (registry, repository, tag)
 
 
-@pytest.mark.parametrize("text", ["team/Api", "a//b", "host:5000/x:", "x@sha256:abc", "x:-tag", "oci:", "api:" + "t" * 129])
+@pytest.mark.parametrize(
+    "text", ["team/Api", "a//b", "host:5000/x:", "x@sha256:abc", "x:-tag", "oci:", "api:" + "t" * 129]
+)
 def test_malformed_references(text: str) -> None:
     with pytest.raises(InvalidReference):
         parse_reference(text)
@@ -141,13 +149,16 @@ def test_progress_lines_on_stderr_and_quiet(project: Path, layouts: LayoutFactor
 
 
 def test_a_layout_tar_pushes_from_its_blobs_in_place(
-    project: Path, layouts: LayoutFactory, plain_registry: Registry, tmp_path: Path,
+    project: Path,
+    layouts: LayoutFactory,
+    plain_registry: Registry,
+    tmp_path: Path,
 ) -> None:
     import gzip
     import hashlib
 
     from imgtrack.oci.layout import TarLayout
-    from tests.layouts import layout_tar
+    from testkit.layouts import layout_tar
 
     path, digest = layouts(layers=2, layer_size=300_000)
     tar = layout_tar(path, tmp_path / "image.tar")
@@ -166,9 +177,15 @@ def test_a_layout_tar_pushes_from_its_blobs_in_place(
     compressed.close()
     repo = plain_registry.repo()
     assert run(["push", str(tar), "--image", "api", "--to", repo, "-q"], project).code == 0
-    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{repo}@{digest}"],
-                         check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{repo}@{digest}"],
+        check=True,
+        capture_output=True,
+    ).stdout
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest
-    copy = subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{repo}@{digest}",
-                           f"oci:{tmp_path / 'check'}:x"], capture_output=True, text=True)
+    copy = subprocess.run(
+        ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{repo}@{digest}", f"oci:{tmp_path / 'check'}:x"],
+        capture_output=True,
+        text=True,
+    )
     assert copy.returncode == 0, copy.stderr

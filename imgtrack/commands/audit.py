@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from imgtrack.audit import RunningImage
-from imgtrack.ledger.index import LedgerIndex
 from imgtrack.errors import ImgtrackError, UsageError
+from imgtrack.ledger.index import LedgerIndex
+from imgtrack.ledger.schema import Build
 from imgtrack.oci.digest import is_digest
 from imgtrack.oci.reference import parse_reference
 from imgtrack.project import Project
-from imgtrack.ledger.schema import Build
 from imgtrack.versions import decode_tag, is_version, semver_of
 
 if TYPE_CHECKING:
@@ -58,8 +58,7 @@ def audit_images(project: Project, images: list[RunningImage], registries: Regis
         try:
             ref = None if is_digest(image.reference) else parse_reference(image.reference)
         except ImgtrackError as exc:
-            rows.append(AuditRow(image.where, image.reference, "invalid", image.digest, None,
-                                 str(exc)))
+            rows.append(AuditRow(image.where, image.reference, "invalid", image.digest, None, str(exc)))
             continue
         tag = ref.tag if ref else None
         digest = image.digest or (ref.digest if ref else None)
@@ -72,14 +71,38 @@ def audit_images(project: Project, images: list[RunningImage], registries: Regis
                 continue
         record = record_of(digest) if digest else None
         if not bare_digest and (ref is None or ref.digest is None) and (tag is None or tag.lower() == "latest"):
-            rows.append(AuditRow(image.where, image.reference, "latest", digest, record,
-                                 "no tag, or latest: names no version; deploy by digest or version tag"))
+            rows.append(
+                AuditRow(
+                    image.where,
+                    image.reference,
+                    "latest",
+                    digest,
+                    record,
+                    "no tag, or latest: names no version; deploy by digest or version tag",
+                )
+            )
         elif digest is None:
-            rows.append(AuditRow(image.where, image.reference, "unpinned", None, None,
-                                 "tag only: --remote resolves it; deploy by digest (imgtrack resolve)"))
+            rows.append(
+                AuditRow(
+                    image.where,
+                    image.reference,
+                    "unpinned",
+                    None,
+                    None,
+                    "tag only: --remote resolves it; deploy by digest (imgtrack resolve)",
+                )
+            )
         elif record is None:
-            rows.append(AuditRow(image.where, image.reference, "unknown", digest, None,
-                                 "digest not in the ledger: built outside the pipeline"))
+            rows.append(
+                AuditRow(
+                    image.where,
+                    image.reference,
+                    "unknown",
+                    digest,
+                    None,
+                    "digest not in the ledger: built outside the pipeline",
+                )
+            )
         elif tag and (problem := _mismatch(index, record, tag)):
             rows.append(AuditRow(image.where, image.reference, "mismatch", digest, record, problem))
         else:
@@ -87,8 +110,11 @@ def audit_images(project: Project, images: list[RunningImage], registries: Regis
                 newest_release[record.image] = index.highest_release(record.image)
             newest = newest_release[record.image]
             if newest is not None and semver_of(newest) > semver_of(record.version):
-                rows.append(AuditRow(image.where, image.reference, "behind", digest, record,
-                                     f"{record.image} {newest} is recorded"))
+                rows.append(
+                    AuditRow(
+                        image.where, image.reference, "behind", digest, record, f"{record.image} {newest} is recorded"
+                    )
+                )
             else:
                 rows.append(AuditRow(image.where, image.reference, "ok", digest, record))
     return rows

@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 
 from imgtrack.errors import UsageError
-from imgtrack.project import Project
 from imgtrack.ledger.schema import Build
+from imgtrack.project import Project
 
 FORMATS = ("kyverno",)
 # The API server refuses an object above etcd's request limit (1.5 MiB by default): such a policy could
@@ -77,37 +77,62 @@ def kyverno_policy(records: list[Build], digests: list[str], name: str, audit: b
         },
         "spec": {
             "background": True,
-            "rules": [{
-                "name": "recorded-digests-only",
-                "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
-                "preconditions": {"all": [
-                    {"key": "{{ request.operation || 'BACKGROUND' }}", "operator": "NotEquals", "value": "DELETE"},
-                ]},
-                "validate": {
-                    "failureAction": "Audit" if audit else "Enforce",
-                    "message": (
-                        "every container image must be pinned to a digest the imgtrack ledger records "
-                        "(REPOSITORY@sha256:DIGEST); `imgtrack resolve IMAGE@VERSION --repository REPOSITORY` prints one"
-                    ),
-                    "foreach": [{
-                        "list": CONTAINER_LISTS,
-                        "deny": {"conditions": {"any": [
-                            # Kyverno matches wildcards both ways, so an image holding * or ? could match
-                            # any pattern; no valid image reference contains either.
-                            {"key": "{{ contains(element.image, '*') || contains(element.image, '?') }}",
-                             "operator": "Equals", "value": True},
-                            {"key": "{{ element.image }}", "operator": "AnyNotIn",
-                             "value": [f"*@{d}" for d in digests]},
-                        ]}},
-                    }],
-                },
-            }],
+            "rules": [
+                {
+                    "name": "recorded-digests-only",
+                    "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+                    "preconditions": {
+                        "all": [
+                            {
+                                "key": "{{ request.operation || 'BACKGROUND' }}",
+                                "operator": "NotEquals",
+                                "value": "DELETE",
+                            },
+                        ]
+                    },
+                    "validate": {
+                        "failureAction": "Audit" if audit else "Enforce",
+                        "message": (
+                            "every container image must be pinned to a digest the imgtrack ledger records "
+                            "(REPOSITORY@sha256:DIGEST); `imgtrack resolve IMAGE@VERSION --repository REPOSITORY` prints one"
+                        ),
+                        "foreach": [
+                            {
+                                "list": CONTAINER_LISTS,
+                                "deny": {
+                                    "conditions": {
+                                        "any": [
+                                            # Kyverno matches wildcards both ways, so an image holding * or ? could match
+                                            # any pattern; no valid image reference contains either.
+                                            {
+                                                "key": "{{ contains(element.image, '*') || contains(element.image, '?') }}",
+                                                "operator": "Equals",
+                                                "value": True,
+                                            },
+                                            {
+                                                "key": "{{ element.image }}",
+                                                "operator": "AnyNotIn",
+                                                "value": [f"*@{d}" for d in digests],
+                                            },
+                                        ]
+                                    }
+                                },
+                            }
+                        ],
+                    },
+                }
+            ],
         },
     }
 
 
 def export_allowlist(
-    project: Project, fmt: str, images: list[str], releases_only: bool, name: str, audit: bool,
+    project: Project,
+    fmt: str,
+    images: list[str],
+    releases_only: bool,
+    name: str,
+    audit: bool,
 ) -> Allowlist:
     import yaml
 

@@ -72,8 +72,10 @@ def commit_ledger(project: Project, message: str | None, push: bool, remote: str
     if push:
         branch = repo.current_branch()
         if branch is None:
-            raise GitStateError("HEAD is detached, so there is no branch to push; check out the branch the ledger "
-                                "belongs to (git switch BRANCH) first")
+            raise GitStateError(
+                "HEAD is detached, so there is no branch to push; check out the branch the ledger "
+                "belongs to (git switch BRANCH) first"
+            )
     project.ledger.index()  # a malformed or schema-1 ledger is refused (one line) before anything is committed
     repo.stage_all(CONFIG_DIR)
     changes = repo.staged_changes(CONFIG_DIR)
@@ -106,18 +108,29 @@ def _push(project: Project, remote: str | None) -> tuple[str, int]:
             return f"{remote} {target}", attempt
         if not _behind(why):
             lines = why.splitlines()
-            line = next((ln for ln in lines if ln.startswith(("!", "fatal:", "error:", "remote:"))),
-                        lines[-1] if lines else "no reason given").replace("\t", " ").strip()
+            line = (
+                next(
+                    (ln for ln in lines if ln.startswith(("!", "fatal:", "error:", "remote:"))),
+                    lines[-1] if lines else "no reason given",
+                )
+                .replace("\t", " ")
+                .strip()
+            )
             if "hook" in why:
                 refusal = [ln for ln in why.splitlines() if ln.startswith("imgtrack:")] or [line]
-                raise PolicyViolation(f"git push to {remote} {target} was refused by a hook: "
-                                      f"{refusal[0].removeprefix('imgtrack: ')}")
-            raise RegistryError(f"git push to {remote} {target} failed: {line}; check the remote and your access, "
-                                "then run `imgtrack ledger commit --push` again")
+                raise PolicyViolation(
+                    f"git push to {remote} {target} was refused by a hook: {refusal[0].removeprefix('imgtrack: ')}"
+                )
+            raise RegistryError(
+                f"git push to {remote} {target} failed: {line}; check the remote and your access, "
+                "then run `imgtrack ledger commit --push` again"
+            )
         theirs = repo.fetch_branch(remote, target)
         if theirs is None:
-            raise RegistryError(f"git fetch of {target} from {remote} failed after the push was refused; check the "
-                                "remote, then run `imgtrack ledger commit --push` again")
+            raise RegistryError(
+                f"git fetch of {target} from {remote} failed after the push was refused; check the "
+                "remote, then run `imgtrack ledger commit --push` again"
+            )
         outside = sorted(p for p in repo.paths_changed_by(theirs) if not p.startswith(f"{CONFIG_DIR}/"))
         if outside:
             raise PolicyViolation(
@@ -131,8 +144,9 @@ def _push(project: Project, remote: str | None) -> tuple[str, int]:
                 "changed on both sides, or local changes clash with the remote's); nothing was pushed"
             )
         time.sleep(BACKOFF_S * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
-    raise RegistryError(f"{remote} {target} kept moving: {PUSH_ATTEMPTS} pushes were refused; "
-                        "run `imgtrack ledger commit --push` again")
+    raise RegistryError(
+        f"{remote} {target} kept moving: {PUSH_ATTEMPTS} pushes were refused; run `imgtrack ledger commit --push` again"
+    )
 
 
 def _behind(message: str) -> bool:
@@ -141,5 +155,6 @@ def _behind(message: str) -> bool:
     if "[rejected]" in text and any(s in text for s in ("non-fast-forward", "fetch first", "stale info")):
         return True
     # Another push updated the branch at the same moment: the remote could not take the ref's lock.
-    return "[remote rejected]" in text and any(s in text for s in ("cannot lock ref", "failed to update ref",
-                                                                   "incorrect old value"))
+    return "[remote rejected]" in text and any(
+        s in text for s in ("cannot lock ref", "failed to update ref", "incorrect old value")
+    )

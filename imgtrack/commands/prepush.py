@@ -13,10 +13,10 @@ from typing import TextIO
 from imgtrack.config import CONFIG_DIR, LEDGER_DIR, config_path
 from imgtrack.errors import ImgtrackError, InvalidTag
 from imgtrack.gitrepo import GitRepo
-from imgtrack.policy import Candidate, check_tags, check_version_unique
-from imgtrack.project import Project
 from imgtrack.ledger.schema import Build, Fact, Record, parse_fact, parse_record
 from imgtrack.ledger.store import check_fact_placement, check_record_placement, classify, record_rel
+from imgtrack.policy import Candidate, check_tags, check_version_unique
+from imgtrack.project import Project
 from imgtrack.versions import same_release, semver_of, version_from_tag
 
 ZERO = "0" * 40
@@ -54,12 +54,14 @@ def refs_from_pre_commit(environ: dict[str, str]) -> list[PushedRef]:
     to_ref = environ.get("PRE_COMMIT_TO_REF") or environ.get("PRE_COMMIT_LOCAL_BRANCH")
     if not to_ref:
         return []
-    return [PushedRef(
-        local_ref=environ.get("PRE_COMMIT_LOCAL_BRANCH", to_ref),
-        local_oid=to_ref,
-        remote_ref=environ.get("PRE_COMMIT_REMOTE_BRANCH", environ.get("PRE_COMMIT_LOCAL_BRANCH", "")),
-        remote_oid=environ.get("PRE_COMMIT_FROM_REF") or ZERO,
-    )]
+    return [
+        PushedRef(
+            local_ref=environ.get("PRE_COMMIT_LOCAL_BRANCH", to_ref),
+            local_oid=to_ref,
+            remote_ref=environ.get("PRE_COMMIT_REMOTE_BRANCH", environ.get("PRE_COMMIT_LOCAL_BRANCH", "")),
+            remote_oid=environ.get("PRE_COMMIT_FROM_REF") or ZERO,
+        )
+    ]
 
 
 def pre_push_problems(cwd: Path, remote: str, stdin: TextIO | None, environ: dict[str, str]) -> list[str]:
@@ -98,8 +100,9 @@ def check_push(project: Project, remote: str, refs: list[PushedRef]) -> list[str
         contents = repo.read_blobs(changed.values())
         pushed_records = {path.removeprefix(LEDGER_PATH + "/") for path in changed}
         for path, blob in changed.items():
-            problems += _check_ledger_file(project, tip, path, contents.get(blob), ref.remote_ref, pushed_records,
-                                           release_tags)
+            problems += _check_ledger_file(
+                project, tip, path, contents.get(blob), ref.remote_ref, pushed_records, release_tags
+            )
         if dropped is not None:
             problems += _check_rewrite(project, tip, dropped(), ref.remote_ref, set(changed))
     return list(dict.fromkeys(problems))
@@ -144,13 +147,17 @@ def _check_tag(project: Project, ref: PushedRef) -> list[str]:
     if ref.deleting:
         return [f"deleting release tag {tag} is refused: the ledger binds {names} to it; keep the tag"]
     if old is not None and old != new:
-        return [f"moving release tag {tag} from {old[:7]} to {(new or '?')[:7]} is refused: the ledger binds "
-                f"{names}; release tags never move, tag a new version instead"]
+        return [
+            f"moving release tag {tag} from {old[:7]} to {(new or '?')[:7]} is refused: the ledger binds "
+            f"{names}; release tags never move, tag a new version instead"
+        ]
     others = [r for r in bound if r.commit != new]
     if others:
         names = ", ".join(f"{r.image} {r.version} ({r.commit[:7]})" for r in others)
-        return [f"release tag {tag} on {(new or '?')[:7]} is refused: the ledger binds {names} to another commit; "
-                "tag that commit, or release a new version"]
+        return [
+            f"release tag {tag} on {(new or '?')[:7]} is refused: the ledger binds {names} to another commit; "
+            "tag that commit, or release a new version"
+        ]
     return []
 
 
@@ -161,7 +168,12 @@ def _commits_bound_to(project: Project, version: str) -> list[Build]:
 
 
 def _check_ledger_file(
-    project: Project, tip: str, path: str, data: bytes | None, remote_ref: str, pushed: set[str],
+    project: Project,
+    tip: str,
+    path: str,
+    data: bytes | None,
+    remote_ref: str,
+    pushed: set[str],
     release_tags: dict[str, str],
 ) -> list[str]:
     rel = path.removeprefix(LEDGER_PATH + "/")
@@ -172,8 +184,11 @@ def _check_ledger_file(
         if kind == "record":
             record = parse_record(data, path)
             problem = check_record_placement(record, rel, path)
-            return [f"{problem} (pushed in {remote_ref})"] if problem else \
-                [f"{path}: {p}" for p in _check_record(project, tip, record, release_tags)]
+            return (
+                [f"{problem} (pushed in {remote_ref})"]
+                if problem
+                else [f"{path}: {p}" for p in _check_record(project, tip, record, release_tags)]
+            )
         fact = parse_fact(data, path)
     except ImgtrackError as exc:
         return [f"{exc} (pushed in {remote_ref})"]
@@ -188,15 +203,22 @@ def _check_fact(project: Project, fact: Fact, pushed: set[str]) -> list[str]:
     owner = record_rel(fact.image, fact.record)
     build = project.ledger.get(fact.image, fact.record)
     if build is None and owner not in pushed:
-        return [f"names record {fact.record[:19]}… of {fact.image}, which is in neither the pushed history nor "
-                "the ledger; push the record too"]
+        return [
+            f"names record {fact.record[:19]}… of {fact.image}, which is in neither the pushed history nor "
+            "the ledger; push the record too"
+        ]
     if fact.kind != "tag" or build is None:
         return []
     index = project.ledger.index()
     candidate = Candidate(build.image, build.digest, build.version, build.commit, build.dirty)
     try:
-        return check_tags(project.config.rules, candidate, [fact.tag], {fact.tag: index.tag_holders(build.image, fact.tag)},
-                          given_at=fact.at)
+        return check_tags(
+            project.config.rules,
+            candidate,
+            [fact.tag],
+            {fact.tag: index.tag_holders(build.image, fact.tag)},
+            given_at=fact.at,
+        )
     except InvalidTag as exc:
         return [str(exc)]
 
@@ -212,14 +234,20 @@ def _check_record(project: Project, tip: str, record: Record, release_tags: dict
     prefix = config.tag_prefix
     version = semver_of(record.version)
     tags_on_commit = [t for t, c in release_tags.items() if c == record.commit and version_from_tag(t, prefix)]
-    if tags_on_commit and not any(same_release(version, v) for t in tags_on_commit if (v := version_from_tag(t, prefix))):
-        problems.append(f"version {record.version} contradicts the release tag {', '.join(tags_on_commit)} on "
-                        f"{record.commit[:7]}; record the build again with that version")
+    if tags_on_commit and not any(
+        same_release(version, v) for t in tags_on_commit if (v := version_from_tag(t, prefix))
+    ):
+        problems.append(
+            f"version {record.version} contradicts the release tag {', '.join(tags_on_commit)} on "
+            f"{record.commit[:7]}; record the build again with that version"
+        )
     for tag, commit in release_tags.items():
         v = version_from_tag(tag, prefix)
         if v is not None and same_release(v, version) and commit != record.commit:
-            problems.append(f"version {record.version} is released from {commit[:7]} by tag {tag}, "
-                            f"not from {record.commit[:7]}; record it with another version")
+            problems.append(
+                f"version {record.version} is released from {commit[:7]} by tag {tag}, "
+                f"not from {record.commit[:7]}; record it with another version"
+            )
     index = project.ledger.index()
     candidate = Candidate(record.image, record.digest, record.version, record.commit, record.dirty)
     holders = {t: index.tag_holders(record.image, t) for t in record.tags}

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgtrack.errors import GitStateError, InvalidVersion, PolicyViolation, UsageError
+from imgtrack.ledger.schema import Build, Fact, Record, now
 from imgtrack.oci.layout import ImageDescription
 from imgtrack.policy import Candidate, check_tags, check_version_unique, drop_tags_of_earlier_build, render_tags
 from imgtrack.project import Project
-from imgtrack.ledger.schema import Build, Fact, Record, now
 from imgtrack.sources import digest_only, read_source
 from imgtrack.versions import (
     check_explicit_version,
@@ -45,7 +45,9 @@ def describe_request(req: RecordRequest) -> ImageDescription:
         raise UsageError("give SOURCE or --digest, not both; --digest is for builds another tool pushed")
     if req.source is None:
         if req.digest is None:
-            raise UsageError("nothing to record: give SOURCE (an OCI layout, layout tar or buildx metadata) or --digest")
+            raise UsageError(
+                "nothing to record: give SOURCE (an OCI layout, layout tar or buildx metadata) or --digest"
+            )
         return digest_only(req.digest)
     description, layout = read_source(req.source, req.ref_name)
     if layout is not None:
@@ -87,7 +89,11 @@ def record_image(project: Project, req: RecordRequest, description: ImageDescrip
 
 
 def _write_new(
-    project: Project, req: RecordRequest, description: ImageDescription, candidate: Candidate, rendered: list[str],
+    project: Project,
+    req: RecordRequest,
+    description: ImageDescription,
+    candidate: Candidate,
+    rendered: list[str],
 ) -> Record:
     """Check policy against the ledger and write the new record; the caller holds the ledger lock."""
     config, ledger = project.config, project.ledger
@@ -138,7 +144,9 @@ def _record_again(project: Project, req: RecordRequest, existing: Build) -> Reco
             raise PolicyViolation("\n".join(problems))
         who, when = project.repo.identity(), now()
         for tag in new_tags:
-            ledger.add_fact_locked(Fact(kind="tag", image=current.image, record=current.digest, at=when, by=who, tag=tag))
+            ledger.add_fact_locked(
+                Fact(kind="tag", image=current.image, record=current.digest, at=when, by=who, tag=tag)
+            )
         updated = ledger.get(current.image, current.digest) or current
     return RecordResult(updated, path, created=False)
 
@@ -152,8 +160,11 @@ def _version(project: Project, commit: str, explicit: str | None, dirty: bool) -
         return derived
     parsed = parse_version(explicit, "--version")
     tagged = repo.tag_commits(prefix)  # every release tag, read once
-    release_tags = sorted(((t, v) for t, c in tagged.items() if c == commit and (v := version_from_tag(t, prefix))),
-                          key=lambda tv: tv[1], reverse=True)
+    release_tags = sorted(
+        ((t, v) for t, c in tagged.items() if c == commit and (v := version_from_tag(t, prefix))),
+        key=lambda tv: tv[1],
+        reverse=True,
+    )
     tagged_elsewhere = None
     for tag, tag_commit in tagged.items():
         v = version_from_tag(tag, prefix)

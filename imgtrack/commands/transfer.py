@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 from imgtrack.commands.record import RecordRequest, record_image
 from imgtrack.config import Config, TagRules, env_int
-from imgtrack.fsutil import check_output
 from imgtrack.errors import InvalidReference, NotFound, PolicyViolation, UsageError
+from imgtrack.fsutil import check_output
+from imgtrack.ledger.schema import Build, Fact, Push, now
 from imgtrack.oci.copy import BlobProgress, CopyStats, copy_blobs, no_progress
 from imgtrack.oci.layout import REF_NAME, Descriptor, ImageDescription, Layout, LayoutWriter, describe, open_layout
 from imgtrack.oci.reference import Reference, parse_reference, parse_repository
 from imgtrack.policy import TagKind, latest_alias, tag_kind
 from imgtrack.project import Project
-from imgtrack.ledger.schema import Build, Fact, Push, now
 from imgtrack.sources import read_source
 from imgtrack.versions import encode_tag, semver_of
 
@@ -42,8 +42,9 @@ class Registries:
     timeout: float = 60.0
     progress: BlobProgress = no_progress
     # Blobs above this size upload in resumable chunks of it (IMGTRACK_CHUNK_SIZE, bytes).
-    chunk_size: int = field(default_factory=lambda: env_int(
-        "IMGTRACK_CHUNK_SIZE", 128 * 1024 * 1024, 64 * 1024, 4 * 1024**3, " of bytes"))
+    chunk_size: int = field(
+        default_factory=lambda: env_int("IMGTRACK_CHUNK_SIZE", 128 * 1024 * 1024, 64 * 1024, 4 * 1024**3, " of bytes")
+    )
     # The registries this command targets: only they get flag or environment credentials.
     targets: set[str] = field(default_factory=set)
     _clients: dict[str, RegistryClient] = field(default_factory=dict)
@@ -55,9 +56,13 @@ class Registries:
         if registry not in self._clients:
             configured = self.config.registries.get(registry) if self.config else None
             self._clients[registry] = RegistryClient(
-                registry, find_credentials(registry, self.username, self.password, explicit=registry in self.targets),
+                registry,
+                find_credentials(registry, self.username, self.password, explicit=registry in self.targets),
                 insecure=self.insecure or bool(configured and configured.insecure),
-                ca_file=self.ca_file, jobs=self.jobs, timeout=self.timeout, chunk_size=self.chunk_size,
+                ca_file=self.ca_file,
+                jobs=self.jobs,
+                timeout=self.timeout,
+                chunk_size=self.chunk_size,
             )
         return self._clients[registry]
 
@@ -110,14 +115,22 @@ class _Source:
 
 
 def push_image(
-    project: Project, source: str, image: str | None, destinations: list[str], registries: Registries,
-    version: str | None = None, extra_tags: tuple[str, ...] = (), promote: bool = False,
+    project: Project,
+    source: str,
+    image: str | None,
+    destinations: list[str],
+    registries: Registries,
+    version: str | None = None,
+    extra_tags: tuple[str, ...] = (),
+    promote: bool = False,
 ) -> PushOutcome:
     """Record SOURCE if need be, then copy it to each destination with the tags its record carries."""
     explicit = [_destination(t) for t in destinations]  # bad --to: refused before anything is recorded
     record, source_image = _push_source(project, source, image, version, extra_tags, registries)
     try:
-        refs = explicit or [_destination(t) for t in project.config.image(record.image, project.config_path).repositories]
+        refs = explicit or [
+            _destination(t) for t in project.config.image(record.image, project.config_path).repositories
+        ]
         if not refs:
             raise UsageError(
                 f"no destination: give --to REPOSITORY or --to oci:PATH, or list repositories under "
@@ -129,15 +142,20 @@ def push_image(
         existing = {ref: _existing_tags(ref, tags, registries) for ref in refs}
         for ref in refs:
             _check_destination_tags(ref, record, tags, existing[ref], project.config.rules)
-        results = [_push_one(project, source_image, record, ref, tags, existing[ref], registries, promote)
-                   for ref in refs]
+        results = [
+            _push_one(project, source_image, record, ref, tags, existing[ref], registries, promote) for ref in refs
+        ]
     finally:
         source_image.close()
     return PushOutcome(project.ledger.get(record.image, record.digest) or record, results)
 
 
 def _push_source(
-    project: Project, source: str, image: str | None, version: str | None, extra_tags: tuple[str, ...],
+    project: Project,
+    source: str,
+    image: str | None,
+    version: str | None,
+    extra_tags: tuple[str, ...],
     registries: Registries,
 ) -> tuple[Build, _Source]:
     path = Path(source)
@@ -238,11 +256,19 @@ def verify_pushes(project: Project, registries: Registries) -> list[Finding]:
                 if held is None:
                     findings.append(Finding(where, f"tag {tag!r} no longer exists (it named {record.digest[:19]}…)"))
                     continue
-                newer = [r for r in ledger.find(held) if r.image == record.image and tag in r.tags
-                         and semver_of(r.version) > semver_of(record.version)]
+                newer = [
+                    r
+                    for r in ledger.find(held)
+                    if r.image == record.image and tag in r.tags and semver_of(r.version) > semver_of(record.version)
+                ]
                 if not newer or tag_kind(tag, project.config.rules)[0] is not TagKind.FLOATING:
-                    findings.append(Finding(where, f"tag {tag!r} now names {held[:19]}…, not the recorded "
-                                                   f"{record.digest[:19]}… (moved behind imgtrack's back)"))
+                    findings.append(
+                        Finding(
+                            where,
+                            f"tag {tag!r} now names {held[:19]}…, not the recorded "
+                            f"{record.digest[:19]}… (moved behind imgtrack's back)",
+                        )
+                    )
     return findings
 
 
@@ -252,7 +278,11 @@ def _layout_lists(ref: Reference, digest: str) -> bool:
 
 
 def _check_destination_tags(
-    ref: Reference, record: Build, tags: tuple[str, ...], existing: dict[str, str], rules: TagRules,
+    ref: Reference,
+    record: Build,
+    tags: tuple[str, ...],
+    existing: dict[str, str],
+    rules: TagRules,
 ) -> None:
     """Refuse to move an immutable tag that the destination already holds for another digest."""
     problems = [
@@ -268,8 +298,14 @@ def _check_destination_tags(
 
 
 def _push_one(
-    project: Project, source: _Source, record: Build, ref: Reference, tags: tuple[str, ...],
-    existing: dict[str, str], registries: Registries, promote: bool = False,
+    project: Project,
+    source: _Source,
+    record: Build,
+    ref: Reference,
+    tags: tuple[str, ...],
+    existing: dict[str, str],
+    registries: Registries,
+    promote: bool = False,
 ) -> PushResult:
     if not ref.is_layout and tags and all(existing.get(t) == record.digest for t in tags):
         # Every tag already names this manifest, so it and all it references are there: nothing to read.
@@ -278,28 +314,50 @@ def _push_one(
         layout, description = source.get()
         writer = LayoutWriter(Path(ref.repository))
         stats = copy_blobs(layout, description, writer, jobs=registries.jobs, progress=registries.progress)
-        writer.add_to_index(*(
-            Descriptor(description.media_type, description.digest, description.size,
-                       annotations={REF_NAME: tag} if tag else {})
-            for tag in tags or ("",)
-        ))
+        writer.add_to_index(
+            *(
+                Descriptor(
+                    description.media_type,
+                    description.digest,
+                    description.size,
+                    annotations={REF_NAME: tag} if tag else {},
+                )
+                for tag in tags or ("",)
+            )
+        )
     else:
         from imgtrack.oci.remote import push_to_registry
 
         # The ledger knows this image's blobs in every repository of this registry it was pushed to.
         same_registry = tuple(
-            other.repository for p in record.pushes
+            other.repository
+            for p in record.pushes
             if not (other := parse_reference(p.repository)).is_layout and other.registry == ref.registry
         )
         layout, description = source.get()
-        stats = push_to_registry(registries.client(ref.registry), ref.repository, layout, description, tags,
-                                 jobs=registries.jobs, mount_from=same_registry, progress=registries.progress)
+        stats = push_to_registry(
+            registries.client(ref.registry),
+            ref.repository,
+            layout,
+            description,
+            tags,
+            jobs=registries.jobs,
+            mount_from=same_registry,
+            progress=registries.progress,
+        )
     # Only now, with every blob, manifest and tag in place, does the ledger say it was pushed. The same
     # push recorded before (decided under the ledger lock) adds nothing.
-    appended = project.ledger.add_fact(Fact(
-        kind="promote" if promote else "push", image=record.image, record=record.digest, at=now(),
-        by=project.repo.identity(), repository=ref.name, tags=tags,
-    ))
+    appended = project.ledger.add_fact(
+        Fact(
+            kind="promote" if promote else "push",
+            image=record.image,
+            record=record.digest,
+            at=now(),
+            by=project.repo.identity(),
+            repository=ref.name,
+            tags=tags,
+        )
+    )
     return PushResult(ref.name, tags, stats, recorded=appended)
 
 
@@ -349,8 +407,14 @@ def pull_image(project: Project | None, source: str, destination: Path, registri
             )
         writer = LayoutWriter(destination)
         stats = copy_blobs(layout, description, writer, jobs=registries.jobs, progress=registries.progress)
-        writer.add_to_index(Descriptor(description.media_type, description.digest, description.size,
-                                       annotations={REF_NAME: name} if name else {}))
+        writer.add_to_index(
+            Descriptor(
+                description.media_type,
+                description.digest,
+                description.size,
+                annotations={REF_NAME: name} if name else {},
+            )
+        )
     finally:
         layout.close()
     return PullResult(record, layout.name, destination, stats, description.digest)

@@ -7,9 +7,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from imgtrack.errors import InvalidTag
+from imgtrack.ledger.schema import Build
 from imgtrack.policy import Candidate, TagHolder, TagKind, check_tags, floating_moves_backwards, tag_kind
 from imgtrack.project import Project
-from imgtrack.ledger.schema import Build
 from imgtrack.versions import parse_version, same_release, version_from_tag
 
 _BUILD_SHA_RE = re.compile(r"g([0-9a-f]{7,40})")  # with fullmatch
@@ -49,11 +49,13 @@ def verify_ledger(project: Project) -> VerifyReport:
     # Commits exist (one git process for all of them).
     missing = repo.missing_commits(r.commit for _, r in loaded)
     if missing and repo.is_shallow():
-        report.findings.append(Finding(
-            str(repo.work_tree),
-            f"shallow clone: {len(missing)} recorded commits are outside the fetched history and cannot be "
-            "checked; fetch the full history (git fetch --unshallow --tags, or fetch-depth: 0 in CI)",
-        ))
+        report.findings.append(
+            Finding(
+                str(repo.work_tree),
+                f"shallow clone: {len(missing)} recorded commits are outside the fetched history and cannot be "
+                "checked; fetch the full history (git fetch --unshallow --tags, or fetch-depth: 0 in CI)",
+            )
+        )
         missing = set()
 
     # Release tags, read once: commit -> versions, version -> commit.
@@ -64,7 +66,9 @@ def verify_ledger(project: Project) -> VerifyReport:
             tags_by_commit[commit].append(tag)
     commit_of_release = {
         str(v.replace(build=None)): c
-        for c, tags in tags_by_commit.items() for t in tags if (v := version_from_tag(t, prefix)) is not None
+        for c, tags in tags_by_commit.items()
+        for t in tags
+        if (v := version_from_tag(t, prefix)) is not None
     }
 
     tag_history: dict[tuple[str, str], list[tuple[str, TagHolder]]] = defaultdict(list)
@@ -73,17 +77,23 @@ def verify_ledger(project: Project) -> VerifyReport:
         if record.commit in missing:
             add(rel, f"commit {record.commit[:12]} is not in this repository; fetch it, or the record is untraceable")
         tagged = tags_by_commit.get(record.commit, [])
-        if tagged and not any(same_release(parse_version(record.version), v)
-                              for t in tagged if (v := version_from_tag(t, prefix))):
+        if tagged and not any(
+            same_release(parse_version(record.version), v) for t in tagged if (v := version_from_tag(t, prefix))
+        ):
             add(rel, f"version {record.version} contradicts the release tag {', '.join(tagged)} on {record.commit[:7]}")
         released_from = commit_of_release.get(record.version.split("+", 1)[0])
         if released_from is not None and released_from != record.commit:
-            add(rel, f"version {record.version} is released from {released_from[:7]} by its git tag, "
-                     f"but recorded from {record.commit[:7]}")
+            add(
+                rel,
+                f"version {record.version} is released from {released_from[:7]} by its git tag, "
+                f"but recorded from {record.commit[:7]}",
+            )
         for part in record.version.partition("+")[2].split("."):  # the build metadata
             m = _BUILD_SHA_RE.fullmatch(part)
             if m and not record.commit.startswith(m.group(1)):
-                add(rel, f"version {record.version} names commit g{m.group(1)}, but the record says {record.commit[:7]}")
+                add(
+                    rel, f"version {record.version} names commit g{m.group(1)}, but the record says {record.commit[:7]}"
+                )
         candidate = Candidate(record.image, record.digest, record.version, record.commit, record.dirty)
         try:
             for problem in check_tags(config.rules, candidate, record.tags, {}):
@@ -109,11 +119,16 @@ def verify_ledger(project: Project) -> VerifyReport:
         else:
             by_holder = {h: rel for rel, h in history}
             for earlier, later in floating_moves_backwards([h for _, h in history]):
-                add(by_holder[later], f"floating tag {tag!r} of {image} moved back from {earlier.version} "
-                                      f"to {later.version}")
+                add(
+                    by_holder[later],
+                    f"floating tag {tag!r} of {image} moved back from {earlier.version} to {later.version}",
+                )
     for (image, version_text), entries in versions.items():
         if len({r.digest for _, r in entries}) > 1:
-            add(entries[0][0], f"version {version_text} of {image} names {len(entries)} digests; each needs its own version")
+            add(
+                entries[0][0],
+                f"version {version_text} of {image} names {len(entries)} digests; each needs its own version",
+            )
 
     report.findings.sort(key=lambda f: (f.file, f.message))
     # Refresh the lookup cache from the files, so that in-place edits are seen from here on.

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import zlib
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +29,13 @@ from imgtrack.errors import LedgerError
 from imgtrack.fsutil import sweep_if_stale
 from imgtrack.ledger.schema import Fact, Record, sort_key
 from imgtrack.ledger.store import (
-    BUCKET_RE, FACT_DIR_RE, RECORD_NAME_RE, classify, is_schema1_name, read_fact_file, read_record_file,
+    BUCKET_RE,
+    FACT_DIR_RE,
+    RECORD_NAME_RE,
+    classify,
+    is_schema1_name,
+    read_fact_file,
+    read_record_file,
     record_rel_of_fact,
 )
 from imgtrack.policy import TagHolder
@@ -121,11 +127,15 @@ class LedgerIndex:
         try:
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
-            raise LedgerError(f"{self.db_path.parent} is a file where imgtrack keeps its lookup cache (a folder); "
-                              "move it away and run again: the cache is rebuilt from the ledger") from None
+            raise LedgerError(
+                f"{self.db_path.parent} is a file where imgtrack keeps its lookup cache (a folder); "
+                "move it away and run again: the cache is rebuilt from the ledger"
+            ) from None
         if self.db_path.exists() and not self.db_path.is_file():
-            raise LedgerError(f"{self.db_path} is not a file; imgtrack keeps its lookup cache there: move it away "
-                              "and run again (the cache is rebuilt from the ledger)")
+            raise LedgerError(
+                f"{self.db_path} is not a file; imgtrack keeps its lookup cache there: move it away "
+                "and run again (the cache is rebuilt from the ledger)"
+            )
         try:
             return self._connect()
         except sqlite3.DatabaseError:
@@ -189,7 +199,9 @@ class LedgerIndex:
         changed_buckets: list[tuple[str, int]] = []
         seen: set[str] = set()
         try:
-            images = [e for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+            images = [
+                e for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
+            ]
         except FileNotFoundError:
             images = []
         for image in images:
@@ -221,8 +233,12 @@ class LedgerIndex:
                 self._follow_git(stamp)
 
     def _known_buckets(self, image: str) -> list[str]:
-        return [r[0] for r in self._db.execute(
-            "SELECT path FROM dirs WHERE path>? AND path<? AND path NOT LIKE '%/%/%'", (image + "/", image + "0"))]
+        return [
+            r[0]
+            for r in self._db.execute(
+                "SELECT path FROM dirs WHERE path>? AND path<? AND path NOT LIKE '%/%/%'", (image + "/", image + "0")
+            )
+        ]
 
     def _list_buckets(self, image_path: str, image: str) -> list[tuple[str, int]]:
         out = []
@@ -280,9 +296,14 @@ class LedgerIndex:
         stamps: dict[str, tuple[int | None, int | None]] = {}
         for rel, m, size in self._db.execute("SELECT path, mtime_ns, size FROM files WHERE bucket=?", (bucket,)):
             stamps[rel] = (m, size)
-            cached.setdefault(rel if rel.endswith(".toml") and rel.count("/") == 2 else rel.rsplit("/", 1)[0], []).append(rel)
-        fact_dirs = dict(self._db.execute(
-            "SELECT path, mtime_ns FROM dirs WHERE path>? AND path<?", (bucket + "/", bucket + "0")).fetchall())
+            cached.setdefault(
+                rel if rel.endswith(".toml") and rel.count("/") == 2 else rel.rsplit("/", 1)[0], []
+            ).append(rel)
+        fact_dirs = dict(
+            self._db.execute(
+                "SELECT path, mtime_ns FROM dirs WHERE path>? AND path<?", (bucket + "/", bucket + "0")
+            ).fetchall()
+        )
         present: set[str] = set()
         new_records: list[str] = []
         new_facts: list[str] = []
@@ -300,8 +321,9 @@ class LedgerIndex:
                 elif racy:
                     st = entry.stat(follow_symlinks=False)
                     if stamps[rel] == (None, None):  # not stamped when the cache was built: now
-                        self._db.execute("UPDATE files SET mtime_ns=?, size=? WHERE path=?",
-                                         (st.st_mtime_ns, st.st_size, rel))
+                        self._db.execute(
+                            "UPDATE files SET mtime_ns=?, size=? WHERE path=?", (st.st_mtime_ns, st.st_size, rel)
+                        )
                     elif stamps[rel] != (st.st_mtime_ns, st.st_size):  # edited in place
                         new_records.append(rel)
             elif FACT_DIR_RE.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
@@ -442,8 +464,20 @@ class LedgerIndex:
                 continue
             major, minor, patch, pre = version_numbers(record.version)
             at = sort_key(record.recorded_at)
-            rows.append((rel, record.image, record.digest, record.version, sql_number(major), 1 if pre else 0,
-                         record.commit, at, sql_number(minor), sql_number(patch)))
+            rows.append(
+                (
+                    rel,
+                    record.image,
+                    record.digest,
+                    record.version,
+                    sql_number(major),
+                    1 if pre else 0,
+                    record.commit,
+                    at,
+                    sql_number(minor),
+                    sql_number(patch),
+                )
+            )
             refs += [(rel, "d", d, at, rel) for d in record.all_digests()]
             refs += [(rel, "t", t, at, rel) for t in record.tags]
         for rel, fact, error in facts:
@@ -456,10 +490,12 @@ class LedgerIndex:
             if fact.kind == "tag":
                 refs.append((owner, "t", fact.tag, at, rel))
         self._fresh.update(f[0] for f in files)
-        for sql, values in (("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", files),
-                            ("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows),
-                            ("INSERT OR REPLACE INTO facts VALUES (?, ?, ?, ?)", fact_rows),
-                            ("INSERT INTO refs VALUES (?, ?, ?, ?, ?)", refs)):
+        for sql, values in (
+            ("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", files),
+            ("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows),
+            ("INSERT OR REPLACE INTO facts VALUES (?, ?, ?, ?)", fact_rows),
+            ("INSERT INTO refs VALUES (?, ?, ?, ?, ?)", refs),
+        ):
             if values:
                 self._db.executemany(sql, values)
 
@@ -519,21 +555,30 @@ class LedgerIndex:
     def paths_by_digest(self, digest: str, image: str | None = None) -> list[str]:
         """Records `digest` names exactly: its own record first, then those listing it as a platform or config."""
         own = self._paths("SELECT r.path FROM records r WHERE r.digest=?", (digest,), image)
-        return list(dict.fromkeys(own + self._paths(
-            "SELECT DISTINCT f.path FROM refs f JOIN records r ON r.path=f.path WHERE f.kind='d' AND f.value=?",
-            (digest,), image)))
+        return list(
+            dict.fromkeys(
+                own
+                + self._paths(
+                    "SELECT DISTINCT f.path FROM refs f JOIN records r ON r.path=f.path WHERE f.kind='d' AND f.value=?",
+                    (digest,),
+                    image,
+                )
+            )
+        )
 
     def paths_by_digest_prefix(self, prefix: str, image: str | None = None) -> list[str]:
         return self._paths(
             "SELECT DISTINCT f.path FROM refs f JOIN records r ON r.path=f.path "
             "WHERE f.kind='d' AND f.value>=? AND f.value<?",
-            (prefix, _prefix_upper(prefix)), image,
+            (prefix, _prefix_upper(prefix)),
+            image,
         )
 
     def paths_by_tag(self, tag: str, image: str | None = None) -> list[str]:
         return self._paths(
             "SELECT DISTINCT f.path FROM refs f JOIN records r ON r.path=f.path WHERE f.kind='t' AND f.value=?",
-            (tag,), image,
+            (tag,),
+            image,
         )
 
     def paths_by_version(self, version: str, image: str | None = None) -> list[str]:
@@ -543,14 +588,19 @@ class LedgerIndex:
         """Records of `version` with or without build metadata (`1.4.0`, `1.4.0+build.2`)."""
         base = version.split("+", 1)[0]
         # '+' sorts just before ',': a range the version index can serve.
-        return [row[0] for row in self._db.execute(
-            "SELECT path FROM records WHERE version=? OR (version>? AND version<?)", (base, base + "+", base + ","),
-        )]
+        return [
+            row[0]
+            for row in self._db.execute(
+                "SELECT path FROM records WHERE version=? OR (version>? AND version<?)",
+                (base, base + "+", base + ","),
+            )
+        ]
 
     def paths_by_commit_prefix(self, prefix: str, image: str | None = None) -> list[str]:
         return self._paths(
             "SELECT r.path FROM records r WHERE r.commit_sha>=? AND r.commit_sha<?",
-            (prefix, _prefix_upper(prefix)), image,
+            (prefix, _prefix_upper(prefix)),
+            image,
         )
 
     def _paths(self, sql: str, args: tuple[object, ...], image: str | None) -> list[str]:
@@ -605,8 +655,10 @@ def fingerprint(item: Record | Fact | None) -> int | None:
 
 
 def schema1_message(root: Path) -> str:
-    return (f"{root} holds schema-1 records, which this imgtrack no longer reads; run `imgtrack ledger migrate`, "
-            "review and commit the change")
+    return (
+        f"{root} holds schema-1 records, which this imgtrack no longer reads; run `imgtrack ledger migrate`, "
+        "review and commit the change"
+    )
 
 
 def _mtime(path: Path) -> int:
@@ -640,8 +692,18 @@ def _read_chunk_packed(root: Path, rels: list[str], kind: str) -> list[tuple[obj
 
 
 def astuple_shallow(r: Record) -> tuple[object, ...]:
-    return (r.image, r.digest, r.media_type, r.version, r.commit, r.tree, r.tags, r.recorded_at, r.recorded_by,
-            tuple((m.platform, m.digest, m.config) for m in r.manifests))
+    return (
+        r.image,
+        r.digest,
+        r.media_type,
+        r.version,
+        r.commit,
+        r.tree,
+        r.tags,
+        r.recorded_at,
+        r.recorded_by,
+        tuple((m.platform, m.digest, m.config) for m in r.manifests),
+    )
 
 
 def _unpack(item: object) -> object:
@@ -664,7 +726,7 @@ def read_files(root: Path, rels: list[str], kind: str) -> list[tuple[object, str
     from concurrent.futures import ProcessPoolExecutor
 
     size = -(-len(rels) // workers)
-    chunks = [rels[i:i + size] for i in range(0, len(rels), size)]
+    chunks = [rels[i : i + size] for i in range(0, len(rels), size)]
     with ProcessPoolExecutor(max_workers=len(chunks) - 1) as pool:
         futures = [pool.submit(_read_chunk_packed, root, chunk, kind) for chunk in chunks[1:]]
         mine = _read_chunk(root, chunks[0], kind)

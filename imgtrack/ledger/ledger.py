@@ -97,7 +97,10 @@ class Ledger:
     # --- lookups ---------------------------------------------------------------------------------
 
     def index(
-        self, refresh: bool = True, full: bool = False, healthy: bool = True,
+        self,
+        refresh: bool = True,
+        full: bool = False,
+        healthy: bool = True,
         parsed: Mapping[str, Record | Fact] | None = None,
     ) -> LedgerIndex:
         """The lookup cache, brought up to date; refuses a ledger with a malformed file if `healthy`."""
@@ -124,7 +127,9 @@ class Ledger:
         idx = self.index()
         value, image = ref.ref, ref.image
         if image is not None and image not in idx.images():
-            raise InvalidReference(f"no records of image {image!r} in the ledger; see `imgtrack log` for what is recorded")
+            raise InvalidReference(
+                f"no records of image {image!r} in the ledger; see `imgtrack log` for what is recorded"
+            )
         if not value:
             raise InvalidReference(f"{text!r} names nothing; give a digest, version, tag or commit")
         if is_digest(value):
@@ -140,9 +145,7 @@ class Ledger:
             if not paths:
                 paths = idx.paths_by_tag(value, image)
             if not paths and _HEX_RE.fullmatch(value):
-                paths = idx.paths_by_commit_prefix(value, image) or idx.paths_by_digest_prefix(
-                    f"sha256:{value}", image
-                )
+                paths = idx.paths_by_commit_prefix(value, image) or idx.paths_by_digest_prefix(f"sha256:{value}", image)
         return [self.read(p) for p in dict.fromkeys(paths)]
 
     def also_naming(self, text: str, found: Build) -> list[Build]:
@@ -207,11 +210,15 @@ class Ledger:
                 broken[rel] = error or f"{self.root / rel}: unreadable"
                 errors.append(broken[rel])
             elif record_rel(fact.image, fact.record) not in known:
-                errors.append(f"{self.root / rel}:1: names record {fact.record[:19]}… of {fact.image}, which is not "
-                              "in the ledger; restore the record from git, or remove the fact")
+                errors.append(
+                    f"{self.root / rel}:1: names record {fact.record[:19]}… of {fact.image}, which is not "
+                    "in the ledger; restore the record from git, or remove the fact"
+                )
             else:
                 facts.append((rel, fact))
         for rel in files.strays:
-            errors.append(f"{self.root / rel}: is neither a record nor a fact (records are <image>/<xx>/<digest>.toml, "
-                          "facts <image>/<xx>/<digest>/<kind>-<id>.toml); move or remove it")
+            errors.append(
+                f"{self.root / rel}: is neither a record nor a fact (records are <image>/<xx>/<digest>.toml, "
+                "facts <image>/<xx>/<digest>/<kind>-<id>.toml); move or remove it"
+            )
         return LoadedLedger(records, facts, errors, broken)

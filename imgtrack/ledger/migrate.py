@@ -52,8 +52,10 @@ def migrate(store: Store) -> MigrateResult:
             target = store.root / record_rel(record.image, record.digest)
             if target.exists():
                 if target.read_bytes() != record_bytes:
-                    raise LedgerError(f"{target} exists with other content than {store.root / rel} gives; "
-                                      "compare the two and remove the wrong one")
+                    raise LedgerError(
+                        f"{target} exists with other content than {store.root / rel} gives; "
+                        "compare the two and remove the wrong one"
+                    )
             else:
                 store.write_record(record)
             for fact in new_facts:
@@ -72,29 +74,57 @@ def _convert(root: Path, rel: str) -> tuple[bytes, list[Fact]]:
     try:
         doc: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise LedgerError(f"{path}:1: record cannot be read ({exc}); fix it or restore it from git, then migrate "
-                          "again") from None
+        raise LedgerError(
+            f"{path}:1: record cannot be read ({exc}); fix it or restore it from git, then migrate again"
+        ) from None
     if doc.get("schema") != 1:
-        raise LedgerError(f"{path}:1: schema is {doc.get('schema')!r}, not 1, in a schema-1 place; move the file to "
-                          "its schema-2 place or restore it from git")
+        raise LedgerError(
+            f"{path}:1: schema is {doc.get('schema')!r}, not 1, in a schema-1 place; move the file to "
+            "its schema-2 place or restore it from git"
+        )
     pushes = doc.pop("pushes", [])
     doc["schema"] = SCHEMA
     doc.setdefault("manifests", [])
-    order = ["schema", "image", "digest", "media_type", "version", "commit", "tree", "tags", "recorded_at",
-             "recorded_by", "manifests"]
+    order = [
+        "schema",
+        "image",
+        "digest",
+        "media_type",
+        "version",
+        "commit",
+        "tree",
+        "tags",
+        "recorded_at",
+        "recorded_by",
+        "manifests",
+    ]
     record_bytes = tomli_w.dumps({k: doc[k] for k in order if k in doc}).encode("utf-8")
     record = parse_record(record_bytes, path)  # validates every field, naming the schema-1 file
     if not isinstance(pushes, list):
         raise LedgerError(f"{path}:1: pushes must be a list of tables; fix it, then migrate again")
     facts = []
     for entry in pushes:
-        if (not isinstance(entry, dict) or not isinstance(entry.get("repository"), str)
-                or not isinstance(entry.get("tags"), list) or not all(isinstance(t, str) for t in entry["tags"])
-                or not isinstance(entry.get("pushed_at"), datetime) or entry["pushed_at"].tzinfo is None):
-            raise LedgerError(f"{path}:1: a [[pushes]] entry needs repository, tags and a UTC pushed_at; fix it, "
-                              "then migrate again")
-        facts.append(Fact(kind="push", image=record.image, record=record.digest, at=entry["pushed_at"],
-                          repository=entry["repository"], tags=tuple(entry["tags"])))
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("repository"), str)
+            or not isinstance(entry.get("tags"), list)
+            or not all(isinstance(t, str) for t in entry["tags"])
+            or not isinstance(entry.get("pushed_at"), datetime)
+            or entry["pushed_at"].tzinfo is None
+        ):
+            raise LedgerError(
+                f"{path}:1: a [[pushes]] entry needs repository, tags and a UTC pushed_at; fix it, then migrate again"
+            )
+        facts.append(
+            Fact(
+                kind="push",
+                image=record.image,
+                record=record.digest,
+                at=entry["pushed_at"],
+                repository=entry["repository"],
+                tags=tuple(entry["tags"]),
+            )
+        )
     return record_bytes, facts
 
 

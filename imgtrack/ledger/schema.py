@@ -74,9 +74,7 @@ class Record:
             "tags": list(self.tags),
             "recorded_at": self.recorded_at,
             "recorded_by": self.recorded_by,
-            "manifests": [
-                {"platform": m.platform, "digest": m.digest, "config": m.config} for m in self.manifests
-            ],
+            "manifests": [{"platform": m.platform, "digest": m.digest, "config": m.config} for m in self.manifests],
         }
 
     def to_toml(self) -> bytes:
@@ -108,8 +106,13 @@ class Fact:
         return ("push", self.repository, *self.tags)
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"schema": SCHEMA, "kind": self.kind, "image": self.image, "record": self.record,
-                                "at": self.at}
+        data: dict[str, Any] = {
+            "schema": SCHEMA,
+            "kind": self.kind,
+            "image": self.image,
+            "record": self.record,
+            "at": self.at,
+        }
         if self.by is not None:
             data["by"] = self.by
         if self.kind == "tag":
@@ -208,7 +211,8 @@ class Build:
     def pushes(self) -> tuple[Push, ...]:
         return tuple(
             Push(f.repository, f.tags, f.at, f.by, f.kind == "promote")
-            for f in self.ordered_facts() if f.kind in ("push", "promote")
+            for f in self.ordered_facts()
+            if f.kind in ("push", "promote")
         )
 
     def ordered_facts(self) -> list[Fact]:
@@ -280,9 +284,9 @@ def _quick_toml(text: str) -> dict[str, Any] | None:
         m = _STR.fullmatch(line)
         if m:
             key, value = m.group(1), m.group(2)
-        elif (m := _INT.fullmatch(line)):
+        elif m := _INT.fullmatch(line):
             key, value = m.group(1), int(m.group(2))
-        elif (m := _TIME.fullmatch(line)):
+        elif m := _TIME.fullmatch(line):
             key = m.group(1)
             try:
                 value = datetime.fromisoformat(m.group(2).replace("Z", "+00:00"))
@@ -315,8 +319,10 @@ class _Fields:
     def __init__(self, data: bytes, path: Path | str, what: str) -> None:
         self.path = path
         if len(data) > MAX_FILE_BYTES:
-            raise LedgerError(f"{path}:1: {what} is {len(data)} bytes, over the {MAX_FILE_BYTES} a ledger file may "
-                              f"hold; restore it with `git checkout -- {path}`")
+            raise LedgerError(
+                f"{path}:1: {what} is {len(data)} bytes, over the {MAX_FILE_BYTES} a ledger file may "
+                f"hold; restore it with `git checkout -- {path}`"
+            )
         try:
             self.text = data.decode("utf-8")
             self.doc = _quick_toml(self.text) or tomllib.loads(self.text)
@@ -331,7 +337,9 @@ class _Fields:
             ) from None
 
     def bad(self, key: str, reason: str) -> LedgerError:
-        return LedgerError(f"{self.path}:{_line_of(self.text, key)}: {key} {reason}; fix the file or restore it from git")
+        return LedgerError(
+            f"{self.path}:{_line_of(self.text, key)}: {key} {reason}; fix the file or restore it from git"
+        )
 
     def get(self, key: str, kind: type, check: Callable[[Any], Any] | None = None, default: Any = ...) -> Any:
         if key not in self.doc:
@@ -360,8 +368,9 @@ class _Fields:
     def schema(self) -> int:
         schema: int = self.get("schema", int)
         if schema == 1:
-            raise LedgerError(f"{self.path}:1: this is a schema-1 record; run `imgtrack ledger migrate` and commit "
-                              "the change")
+            raise LedgerError(
+                f"{self.path}:1: this is a schema-1 record; run `imgtrack ledger migrate` and commit the change"
+            )
         if schema != SCHEMA:
             raise self.bad("schema", f"is {schema}, this imgtrack reads schema {SCHEMA}: upgrade imgtrack")
         return schema
@@ -376,7 +385,9 @@ def parse_record(data: bytes, path: Path | str) -> Record:
     manifests = []
     entries = f.get("manifests", list, default=[])
     for entry in entries:
-        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("platform", "digest", "config")):
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(k), str) for k in ("platform", "digest", "config")
+        ):
             raise f.bad("platform", "entries under [[manifests]] need string platform, digest and config")
         if not is_digest(entry["digest"]) or (entry["config"] and not is_digest(entry["config"])):
             raise f.bad("digest", f"in [[manifests]] is not a digest ({entry['digest'][:80]!r})")
@@ -406,12 +417,17 @@ def parse_fact(data: bytes, path: Path | str) -> Fact:
     f.schema()
     kind = f.get("kind", str)
     if kind not in FACT_KINDS:
-        raise UnknownFactKind(f"{path}:{_line_of(f.text, 'kind')}: kind is {kind[:40]!r}, which this imgtrack does "
-                              f"not know (it knows {', '.join(FACT_KINDS)}): a newer imgtrack wrote it; upgrade "
-                              "imgtrack to check it")
+        raise UnknownFactKind(
+            f"{path}:{_line_of(f.text, 'kind')}: kind is {kind[:40]!r}, which this imgtrack does "
+            f"not know (it knows {', '.join(FACT_KINDS)}): a newer imgtrack wrote it; upgrade "
+            "imgtrack to check it"
+        )
     by = f.get("by", str, default=None)
     common: dict[str, Any] = {
-        "kind": kind, "image": f.get("image", str), "record": f.get("record", str, is_digest), "at": f.moment("at"),
+        "kind": kind,
+        "image": f.get("image", str),
+        "record": f.get("record", str, is_digest),
+        "at": f.moment("at"),
         "by": by,
     }
     if kind == "tag":

@@ -20,7 +20,14 @@ from pathlib import Path
 from imgtrack.errors import LedgerError
 from imgtrack.fsutil import write_atomic
 from imgtrack.ledger.schema import (
-    FACT_NAME_RE, Build, Fact, Record, UnknownFactKind, fact_file_name, parse_fact, parse_record,
+    FACT_NAME_RE,
+    Build,
+    Fact,
+    Record,
+    UnknownFactKind,
+    fact_file_name,
+    parse_fact,
+    parse_record,
 )
 from imgtrack.oci.digest import check_digest
 
@@ -45,12 +52,16 @@ def facts_rel(image: str, digest: str) -> str:
 
 
 def classify(rel: str) -> str | None:
-    """"record", "fact" or None for a path relative to the ledger root (by its shape only)."""
+    """ "record", "fact" or None for a path relative to the ledger root (by its shape only)."""
     parts = rel.split("/")
     if len(parts) == 3 and BUCKET_RE.fullmatch(parts[1]) and RECORD_NAME_RE.fullmatch(parts[2]):
         return "record"
-    if len(parts) == 4 and BUCKET_RE.fullmatch(parts[1]) and FACT_DIR_RE.fullmatch(parts[2]) \
-            and FACT_NAME_RE.fullmatch(parts[3]):
+    if (
+        len(parts) == 4
+        and BUCKET_RE.fullmatch(parts[1])
+        and FACT_DIR_RE.fullmatch(parts[2])
+        and FACT_NAME_RE.fullmatch(parts[3])
+    ):
         return "fact"
     return None
 
@@ -70,8 +81,10 @@ def check_record_placement(record: Record, rel: str, where: Path | str) -> str |
     if record.image != image:
         return f"{where}:1: image {record.image!r} does not match its folder {image!r}; move the file or fix the field"
     if rel != record_rel(record.image, record.digest):
-        return (f"{where}:1: digest {record.digest[:19]}… does not match the file's place {rel}; "
-                "rename the file or fix the field")
+        return (
+            f"{where}:1: digest {record.digest[:19]}… does not match the file's place {rel}; "
+            "rename the file or fix the field"
+        )
     return None
 
 
@@ -79,11 +92,15 @@ def check_fact_placement(fact: Fact, data: bytes, rel: str, where: Path | str) -
     """A fact sits in its record's folder under the name its bytes give it."""
     folder, _, name = rel.rpartition("/")
     if folder != facts_rel(fact.image, fact.record):  # parse_fact checked the digest
-        return (f"{where}:1: fact names record {fact.record[:19]}… of {fact.image}, but sits in {folder}; "
-                "move it to its record's folder or restore it from git")
+        return (
+            f"{where}:1: fact names record {fact.record[:19]}… of {fact.image}, but sits in {folder}; "
+            "move it to its record's folder or restore it from git"
+        )
     if name != fact_file_name(fact.kind, data):
-        return (f"{where}:1: the digest in the name {name} does not match the file's content; the fact was edited "
-                "after it was written: restore it from git")
+        return (
+            f"{where}:1: the digest in the name {name} does not match the file's content; the fact was edited "
+            "after it was written: restore it from git"
+        )
     return None
 
 
@@ -189,8 +206,10 @@ class Store:
         try:
             self.lock_dir.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
-            raise LedgerError(f"{self.lock_dir} is a file where imgtrack keeps its lock and cache (a folder); "
-                              "move it away and run again") from None
+            raise LedgerError(
+                f"{self.lock_dir} is a file where imgtrack keeps its lock and cache (a folder); "
+                "move it away and run again"
+            ) from None
         fd = os.open(self.lock_dir / "ledger.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -204,8 +223,10 @@ class Store:
         for part in ["", *rel.split("/")[:-1]]:
             folder = folder / part if part else folder
             if folder.exists() and not folder.is_dir():
-                raise LedgerError(f"{folder} is a file where the ledger keeps a folder; move it away (git mv, or "
-                                  "restore it from git) and run again")
+                raise LedgerError(
+                    f"{folder} is a file where the ledger keeps a folder; move it away (git mv, or "
+                    "restore it from git) and run again"
+                )
 
     def write_record(self, record: Record) -> str:
         """Write a new record atomically; the caller holds `locked()`. A record is never rewritten."""
@@ -221,7 +242,9 @@ class Store:
 
         Returns its path relative to the root, or None when nothing was written."""
         if not (self.root / record_rel(fact.image, fact.record)).exists():
-            raise LedgerError(f"{self.root / record_rel(fact.image, fact.record)} is not recorded; record the image first")
+            raise LedgerError(
+                f"{self.root / record_rel(fact.image, fact.record)} is not recorded; record the image first"
+            )
         if any(f.identity() == fact.identity() for f in self.facts_of(fact.image, fact.record)):
             return None
         data = fact.to_toml()

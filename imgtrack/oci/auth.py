@@ -17,9 +17,9 @@ import json
 import os
 import subprocess
 from collections.abc import Mapping
-from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from imgtrack.errors import RegistryError, UsageError
 
@@ -36,7 +36,7 @@ class Credentials:
 
 
 def is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:host.index("]")]
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1 : host.index("]")]
     if name == "localhost":
         return True
     try:
@@ -61,8 +61,11 @@ def podman_auth_paths(environ: Mapping[str, str]) -> list[Path]:
 
 
 def find_credentials(
-    registry: str, username: str | None = None, password: str | None = None,
-    environ: Mapping[str, str] = os.environ, explicit: bool = True,
+    registry: str,
+    username: str | None = None,
+    password: str | None = None,
+    environ: Mapping[str, str] = os.environ,
+    explicit: bool = True,
 ) -> Credentials | None:
     """The credentials for `registry`, by the precedence in this module's docstring; None for anonymous.
 
@@ -75,8 +78,10 @@ def find_credentials(
     env_user, env_secret = environ.get("IMGTRACK_USERNAME"), environ.get("IMGTRACK_PASSWORD")
     if explicit and (env_user or env_secret):
         if not env_user or not env_secret or any(not c.isprintable() for c in env_user):
-            raise UsageError("environment variables IMGTRACK_USERNAME and IMGTRACK_PASSWORD go together, and neither "
-                             "may be empty (nor the user name hold a control character); set both or unset both")
+            raise UsageError(
+                "environment variables IMGTRACK_USERNAME and IMGTRACK_PASSWORD go together, and neither "
+                "may be empty (nor the user name hold a control character); set both or unset both"
+            )
         return Credentials(env_user, env_secret)
     keys = DOCKER_HUB_KEYS if registry in DOCKER_HUB_KEYS else (registry, f"https://{registry}", f"http://{registry}")
     found = _from_auth_file(docker_config_path(environ), keys, helpers=True)

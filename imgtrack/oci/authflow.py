@@ -88,7 +88,11 @@ class RegistryAuth(httpx.Auth):
             yield request
 
     def _fetch_token(
-        self, request: httpx.Request, realm: str, service: str | None, scope: str,
+        self,
+        request: httpx.Request,
+        realm: str,
+        service: str | None,
+        scope: str,
     ) -> Generator[httpx.Request, httpx.Response, str | None]:
         url = urlparse(realm)
         if url.scheme not in ("https", "http"):
@@ -108,7 +112,9 @@ class RegistryAuth(httpx.Auth):
                     "refusing to send credentials there (ask the registry's operator for an https realm)"
                 )
         token_request = httpx.Request(
-            "GET", realm + ("&" if "?" in realm else "?") + urlencode(query), headers=headers,
+            "GET",
+            realm + ("&" if "?" in realm else "?") + urlencode(query),
+            headers=headers,
         )
         started = time.monotonic()
         response = yield token_request
@@ -117,8 +123,10 @@ class RegistryAuth(httpx.Auth):
             body += chunk
             if len(body) > MAX_TOKEN_BYTES:  # a token is a few KB: an endless answer is cut off
                 response.close()
-                raise RegistryError(f"{self.registry}: token service {url.netloc} sent over "
-                                    f"{MAX_TOKEN_BYTES // 1024} KiB; refused (a token is far smaller)")
+                raise RegistryError(
+                    f"{self.registry}: token service {url.netloc} sent over "
+                    f"{MAX_TOKEN_BYTES // 1024} KiB; refused (a token is far smaller)"
+                )
         # httpx reads each response of an auth flow once more when the flow goes on; the body read here
         # is what it then finds (Response.read returns `_content` when it is set).
         response._content = body

@@ -8,9 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from imgtrack.errors import LayoutError, LocalIOError, RegistryError, TransferInterrupted
-from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES
 from imgtrack.oci.layout import Descriptor, ImageDescription, Layout, LayoutWriter
-
+from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES
 
 # Told of each blob as it is settled: ("copied" | "present" | "mounted", its descriptor). May be called
 # from several threads at once.
@@ -29,7 +28,11 @@ class CopyStats:
 
 
 def copy_blobs(
-    source: Layout, image: ImageDescription, dest: LayoutWriter, jobs: int = 1, progress: BlobProgress = no_progress,
+    source: Layout,
+    image: ImageDescription,
+    dest: LayoutWriter,
+    jobs: int = 1,
+    progress: BlobProgress = no_progress,
 ) -> CopyStats:
     """Copy the blobs of `image` that `dest` lacks, `jobs` at a time; manifests last, children before
     their index. A blob appears in `dest` only complete and matching its digest."""
@@ -84,4 +87,6 @@ def _copy_with_retries(source: Layout, blob: Descriptor, dest: LayoutWriter) -> 
             if source.local:
                 raise
             # Bytes from a registry that do not match their digest: the registry's failure (exit 3).
-            raise RegistryError(f"{source.name} served other content for {blob.digest[:19]}…; nothing was kept") from exc
+            raise RegistryError(
+                f"{source.name} served other content for {blob.digest[:19]}…; nothing was kept"
+            ) from exc

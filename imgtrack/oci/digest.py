@@ -26,7 +26,7 @@ def check_digest(text: str, what: str = "digest") -> str:
     return text
 
 
-def hasher(digest: str) -> "hashlib._Hash":
+def hasher(digest: str) -> hashlib._Hash:
     algo = digest.split(":", 1)[0]
     return hashlib.new(algo)
 

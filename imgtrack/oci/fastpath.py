@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -122,8 +121,9 @@ class FastPath:
 class FastBody:
     """One response body, read in chunks; the connection is kept only if the body was read whole."""
 
-    def __init__(self, owner: FastPath, origin: str, conn: http.client.HTTPConnection,
-                 response: http.client.HTTPResponse) -> None:
+    def __init__(
+        self, owner: FastPath, origin: str, conn: http.client.HTTPConnection, response: http.client.HTTPResponse
+    ) -> None:
         self.owner, self.origin, self.conn, self.response = owner, origin, conn, response
 
     def header(self, name: str) -> str | None:
@@ -133,7 +133,7 @@ class FastBody:
         try:
             while chunk := self.response.read(READ_BYTES):
                 yield chunk
-        except (OSError, socket.timeout, http.client.HTTPException) as exc:
+        except (TimeoutError, OSError, http.client.HTTPException) as exc:
             raise TransferInterrupted(f"{what} broke off ({type(exc).__name__}: {exc}); run the command again") from exc
         if self.response.length:  # http.client ends a body cut short without a word: bytes still owed
             raise TransferInterrupted(f"{what} broke off {self.response.length} bytes early; run the command again")

@@ -11,11 +11,11 @@ import fcntl
 import io
 import json
 import os
-from abc import ABC, abstractmethod
-from contextlib import contextmanager
 import tarfile
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -155,8 +155,10 @@ class Layout(ABC):
                 h.update(chunk)
                 size += len(chunk)
                 if size > desc.size:
-                    raise LayoutError(f"{self.name}: blob {desc.digest[:19]}… is bigger than the {desc.size} bytes "
-                                      "its descriptor says; rebuild or re-pull the layout")
+                    raise LayoutError(
+                        f"{self.name}: blob {desc.digest[:19]}… is bigger than the {desc.size} bytes "
+                        "its descriptor says; rebuild or re-pull the layout"
+                    )
         if f"{desc.digest.split(':')[0]}:{h.hexdigest()}" != desc.digest:
             raise LayoutError(
                 f"{self.name}: blob {desc.digest} does not match its digest (corrupt); rebuild or re-pull the layout"
@@ -222,8 +224,10 @@ class TarLayout(Layout):
             self._members = {}
             for count, m in enumerate(self._tar, 1):
                 if count > MAX_TAR_MEMBERS:
-                    raise LayoutError(f"{path} holds over {MAX_TAR_MEMBERS:,} entries; refused (a layout tar holds "
-                                      "one file a blob and a few more)")
+                    raise LayoutError(
+                        f"{path} holds over {MAX_TAR_MEMBERS:,} entries; refused (a layout tar holds "
+                        "one file a blob and a few more)"
+                    )
                 self._members[m.name.removeprefix("./")] = m
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
             raise LayoutError(f"{path} is not a readable tar ({exc}); check the file") from None
@@ -298,10 +302,15 @@ def select_entry(layout: Layout, ref_name: str | None, digest: str | None = None
         for d in entries:
             if d.digest == digest:
                 return d
-        raise LayoutError(f"{layout.name} does not list {digest[:19]}… in its index.json; it no longer holds that image")
+        raise LayoutError(
+            f"{layout.name} does not list {digest[:19]}… in its index.json; it no longer holds that image"
+        )
     if ref_name is not None:
-        chosen = [d for d in entries if d.annotations.get(REF_NAME) == ref_name
-                  or d.annotations.get("io.containerd.image.name") == ref_name]
+        chosen = [
+            d
+            for d in entries
+            if d.annotations.get(REF_NAME) == ref_name or d.annotations.get("io.containerd.image.name") == ref_name
+        ]
         if not chosen:
             names = ", ".join(sorted({d.annotations.get(REF_NAME, "") for d in entries} - {""})) or "none"
             raise LayoutError(f"{layout.name}: no manifest has ref name {ref_name!r} (ref names: {names})")
@@ -317,7 +326,10 @@ def select_entry(layout: Layout, ref_name: str | None, digest: str | None = None
 
 
 def describe(
-    layout: Layout, ref_name: str | None = None, verify: bool = True, digest: str | None = None,
+    layout: Layout,
+    ref_name: str | None = None,
+    verify: bool = True,
+    digest: str | None = None,
 ) -> ImageDescription:
     """Read the image a layout holds (chosen by digest, ref name, or as its only entry): its digests,
     platforms and blobs, every blob verified."""
@@ -384,7 +396,11 @@ def _check_unambiguous(layout: Layout, desc: Descriptor, doc: dict[str, Any]) ->
 
 
 def _walk(
-    layout: Layout, desc: Descriptor, blobs: list[Descriptor], manifests: list[PlatformManifest], depth: int,
+    layout: Layout,
+    desc: Descriptor,
+    blobs: list[Descriptor],
+    manifests: list[PlatformManifest],
+    depth: int,
 ) -> str:
     if depth > 2:
         raise LayoutError(f"{layout.name}: indexes nest deeper than two levels; rebuild the layout")
@@ -417,7 +433,9 @@ def _walk(
             f"{layout.name}: {desc.digest[:19]}… has media type {media_type!r}, not an image manifest or index"
         )
     if len(data) != desc.size:
-        raise LayoutError(f"{layout.name}: manifest {desc.digest[:19]}… is {len(data)} bytes, its descriptor says {desc.size}")
+        raise LayoutError(
+            f"{layout.name}: manifest {desc.digest[:19]}… is {len(data)} bytes, its descriptor says {desc.size}"
+        )
     blobs.append(Descriptor(media_type, desc.digest, desc.size, desc.platform))
     return str(media_type)
 
@@ -484,7 +502,9 @@ class LayoutWriter:
                     f.write(chunk)
             actual = f"{digest.split(':')[0]}:{h.hexdigest()}"
             if actual != digest:
-                raise LayoutError(f"blob {digest} arrived as {actual}: content does not match its digest; nothing was kept")
+                raise LayoutError(
+                    f"blob {digest} arrived as {actual}: content does not match its digest; nothing was kept"
+                )
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
@@ -523,9 +543,13 @@ class LayoutWriter:
         for desc in descs:
             name = desc.annotations.get(REF_NAME)
             entries = [
-                e for e in entries
-                if not (e.annotations.get(REF_NAME) == name if name else
-                        e.digest == desc.digest and REF_NAME not in e.annotations)
+                e
+                for e in entries
+                if not (
+                    e.annotations.get(REF_NAME) == name
+                    if name
+                    else e.digest == desc.digest and REF_NAME not in e.annotations
+                )
             ]
             entries.append(desc)
         self.set_index(entries)

@@ -39,7 +39,9 @@ _HOST_RE = re.compile(_HOST, re.ASCII)
 def check_registry_host(text: str) -> str:
     """`text` if it is a registry host (`host[:port]`, as in a reference); InvalidReference otherwise."""
     if _HOST_RE.fullmatch(text) is None:
-        raise InvalidReference(f"registry {text[:200]!r} is not a host[:port] such as registry.example.com:5000; fix it")
+        raise InvalidReference(
+            f"registry {text[:200]!r} is not a host[:port] such as registry.example.com:5000; fix it"
+        )
     return text
 
 
@@ -128,8 +130,10 @@ def _why_not(text: str, rest: str) -> str:
         return f"names the repository {name!r}, which must be lowercase; fix the name"
     if "@" in text:
         return "has a malformed digest or a malformed name before it (NAME[:TAG]@sha256:…); fix it"
-    return ("is not NAME[:TAG][@DIGEST]: the repository is lowercase path components (a-z 0-9, separated by "
-            ". _ __ - and /), a tag is 1-128 of A-Z a-z 0-9 _ . - ; fix it")
+    return (
+        "is not NAME[:TAG][@DIGEST]: the repository is lowercase path components (a-z 0-9, separated by "
+        ". _ __ - and /), a tag is 1-128 of A-Z a-z 0-9 _ . - ; fix it"
+    )
 
 
 def parse_repository(text: str, what: str) -> Reference:
@@ -142,7 +146,7 @@ def parse_repository(text: str, what: str) -> Reference:
 
 
 def _parse_layout(text: str) -> Reference:
-    body = text[len("oci:"):]
+    body = text[len("oci:") :]
     digest = tag = None
     if any(not c.isprintable() for c in body):
         raise InvalidReference(f"reference {text[:200]!r} holds a control character; remove it")

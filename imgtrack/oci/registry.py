@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from imgtrack.errors import RegistryError, TransferInterrupted, UsageError
 from imgtrack.oci.auth import Credentials, is_loopback
 from imgtrack.oci.digest import digest_bytes
-from imgtrack.oci.fastpath import READ_BYTES, FastPath, FastBody, proxy_configured
+from imgtrack.oci.fastpath import READ_BYTES, FastBody, FastPath, proxy_configured
 from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES, MAX_MANIFEST_BYTES
 from imgtrack.oci.tls import client_context, speaks_tls
 
@@ -71,8 +71,15 @@ class RegistryClient:
     """Talk to one registry (`host[:port]`)."""
 
     def __init__(
-        self, registry: str, credentials: Credentials | None = None, *, insecure: bool = False,
-        ca_file: Path | None = None, retry: RetryPolicy = RetryPolicy(), timeout: float = 60.0, jobs: int = 4,
+        self,
+        registry: str,
+        credentials: Credentials | None = None,
+        *,
+        insecure: bool = False,
+        ca_file: Path | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        timeout: float = 60.0,
+        jobs: int = 4,
         chunk_size: int = 128 * 1024 * 1024,
     ) -> None:
         self.registry = registry
@@ -99,7 +106,9 @@ class RegistryClient:
                 _read_bigger_chunks()
                 try:
                     self._client = httpx.Client(
-                        auth=RegistryAuth(self.registry, self.credentials), verify=self._verify, follow_redirects=True,
+                        auth=RegistryAuth(self.registry, self.credentials),
+                        verify=self._verify,
+                        follow_redirects=True,
                         timeout=httpx.Timeout(self._timeout, connect=10.0),
                         limits=httpx.Limits(max_connections=self._jobs + 2, max_keepalive_connections=self._jobs + 2),
                         headers={"User-Agent": "imgtrack"},
@@ -144,9 +153,17 @@ class RegistryClient:
         except NotTLS:  # only a server that speaks no TLS at all; a certificate problem never means clear text
             return f"http://{self.registry}"
 
-    def _send(self, method: str, url: str, *, content: Callable[[], object] | None = None,
-              headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200,), stream: bool = False,
-              tries: int | None = None) -> httpx.Response:
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        content: Callable[[], object] | None = None,
+        headers: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (200,),
+        stream: bool = False,
+        tries: int | None = None,
+    ) -> httpx.Response:
         """One request with retries. `content` makes a fresh body for each try (a stream is read once)."""
         import httpx
 
@@ -154,9 +171,8 @@ class RegistryClient:
         tries = tries or self.retry.tries
         for attempt in range(1, tries + 1):
             try:
-                request = self._http.build_request(
-                    method, url, content=content() if content else None, headers=headers,  # type: ignore[arg-type]
-                )
+                body = content() if content else None
+                request = self._http.build_request(method, url, content=body, headers=headers)  # type: ignore[arg-type]
                 response = self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
                 if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
@@ -167,7 +183,7 @@ class RegistryClient:
                 if isinstance(exc, httpx.ConnectError) and "WRONG_VERSION_NUMBER" in str(exc):
                     raise NotTLS(
                         f"{self.registry} speaks plain HTTP, not TLS; for a registry you trust on your network, "
-                        f"mark it insecure ([registries.\"{self.registry}\"] insecure = true, or --insecure)"
+                        f'mark it insecure ([registries."{self.registry}"] insecure = true, or --insecure)'
                     ) from exc
                 failure: str = f"{type(exc).__name__}: {_reason(exc)}"
                 delay = self._delay(attempt, None)
@@ -229,8 +245,9 @@ class RegistryClient:
 
     def manifest_digest(self, repo: str, reference: str) -> str | None:
         """The digest a tag (or digest) names in `repo`, by HEAD; None if it names nothing."""
-        response = self._send("HEAD", f"{self.base}/v2/{repo}/manifests/{reference}",
-                              headers={"Accept": ACCEPT_MANIFESTS}, ok=(200, 404))
+        response = self._send(
+            "HEAD", f"{self.base}/v2/{repo}/manifests/{reference}", headers={"Accept": ACCEPT_MANIFESTS}, ok=(200, 404)
+        )
         if response.status_code == 404:
             return None
         if response.status_code != 200:
@@ -241,7 +258,9 @@ class RegistryClient:
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Cross-repository mount; False when the registry would rather have an upload."""
         response = self._send(
-            "POST", f"{self.base}/v2/{repo}/blobs/uploads/?mount={digest}&from={from_repo}", ok=(201, 202),
+            "POST",
+            f"{self.base}/v2/{repo}/blobs/uploads/?mount={digest}&from={from_repo}",
+            ok=(201, 202),
         )
         if response.status_code == 201:
             return True
@@ -250,8 +269,14 @@ class RegistryClient:
             return False
         raise self._fail(response, f"mount of {digest[:19]}… into {repo}")
 
-    def upload_blob(self, repo: str, digest: str, size: int, open_body: Callable[[], Iterator[bytes]],
-                    extent: tuple[Path, int] | None = None) -> None:
+    def upload_blob(
+        self,
+        repo: str,
+        digest: str,
+        size: int,
+        open_body: Callable[[], Iterator[bytes]],
+        extent: tuple[Path, int] | None = None,
+    ) -> None:
         """Monolithic, streamed upload: POST for a session, then PUT the bytes with ?digest=. With
         `extent` (the blob's file and offset), the PUT goes out by sendfile when it can."""
         start = self._send("POST", f"{self.base}/v2/{repo}/blobs/uploads/", ok=(202,))
@@ -270,7 +295,10 @@ class RegistryClient:
             self.upload_blob(repo, digest, size, open_body)
             return
         done = self._send(
-            "PUT", f"{location}{sep}digest={digest}", content=open_body, ok=(201,),
+            "PUT",
+            f"{location}{sep}digest={digest}",
+            content=open_body,
+            ok=(201,),
             headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
         )
         if done.status_code != 201:
@@ -278,12 +306,18 @@ class RegistryClient:
         self._check_digest(done, digest, f"blob upload to {repo}")
 
     def upload_blob_chunked(
-        self, repo: str, digest: str, size: int, read_range: Callable[[int, int], Iterator[bytes]], chunk_size: int,
+        self,
+        repo: str,
+        digest: str,
+        size: int,
+        read_range: Callable[[int, int], Iterator[bytes]],
+        chunk_size: int,
     ) -> None:
         """PATCH chunks with Content-Range; after a broken connection, ask the registry how far the upload
         got (GET on the session: Range) and go on from there, within the retry bounds; then PUT ?digest=.
         A session the registry no longer knows (restarted without its state, expired) is started again
         from the blob's first byte, within the same bounds."""
+
         def open_session() -> str:
             start = self._send("POST", f"{self.base}/v2/{repo}/blobs/uploads/", ok=(202,))
             if start.status_code != 202:
@@ -296,9 +330,16 @@ class RegistryClient:
             end = min(offset + chunk_size, size)
             try:
                 response = self._send(
-                    "PATCH", location, content=partial(read_range, offset, end), tries=1, ok=(202,),
-                    headers={"Content-Type": "application/octet-stream", "Content-Range": f"{offset}-{end - 1}",
-                             "Content-Length": str(end - offset)},
+                    "PATCH",
+                    location,
+                    content=partial(read_range, offset, end),
+                    tries=1,
+                    ok=(202,),
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"{offset}-{end - 1}",
+                        "Content-Length": str(end - offset),
+                    },
                 )
             except RegistryError:
                 response = None
@@ -346,8 +387,11 @@ class RegistryClient:
 
     def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> None:
         response = self._send(
-            "PUT", f"{self.base}/v2/{repo}/manifests/{reference}", content=lambda: data,
-            headers={"Content-Type": media_type}, ok=(201,),
+            "PUT",
+            f"{self.base}/v2/{repo}/manifests/{reference}",
+            content=lambda: data,
+            headers={"Content-Type": media_type},
+            ok=(201,),
         )
         if response.status_code != 201:
             raise self._fail(response, f"manifest {reference} in {repo}")
@@ -376,8 +420,12 @@ class RegistryClient:
         body = self._fast_get(url, {"Accept": ACCEPT_MANIFESTS})
         if body is not None:
             try:
-                return self._read_manifest(body.header("Content-Length"), body.header("Content-Type"),
-                                           body.chunks(f"{self.registry}: {what}"), what)
+                return self._read_manifest(
+                    body.header("Content-Length"),
+                    body.header("Content-Type"),
+                    body.chunks(f"{self.registry}: {what}"),
+                    what,
+                )
             finally:
                 body.close()
         response = self._send("GET", url, headers={"Accept": ACCEPT_MANIFESTS}, stream=True)
@@ -385,13 +433,18 @@ class RegistryClient:
             if response.status_code != 200:
                 response.read()
                 raise self._fail(response, what)
-            return self._read_manifest(response.headers.get("Content-Length"), response.headers.get("Content-Type"),
-                                       response.iter_bytes(), what)
+            return self._read_manifest(
+                response.headers.get("Content-Length"),
+                response.headers.get("Content-Type"),
+                response.iter_bytes(),
+                what,
+            )
         finally:
             response.close()
 
-    def _read_manifest(self, length: str | None, content_type: str | None, chunks: Iterator[bytes],
-                       what: str) -> tuple[bytes, str]:
+    def _read_manifest(
+        self, length: str | None, content_type: str | None, chunks: Iterator[bytes], what: str
+    ) -> tuple[bytes, str]:
         if length and length.isdigit() and int(length) > MAX_MANIFEST_BYTES:
             raise RegistryError(f"{self.registry}: {what} is {length} bytes; over 4 MiB is refused")
         data = b""
@@ -436,18 +489,25 @@ class RegistryClient:
 
     def _check_said(self, said: str | None, expected: str, what: str) -> None:
         if said and said != expected:
-            raise RegistryError(f"{self.registry}: {what} was stored as {said}, not {expected}; the registry altered it")
+            raise RegistryError(
+                f"{self.registry}: {what} was stored as {said}, not {expected}; the registry altered it"
+            )
 
 
 def _proxy_message(exc: Exception) -> str:
     """Why the proxy the environment names cannot be used (httpx reads it when a client is made)."""
     import os
 
-    names = [n for n in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy")
-             if os.environ.get(n)]
+    names = [
+        n
+        for n in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy")
+        if os.environ.get(n)
+    ]
     reason = "SOCKS proxies are not supported, use an http:// one" if isinstance(exc, ImportError) else str(exc)[:120]
-    return (f"the proxy in the environment ({', '.join(names) or 'proxy variables'}) cannot be used: {reason}; "
-            "fix it or unset it")
+    return (
+        f"the proxy in the environment ({', '.join(names) or 'proxy variables'}) cannot be used: {reason}; "
+        "fix it or unset it"
+    )
 
 
 def _session_lost(response: httpx.Response | None) -> bool:
@@ -456,7 +516,8 @@ def _session_lost(response: httpx.Response | None) -> bool:
     if response is None or response.status_code not in (400, 404):
         return False
     return response.status_code == 404 or any(
-        code in _error_codes(response) for code in ("BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"))
+        code in _error_codes(response) for code in ("BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID")
+    )
 
 
 _ERROR_CODE_RE = re.compile(r"[A-Z][A-Z_]{1,40}")  # with fullmatch
@@ -474,8 +535,11 @@ def _error_codes(response: httpx.Response) -> str:
     errors = doc.get("errors") if isinstance(doc, dict) else None
     if not isinstance(errors, list):
         return ""
-    codes = [str(e["code"]) for e in errors[:5]
-             if isinstance(e, dict) and isinstance(e.get("code"), str) and _ERROR_CODE_RE.fullmatch(e["code"])]
+    codes = [
+        str(e["code"])
+        for e in errors[:5]
+        if isinstance(e, dict) and isinstance(e.get("code"), str) and _ERROR_CODE_RE.fullmatch(e["code"])
+    ]
     return f" ({', '.join(codes)})" if codes else ""
 
 

@@ -99,8 +99,14 @@ def _chunks(layout: Layout, digest: str) -> Iterator[bytes]:
 
 
 def push_to_registry(
-    client: RegistryClient, repo: str, source: Layout, image: ImageDescription, tags: tuple[str, ...],
-    jobs: int = 4, mount_from: tuple[str, ...] = (), progress: BlobProgress = no_progress,
+    client: RegistryClient,
+    repo: str,
+    source: Layout,
+    image: ImageDescription,
+    tags: tuple[str, ...],
+    jobs: int = 4,
+    mount_from: tuple[str, ...] = (),
+    progress: BlobProgress = no_progress,
 ) -> CopyStats:
     """Blobs (in parallel: HEAD, then a mount from a repository known to hold them, then a streamed
     upload), then child manifests, then the top manifest by digest and by every tag."""
@@ -116,19 +122,29 @@ def push_to_registry(
             progress("mounted", blob)
             return -1
         if source.local and blob.size > client.chunk_size:
-            client.upload_blob_chunked(repo, blob.digest, blob.size,
-                                       lambda start, end: source.read_range(blob.digest, start, end), client.chunk_size)
+            client.upload_blob_chunked(
+                repo,
+                blob.digest,
+                blob.size,
+                lambda start, end: source.read_range(blob.digest, start, end),
+                client.chunk_size,
+            )
         else:
-            client.upload_blob(repo, blob.digest, blob.size, lambda: _chunks(source, blob.digest),
-                               source.blob_extent(blob.digest))
+            client.upload_blob(
+                repo, blob.digest, blob.size, lambda: _chunks(source, blob.digest), source.blob_extent(blob.digest)
+            )
         progress("copied", blob)
         return blob.size
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         sent = list(pool.map(send, blobs))
     for manifest in manifests:
-        client.put_manifest(repo, manifest.digest, source.read_blob(manifest.digest, media_type=manifest.media_type),
-                            manifest.media_type)
+        client.put_manifest(
+            repo,
+            manifest.digest,
+            source.read_blob(manifest.digest, media_type=manifest.media_type),
+            manifest.media_type,
+        )
         progress("copied", manifest)
     data = source.read_blob(top.digest, media_type=top.media_type)
     for tag in tags:

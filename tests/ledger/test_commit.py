@@ -42,7 +42,8 @@ def test_commit_lists_what_changed_and_takes_only_the_ledger(project: Path, layo
     assert result.code == 0, result.err
     assert result.json()["changes"] == [f"record api {rec['version']} ({rec['digest'][:19]}…)"]
     assert git(project, "show", "--name-only", "--format=", "HEAD").splitlines() == [
-        f".imgtrack/ledger/api/{rec['digest'][7:9]}/{rec['digest'].replace(':', '-')}.toml"]
+        f".imgtrack/ledger/api/{rec['digest'][7:9]}/{rec['digest'].replace(':', '-')}.toml"
+    ]
     assert f"record api {rec['version']}" in git(project, "log", "-1", "--format=%s")
     assert git(project, "diff", "--name-only") == "app.txt", "other changes stay as they were"
     assert git(project, "diff", "--cached", "--name-only") == "staged.txt"
@@ -51,7 +52,9 @@ def test_commit_lists_what_changed_and_takes_only_the_ledger(project: Path, layo
 
 
 def test_two_ci_jobs_push_at_the_same_moment_and_both_land(
-    remote: tuple[Path, dict], layouts: LayoutFactory, tmp_path: Path,
+    remote: tuple[Path, dict],
+    layouts: LayoutFactory,
+    tmp_path: Path,
 ) -> None:
     bare, first = remote
     job_a, job_b, job_c = (clone(bare, tmp_path / name) for name in ("job-a", "job-b", "job-c"))
@@ -66,9 +69,16 @@ def test_two_ci_jobs_push_at_the_same_moment_and_both_land(
     third_layout, third_digest = layouts()
     assert run(["record", str(third_layout), "--image", "web", "--version", "0.1.0"], job_c).code == 0
     (job_c / "app.txt").write_text("work in progress\n")
-    procs = [subprocess.Popen([sys.executable, "-m", "imgtrack", "ledger", "commit", "--push", "--json"], cwd=job,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for job in (job_a, job_b, job_c)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "imgtrack", "ledger", "commit", "--push", "--json"],
+            cwd=job,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for job in (job_a, job_b, job_c)
+    ]
     outcomes = [(p.communicate(timeout=120), p.returncode) for p in procs]
     assert all(code == 0 for _, code in outcomes), outcomes
     # At most one push can land first; C was behind from the start: the others fetched and rebased.
@@ -87,7 +97,9 @@ def test_two_ci_jobs_push_at_the_same_moment_and_both_land(
 
 
 def test_a_rebase_that_would_move_code_is_abandoned_with_one_line(
-    remote: tuple[Path, dict], layouts: LayoutFactory, tmp_path: Path,
+    remote: tuple[Path, dict],
+    layouts: LayoutFactory,
+    tmp_path: Path,
 ) -> None:
     bare, _ = remote
     mover, job = clone(bare, tmp_path / "mover"), clone(bare, tmp_path / "job")

@@ -15,7 +15,9 @@ def show(repo: Path, ref: str) -> dict:
 
 
 def test_a_tag_pulled_into_an_existing_record_folder_is_found_at_once(
-    project: Path, layouts: LayoutFactory, tmp_path: Path,
+    project: Path,
+    layouts: LayoutFactory,
+    tmp_path: Path,
 ) -> None:
     bare = tmp_path / "remote.git"
     git(tmp_path, "init", "-q", "--bare", str(bare))
@@ -38,8 +40,9 @@ def test_a_tag_pulled_into_an_existing_record_folder_is_found_at_once(
     assert run(["show", "qa-approved"], other).code == 1
 
 
-def test_a_fact_discarded_before_it_was_committed_is_forgotten(project: Path, layouts: LayoutFactory,
-                                                               tmp_path: Path) -> None:
+def test_a_fact_discarded_before_it_was_committed_is_forgotten(
+    project: Path, layouts: LayoutFactory, tmp_path: Path
+) -> None:
     path, _ = layouts()
     git(project, "tag", "v1.0.0")
     assert run(["push", str(path), "--image", "api", "--to", f"oci:{tmp_path / 'one'}", "-q"], project).code == 0
@@ -58,15 +61,18 @@ def test_a_fact_discarded_before_it_was_committed_is_forgotten(project: Path, la
 
 
 def test_a_fact_of_a_kind_a_newer_imgtrack_wrote_is_passed_by_and_reported_by_verify(
-    project: Path, layouts: LayoutFactory,
+    project: Path,
+    layouts: LayoutFactory,
 ) -> None:
     import hashlib
 
     path, digest = layouts()
     git(project, "tag", "v1.0.0")
     rec = run(["record", str(path), "--image", "api", "--json"], project).json()
-    data = (f'schema = 2\nkind = "deploy"\nimage = "api"\nrecord = "{digest}"\nat = 2026-05-01 00:00:00+00:00\n'
-            'environment = "prod"\n').encode()
+    data = (
+        f'schema = 2\nkind = "deploy"\nimage = "api"\nrecord = "{digest}"\nat = 2026-05-01 00:00:00+00:00\n'
+        'environment = "prod"\n'
+    ).encode()
     folder = project / ".imgtrack" / "ledger" / "api" / digest[7:9] / digest.replace(":", "-")
     folder.mkdir(parents=True)
     (folder / f"deploy-{hashlib.sha256(data).hexdigest()[:16]}.toml").write_bytes(data)

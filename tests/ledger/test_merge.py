@@ -54,7 +54,9 @@ def on_branches(repo: Path, act: Callable[[str], None]) -> None:
 
 @pytest.mark.parametrize("flow", ["push", "promote", "tag", "same push"])
 def test_one_build_changed_on_two_branches_merges_cleanly(
-    flow: str, recorded: tuple[Path, dict, Path], tmp_path: Path,
+    flow: str,
+    recorded: tuple[Path, dict, Path],
+    tmp_path: Path,
 ) -> None:
     repo, rec, layout = recorded
     ref = f"api@{rec['version']}"
@@ -92,7 +94,8 @@ def test_one_build_changed_on_two_branches_merges_cleanly(
 
 
 def test_two_different_builds_on_two_branches_merge_cleanly(
-    recorded: tuple[Path, dict, Path], layouts: LayoutFactory,
+    recorded: tuple[Path, dict, Path],
+    layouts: LayoutFactory,
 ) -> None:
     repo, _, _ = recorded
     digests = {}
@@ -108,7 +111,9 @@ def test_two_different_builds_on_two_branches_merge_cleanly(
 
 
 def test_one_immutable_tag_claimed_on_two_branches_merges_but_is_reported(
-    recorded: tuple[Path, dict, Path], layouts: LayoutFactory, tmp_path: Path,
+    recorded: tuple[Path, dict, Path],
+    layouts: LayoutFactory,
+    tmp_path: Path,
 ) -> None:
     repo, _, _ = recorded
     remote = tmp_path / "remote.git"
@@ -135,7 +140,9 @@ def test_one_immutable_tag_claimed_on_two_branches_merges_but_is_reported(
 
 
 def test_a_tag_added_later_on_two_branches_to_two_builds_is_refused_at_push(
-    recorded: tuple[Path, dict, Path], layouts: LayoutFactory, tmp_path: Path,
+    recorded: tuple[Path, dict, Path],
+    layouts: LayoutFactory,
+    tmp_path: Path,
 ) -> None:
     repo, first, first_layout = recorded
     commit_file(repo)
@@ -148,8 +155,12 @@ def test_a_tag_added_later_on_two_branches_to_two_builds_is_refused_at_push(
     git(repo, "push", "-q", "origin", "main")
     assert run(["hooks", "install"], repo).code == 0
     layouts_by_branch = {"staging": first_layout, "prod": second_layout}
-    on_branches(repo, lambda branch: ok(["record", str(layouts_by_branch[branch]), "--image", "api", "--tag",
-                                         "customer-x"], repo) and None)
+    on_branches(
+        repo,
+        lambda branch: (
+            ok(["record", str(layouts_by_branch[branch]), "--image", "api", "--tag", "customer-x"], repo) and None
+        ),
+    )
     result = run(["verify"], repo)
     assert result.code == 1 and "'customer-x'" in result.out
     assert first["digest"] != second["digest"]

@@ -31,8 +31,13 @@ def answer(data: dict) -> dict:
 
 
 def test_every_command_refuses_a_schema1_ledger_with_the_hint(schema1: Path) -> None:
-    for args in (["show", "api@1.0.0"], ["log"], ["verify"], ["resolve", "api@^1"],
-                 ["record", "--digest", "sha256:" + "a" * 64, "--image", "api"]):
+    for args in (
+        ["show", "api@1.0.0"],
+        ["log"],
+        ["verify"],
+        ["resolve", "api@^1"],
+        ["record", "--digest", "sha256:" + "a" * 64, "--image", "api"],
+    ):
         result = run(args, schema1)
         assert result.code == 2, (args, result)
         assert result.err.count("\n") == 1 and "imgtrack ledger migrate" in result.err, (args, result.err)
@@ -72,12 +77,15 @@ def write_schema1(repo: Path, count: int) -> None:
         digest = f"sha256:{rng.getrandbits(256):064x}"
         pushes = "".join(
             f'\n[[pushes]]\nrepository = "registry.example.com/{where}"\ntags = ["1.0.{i}"]\n'
-            f"pushed_at = 2026-01-0{n + 1} 00:00:00+00:00\n" for n, where in enumerate(("a", "b")))
+            f"pushed_at = 2026-01-0{n + 1} 00:00:00+00:00\n"
+            for n, where in enumerate(("a", "b"))
+        )
         (folder / f"{digest.replace(':', '-')}.toml").write_text(
             f'schema = 1\nimage = "api"\ndigest = "{digest}"\nmedia_type = "application/vnd.oci.image.manifest.v1+json"\n'
             f'version = "1.0.{i}"\ncommit = "{commit}"\ntree = "clean"\ntags = ["1.0.{i}"]\n'
             f'recorded_at = 2026-01-01 00:00:{i % 60:02d}.{i:06d}+00:00\nrecorded_by = "Old <old@example.com>"\n'
-            + pushes)
+            + pushes
+        )
 
 
 def test_kill_9_during_migrate_leaves_whole_files_and_a_rerun_finishes(project: Path) -> None:
@@ -85,8 +93,12 @@ def test_kill_9_during_migrate_leaves_whole_files_and_a_rerun_finishes(project: 
     write_schema1(project, 400)
     rng = random.Random(11)
     for _ in range(5):
-        proc = subprocess.Popen([sys.executable, "-m", "imgtrack", "ledger", "migrate"], cwd=project,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "imgtrack", "ledger", "migrate"],
+            cwd=project,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(rng.uniform(0.2, 0.9))
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -35,7 +35,12 @@ def _manifest(writer: LayoutWriter, platform: str, seed: int, layers: int, layer
     for i in range(layers):
         blob = layer_bytes(seed * 100 + i, layer_size)
         layer_descs.append(Descriptor(LAYER, writer.put_bytes(blob), len(blob)))
-    config = {"architecture": arch, "os": os_, "rootfs": {"type": "layers", "diff_ids": []}, "config": {"Env": [f"SEED={seed}"]}}
+    config = {
+        "architecture": arch,
+        "os": os_,
+        "rootfs": {"type": "layers", "diff_ids": []},
+        "config": {"Env": [f"SEED={seed}"]},
+    }
     if variant:
         config["variant"] = variant[0]
     config_bytes = json.dumps(config).encode()
@@ -51,8 +56,13 @@ def _manifest(writer: LayoutWriter, platform: str, seed: int, layers: int, layer
 
 
 def build_layout(
-    path: Path, seed: int = 1, platforms: tuple[str, ...] = ("linux/amd64",), layers: int = 2,
-    layer_size: int = 2048, ref_name: str = "latest-build", index: bool | None = None,
+    path: Path,
+    seed: int = 1,
+    platforms: tuple[str, ...] = ("linux/amd64",),
+    layers: int = 2,
+    layer_size: int = 2048,
+    ref_name: str = "latest-build",
+    index: bool | None = None,
 ) -> Descriptor:
     """Write an OCI layout at `path` holding one image; return the top descriptor (index or manifest)."""
     writer = LayoutWriter(path)

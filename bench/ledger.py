@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Ledger benchmark: whole-process times of imgtrack and git commands over large schema-2 ledgers.
 
-    python3 bench/ledger [--sizes 100000] [--images 1] [--runs 5]
+    python3 bench/ledger.py [--sizes 100000] [--images 1] [--runs 5]
 
 Records are generated as files (not by N CLI calls) in a git repository with 300 real commits and
 committed; a bare remote is made from it and cloned, as CI would. Every command runs as its own
@@ -25,16 +25,23 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout: testkit, and imgtrack for helpers
 
-from common import IMGTRACK, generate, make_repo, sh, timed  # noqa: E402
-from tests.layouts import build_layout  # noqa: E402
+from testkit.bench import IMGTRACK, generate, make_repo, sh, timed  # noqa: E402
+from testkit.layouts import build_layout  # noqa: E402
 
 TARGETS = {
-    "first show <platform digest>": 1.0, "first show <version>": 1.0, "first record": 1.0,
-    "show after pull of 10": 0.15, "record after pull of 10": 0.15,
-    "show <digest>": 0.10, "show <version>": 0.10, "record": 0.10,
-    "git add+commit of one record": 0.25, "git push of it": 0.15, "verify": 10.0,
+    "first show <platform digest>": 1.0,
+    "first show <version>": 1.0,
+    "first record": 1.0,
+    "show after pull of 10": 0.15,
+    "record after pull of 10": 0.15,
+    "show <digest>": 0.10,
+    "show <version>": 0.10,
+    "record": 0.10,
+    "git add+commit of one record": 0.25,
+    "git push of it": 0.15,
+    "verify": 10.0,
 }
 
 
@@ -82,7 +89,8 @@ def main() -> None:
                 results["first show <version>"].append(timed(["show", version], clone))
                 drop_cache(clone)
                 results["first record"].append(
-                    timed(["record", str(layouts[r]), "--image", "api", "--version", f"9.0.{r}"], clone))
+                    timed(["record", str(layouts[r]), "--image", "api", "--version", f"9.0.{r}"], clone)
+                )
                 sh("git", "clean", "-q", "-fd", "--", ".imgtrack", cwd=clone)  # that record again, next run
             timed(["log", "-n", "1"], clone)  # the cache, built once
             batch = 0
@@ -97,13 +105,18 @@ def main() -> None:
                     if what == "show":
                         results["show after pull of 10"].append(timed(["show", digest], clone))
                     else:
-                        results["record after pull of 10"].append(timed(
-                            ["record", str(layouts[opts.runs + r]), "--image", "api", "--version", f"9.1.{r}"], clone))
+                        results["record after pull of 10"].append(
+                            timed(
+                                ["record", str(layouts[opts.runs + r]), "--image", "api", "--version", f"9.1.{r}"],
+                                clone,
+                            )
+                        )
             for r in range(opts.runs):
                 results["show <digest>"].append(timed(["show", platform], clone))
                 results["show <version>"].append(timed(["show", version], clone))
-                results["record"].append(timed(
-                    ["record", str(layouts[2 * opts.runs + r]), "--image", "api", "--version", f"9.2.{r}"], clone))
+                results["record"].append(
+                    timed(["record", str(layouts[2 * opts.runs + r]), "--image", "api", "--version", f"9.2.{r}"], clone)
+                )
             sh("git", "add", "-A", cwd=clone)
             sh("git", "commit", "-q", "-m", "records", cwd=clone)
             sh("git", "pull", "-q", "--rebase", cwd=clone)
@@ -123,8 +136,10 @@ def main() -> None:
                 print(f"verify findings (first 3): {findings.splitlines()[:3]}", file=sys.stderr)
             tree = max_tree(clone)
             rows.append((count, {k: statistics.median(v) for k, v in results.items()}, tree))
-    print(f"imgtrack ledger benchmark: medians of {opts.runs} whole-process runs, {opts.images} image(s), "
-          f"{os.cpu_count()} cores")
+    print(
+        f"imgtrack ledger benchmark: medians of {opts.runs} whole-process runs, {opts.images} image(s), "
+        f"{os.cpu_count()} cores"
+    )
     print(f"{'records':>8} {'command':<30} {'median s':>9} {'target s':>9}  ok")
     for count, results, tree in rows:
         for name, value in results.items():
@@ -138,8 +153,14 @@ def max_tree(repo: Path) -> int:
     out = sh("git", "ls-tree", "-r", "-t", "-l", "HEAD", ".imgtrack/ledger", cwd=repo)
     trees = [line.split()[2] for line in out.splitlines() if line.split()[1] == "tree"]
     trees.append(sh("git", "rev-parse", "HEAD:.imgtrack/ledger", cwd=repo))
-    sizes = subprocess.run(["git", "cat-file", "--batch-check=%(objectsize)"], cwd=repo, input="\n".join(trees) + "\n",
-                           capture_output=True, text=True, check=True).stdout.split()
+    sizes = subprocess.run(
+        ["git", "cat-file", "--batch-check=%(objectsize)"],
+        cwd=repo,
+        input="\n".join(trees) + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     return max(int(s) for s in sizes)
 
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """How fast this machine takes fresh file data: 256 MiB written into new files, a few rounds.
 
-    python3 bench/writes [--rounds 4]
+    python3 bench/writes.py [--rounds 4]
 
 On the VMs this project is measured on, the first 256 MiB go at memory speed and later rounds at
 ~0.6 s, whatever the write size and even after `sync`: new page-cache memory is slow to come by.
-A cold pull writes exactly such data, so `bench/push` pull figures move with it (performance.md).
+A cold pull writes exactly such data, so `bench/push.py` pull figures move with it (performance.md).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def one_round(root: str, data: bytes, chunk: int) -> float:
         with open(os.path.join(folder, f"layer-{i}"), "wb", buffering=0) as f:
             for _ in range(64 * MiB // len(data)):
                 for offset in range(0, len(data), chunk):
-                    f.write(view[offset:offset + chunk])
+                    f.write(view[offset : offset + chunk])
     return time.perf_counter() - started
 
 

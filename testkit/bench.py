@@ -33,8 +33,9 @@ def _install() -> str:
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", str(ROOT)], check=True)
     else:  # this checkout's code, as it is now
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(ROOT)],
-                       check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(ROOT)], check=True
+        )
     return str(VENV / "bin" / "imgtrack")
 
 
@@ -48,8 +49,13 @@ def sh(*args: str, cwd: Path) -> str:
 
 def make_repo(path: Path) -> list[str]:
     path.mkdir(parents=True)
-    env = {**os.environ, "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
-           "GIT_COMMITTER_NAME": "Bench", "GIT_COMMITTER_EMAIL": "bench@example.com"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Bench",
+        "GIT_AUTHOR_EMAIL": "bench@example.com",
+        "GIT_COMMITTER_NAME": "Bench",
+        "GIT_COMMITTER_EMAIL": "bench@example.com",
+    }
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=path, check=True)
     subprocess.run(["git", "config", "user.name", "Bench"], cwd=path, check=True)
     subprocess.run(["git", "config", "user.email", "bench@example.com"], cwd=path, check=True)
@@ -72,8 +78,15 @@ def make_repo(path: Path) -> list[str]:
     return commits
 
 
-def generate(path: Path, commits: list[str], count: int, digests: list[str] | None = None, images: int = 1,
-             seed: int | None = None, start_index: int = 0) -> tuple[str, str, str]:
+def generate(
+    path: Path,
+    commits: list[str],
+    count: int,
+    digests: list[str] | None = None,
+    images: int = 1,
+    seed: int | None = None,
+    start_index: int = 0,
+) -> tuple[str, str, str]:
     """Write `count` schema-2 records spread over `images` images (api, api-1, …): versions
     1.<i // 1000>.<i % 1000>-dev.<i>+g<sha>, one platform each. Returns (index digest, platform digest,
     image@version) of the record in the middle."""
@@ -90,9 +103,14 @@ def generate(path: Path, commits: list[str], count: int, digests: list[str] | No
         commit = commits[i * len(commits) // (start_index + count)]
         version = f"1.{i // 1000}.{i % 1000}-dev.{i}+g{commit[:7]}"
         rec = Record(
-            image=image, digest=digest, media_type="application/vnd.oci.image.index.v1+json",
-            version=version, commit=commit, tree="clean",
-            tags=(version.replace("+", "_"),), recorded_at=start + timedelta(seconds=i),
+            image=image,
+            digest=digest,
+            media_type="application/vnd.oci.image.index.v1+json",
+            version=version,
+            commit=commit,
+            tree="clean",
+            tags=(version.replace("+", "_"),),
+            recorded_at=start + timedelta(seconds=i),
             recorded_by="Bench <bench@example.com>",
             manifests=(PlatformManifest("linux/amd64", platform, f"sha256:{rng.getrandbits(256):064x}"),),
         )
@@ -107,8 +125,13 @@ def generate(path: Path, commits: list[str], count: int, digests: list[str] | No
         if i == start_index + count // 2:
             sample = (digest, platform, f"{image}@{version}")
     with open(path / ".imgtrack" / "config.toml", "a") as f:
-        f.write("".join(f"\n[images.{n}]\nrepositories = []\n" for n in names[1:] if f"[images.{n}]" not in
-                        (path / ".imgtrack" / "config.toml").read_text()))
+        f.write(
+            "".join(
+                f"\n[images.{n}]\nrepositories = []\n"
+                for n in names[1:]
+                if f"[images.{n}]" not in (path / ".imgtrack" / "config.toml").read_text()
+            )
+        )
     return sample
 
 
@@ -119,5 +142,3 @@ def timed(args: list[str], cwd: Path, check: bool = True) -> float:
     if check and proc.returncode != 0:
         raise RuntimeError(f"imgtrack {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return elapsed
-
-

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Ledger benchmark at a million records: warm lookups, the cache's first build, verify, git tree sizes.
 
-    python3 bench/million [--records 1000000] [--images 1] [--runs 5]
+    python3 bench/million.py [--records 1000000] [--images 1] [--runs 5]
 
 Generates the records as files in a git repository, commits them (for the tree sizes), and times
 imgtrack installed with pip, each command its own process. No clone is made: checking out a million
@@ -20,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout: testkit, and imgtrack for helpers
 
-from common import generate, make_repo, sh, timed  # noqa: E402
-from tests.layouts import build_layout  # noqa: E402
+from testkit.bench import generate, make_repo, sh, timed  # noqa: E402
+from testkit.layouts import build_layout  # noqa: E402
 
 
 def main() -> None:
@@ -44,8 +44,14 @@ def main() -> None:
         add = time.perf_counter() - t0
         out = sh("git", "ls-tree", "-r", "-t", "-l", "HEAD", ".imgtrack/ledger", cwd=repo)
         trees = [line.split()[2] for line in out.splitlines() if line.split()[1] == "tree"]
-        sizes = subprocess.run(["git", "cat-file", "--batch-check=%(objectsize)"], cwd=repo, check=True,
-                               input="\n".join(trees) + "\n", capture_output=True, text=True).stdout.split()
+        sizes = subprocess.run(
+            ["git", "cat-file", "--batch-check=%(objectsize)"],
+            cwd=repo,
+            check=True,
+            input="\n".join(trees) + "\n",
+            capture_output=True,
+            text=True,
+        ).stdout.split()
         first = timed(["show", platform], repo)
         results: dict[str, list[float]] = {"show <platform digest>": [], "show <version>": [], "record": []}
         for r in range(opts.runs):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Push/pull benchmark: imgtrack against `skopeo copy`, on the same local distribution registry, in one run.
 
-    python3 bench/push [--runs 5] [--skip-rss] [--no-settle]
+    python3 bench/push.py [--runs 5] [--skip-rss] [--no-settle]
 
 Layouts: A = 4 x 64 MiB random layers; B = 40 layers of 1-8 MiB. Each run pushes to a fresh repository
 (imgtrack from a fresh project, so the ledger cannot turn the push into a mount; skopeo with its
@@ -27,13 +27,13 @@ import time
 import zlib
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout: testkit, and imgtrack for helpers
 
-from common import IMGTRACK, ROOT  # noqa: E402
+from testkit.bench import IMGTRACK, ROOT  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from imgtrack.oci.layout import REF_NAME, Descriptor, LayoutWriter  # noqa: E402
-from tests.registries import run_registry  # noqa: E402
+from testkit.registries import run_registry  # noqa: E402
 
 MiB = 1024 * 1024
 SKOPEO_CACHES = [Path("/var/lib/containers/cache"), Path.home() / ".local/share/containers/cache"]
@@ -66,20 +66,43 @@ def build(path: Path, sizes: list[int], seed: int) -> None:
         digest = f"sha256:{h.hexdigest()}"
         writer.put_stream(digest, random_chunks(size, seed * 1000 + i))
         layers.append(Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", digest, length))
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
-                         "config": {"Env": [f"SEED={seed}"]}}).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []},
+            "config": {"Env": [f"SEED={seed}"]},
+        }
+    ).encode()
     cfg = Descriptor("application/vnd.oci.image.config.v1+json", writer.put_bytes(config), len(config))
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": cfg.to_json(), "layers": [d.to_json() for d in layers]}).encode()
-    writer.add_to_index(Descriptor("application/vnd.oci.image.manifest.v1+json", writer.put_bytes(manifest),
-                                   len(manifest), annotations={REF_NAME: "bench"}))
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": cfg.to_json(),
+            "layers": [d.to_json() for d in layers],
+        }
+    ).encode()
+    writer.add_to_index(
+        Descriptor(
+            "application/vnd.oci.image.manifest.v1+json",
+            writer.put_bytes(manifest),
+            len(manifest),
+            annotations={REF_NAME: "bench"},
+        )
+    )
 
 
 def project(tmp: Path, name: str) -> Path:
     repo = tmp / name
     repo.mkdir()
-    env = {**os.environ, "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "b@example.com",
-           "GIT_COMMITTER_NAME": "Bench", "GIT_COMMITTER_EMAIL": "b@example.com"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Bench",
+        "GIT_AUTHOR_EMAIL": "b@example.com",
+        "GIT_COMMITTER_NAME": "Bench",
+        "GIT_COMMITTER_EMAIL": "b@example.com",
+    }
     for args in (["git", "init", "-q"], ["git", "commit", "-q", "--allow-empty", "-m", "x"]):
         subprocess.run(args, cwd=repo, check=True, env=env)
     subprocess.run([IMGTRACK, "init"], cwd=repo, check=True, capture_output=True)
@@ -136,8 +159,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--skip-rss", action="store_true")
-    parser.add_argument("--no-settle", action="store_true",
-                        help="time each command in whatever memory state the one before left (see settle())")
+    parser.add_argument(
+        "--no-settle",
+        action="store_true",
+        help="time each command in whatever memory state the one before left (see settle())",
+    )
     opts = parser.parse_args()
     settled = not opts.no_settle
     rows: list[tuple[str, str, float, float]] = []
@@ -159,18 +185,59 @@ def main() -> None:
                 for run in range(opts.runs):
                     proj = project(tmp, f"p{seed}-{run}")
                     repo = f"{host}/bench/s{seed}-r{run}"
-                    note("it-push", timed([IMGTRACK, "push", str(layout), "--image", "bench", "--version", "1.0.0",
-                                           "--to", f"{repo}-imgtrack"], proj, settled))
+                    note(
+                        "it-push",
+                        timed(
+                            [
+                                IMGTRACK,
+                                "push",
+                                str(layout),
+                                "--image",
+                                "bench",
+                                "--version",
+                                "1.0.0",
+                                "--to",
+                                f"{repo}-imgtrack",
+                            ],
+                            proj,
+                            settled,
+                        ),
+                    )
                     note("noop", timed([IMGTRACK, "push", "bench@1.0.0", "--to", f"{repo}-imgtrack"], proj, settled))
                     clear_skopeo_cache()
-                    note("sk-push", timed(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{layout}:bench",
-                                           f"docker://{repo}-skopeo:1.0.0"], proj, settled))
+                    note(
+                        "sk-push",
+                        timed(
+                            [
+                                "skopeo",
+                                "copy",
+                                "-q",
+                                "--dest-tls-verify=false",
+                                f"oci:{layout}:bench",
+                                f"docker://{repo}-skopeo:1.0.0",
+                            ],
+                            proj,
+                            settled,
+                        ),
+                    )
                     # Both pull the same image, in turns going first: this VM pages out idle page cache
                     # (DAMON), so whichever reads a blob first may pay for the disk.
                     pulls = [
-                        ("it-pull", [IMGTRACK, "pull", f"{repo}-skopeo:1.0.0", "--to", str(tmp / f"it-pull-{seed}-{run}")]),
-                        ("sk-pull", ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{repo}-skopeo:1.0.0",
-                                     f"oci:{tmp / f'sk-pull-{seed}-{run}'}:x"]),
+                        (
+                            "it-pull",
+                            [IMGTRACK, "pull", f"{repo}-skopeo:1.0.0", "--to", str(tmp / f"it-pull-{seed}-{run}")],
+                        ),
+                        (
+                            "sk-pull",
+                            [
+                                "skopeo",
+                                "copy",
+                                "-q",
+                                "--src-tls-verify=false",
+                                f"docker://{repo}-skopeo:1.0.0",
+                                f"oci:{tmp / f'sk-pull-{seed}-{run}'}:x",
+                            ],
+                        ),
                     ]
                     for key, args in pulls if run % 2 == 0 else reversed(pulls):
                         clear_skopeo_cache()
@@ -190,24 +257,51 @@ def main() -> None:
                 big = tmp / "layout-1g"
                 build(big, [1024 * MiB], 99)
                 proj = project(tmp, "rss")
-                it = peak_rss_mib([IMGTRACK, "push", str(big), "--image", "bench", "--version", "1.0.0",
-                                   "--to", f"{host}/bench/rss-imgtrack"], proj)
+                it = peak_rss_mib(
+                    [
+                        IMGTRACK,
+                        "push",
+                        str(big),
+                        "--image",
+                        "bench",
+                        "--version",
+                        "1.0.0",
+                        "--to",
+                        f"{host}/bench/rss-imgtrack",
+                    ],
+                    proj,
+                )
                 clear_skopeo_cache()
-                sk = peak_rss_mib(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{big}:bench",
-                                   f"docker://{host}/bench/rss-skopeo:1"], proj)
+                sk = peak_rss_mib(
+                    [
+                        "skopeo",
+                        "copy",
+                        "-q",
+                        "--dest-tls-verify=false",
+                        f"oci:{big}:bench",
+                        f"docker://{host}/bench/rss-skopeo:1",
+                    ],
+                    proj,
+                )
                 rss = (it, sk)
-    print(f"imgtrack vs skopeo on a local distribution registry: median of {opts.runs} runs, wall seconds "
-          f"({os.cpu_count()} cores)")
+    print(
+        f"imgtrack vs skopeo on a local distribution registry: median of {opts.runs} runs, wall seconds "
+        f"({os.cpu_count()} cores)"
+    )
     print(f"{'layout':<13} {'operation':<14} {'imgtrack':>9} {'skopeo':>8} {'ratio':>6} {'target':>7}  ok")
     for label, op, it_s, sk_s in rows:
         if op == "no-op re-push":
             print(f"{label:<13} {op:<14} {it_s:>9.3f} {'-':>8} {'-':>6} {'0.2 s':>7}  {'yes' if it_s <= 0.2 else 'NO'}")
         else:
             ratio = it_s / sk_s
-            print(f"{label:<13} {op:<14} {it_s:>9.3f} {sk_s:>8.3f} {ratio:>6.2f} {'0.8x':>7}  {'yes' if ratio <= 0.8 else 'NO'}")
+            print(
+                f"{label:<13} {op:<14} {it_s:>9.3f} {sk_s:>8.3f} {ratio:>6.2f} {'0.8x':>7}  {'yes' if ratio <= 0.8 else 'NO'}"
+            )
     if rss:
-        print(f"{'1x1GiB':<13} {'peak RSS MiB':<14} {rss[0]:>9.1f} {rss[1]:>8.1f} {'-':>6} {'100':>7}  "
-              f"{'yes' if rss[0] <= 100 else 'NO'}")
+        print(
+            f"{'1x1GiB':<13} {'peak RSS MiB':<14} {rss[0]:>9.1f} {rss[1]:>8.1f} {'-':>6} {'100':>7}  "
+            f"{'yes' if rss[0] <= 100 else 'NO'}"
+        )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 """Audit benchmark: whole-process time of `imgtrack audit` on a pod list of 1,000 running images against a
 large ledger.
 
-    python3 bench/audit [--records 100000] [--images 1000] [--runs 7]
+    python3 bench/audit.py [--records 100000] [--images 1000] [--runs 7]
 
 The pod list is kubectl-shaped (`kubectl get pods -A -o json`): 500 pods of two containers each, 90% of
 them running recorded digests, 10% unknown ones. Target: <= 1 s at 100,000 records.
@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout: testkit, and imgtrack for helpers
 
-from common import IMGTRACK, generate, make_repo  # noqa: E402
+from testkit.bench import IMGTRACK, generate, make_repo  # noqa: E402
 
 
 def pod_list(digests: list[str], images: int, rng: random.Random) -> dict:
@@ -34,12 +34,25 @@ def pod_list(digests: list[str], images: int, rng: random.Random) -> dict:
             digest = rng.choice(digests) if known else f"sha256:{rng.getrandbits(256):064x}"
             name = f"c{c}"
             containers.append({"name": name, "image": "registry.example.com/team/api:1.0.0"})
-            statuses.append({"name": name, "image": "registry.example.com/team/api:1.0.0",
-                             "imageID": f"docker-pullable://registry.example.com/team/api@{digest}",
-                             "ready": True, "restartCount": 0, "state": {"running": {}}})
-        pods.append({"apiVersion": "v1", "kind": "Pod",
-                     "metadata": {"name": f"api-{p}", "namespace": f"ns-{p % 20}"},
-                     "spec": {"containers": containers}, "status": {"phase": "Running", "containerStatuses": statuses}})
+            statuses.append(
+                {
+                    "name": name,
+                    "image": "registry.example.com/team/api:1.0.0",
+                    "imageID": f"docker-pullable://registry.example.com/team/api@{digest}",
+                    "ready": True,
+                    "restartCount": 0,
+                    "state": {"running": {}},
+                }
+            )
+        pods.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"api-{p}", "namespace": f"ns-{p % 20}"},
+                "spec": {"containers": containers},
+                "status": {"phase": "Running", "containerStatuses": statuses},
+            }
+        )
     return {"apiVersion": "v1", "kind": "List", "items": pods}
 
 
@@ -70,8 +83,10 @@ def main() -> None:
     median = statistics.median(times)
     print(f"imgtrack audit benchmark: {opts.images} running images, {opts.records} records, median of {opts.runs}")
     print(f"{'median s':>9} {'min s':>7} {'max s':>7} {'target s':>9}  ok   statuses")
-    print(f"{median:>9.3f} {min(times):>7.3f} {max(times):>7.3f} {1.0:>9}  {'yes' if median <= 1.0 else 'NO '}  "
-          + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())))
+    print(
+        f"{median:>9.3f} {min(times):>7.3f} {max(times):>7.3f} {1.0:>9}  {'yes' if median <= 1.0 else 'NO '}  "
+        + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What a ledger's layout costs git: one folder per image (schema 1) against 256 buckets (schema 2).
 
-    python3 bench/gitcost [--files 100000] [--runs 5]
+    python3 bench/gitcost.py [--files 100000] [--runs 5]
 
 Both repositories hold the same number of ~700-byte files under .imgtrack/ledger/api/, committed and
 pushed to a bare remote. Each run adds one file, then times `git add .imgtrack && git commit` and
@@ -31,8 +31,10 @@ def place(root: Path, hexdigest: str, fanned: bool) -> Path:
 
 
 def body(hexdigest: str, i: int) -> bytes:
-    return (f'schema = 2\nimage = "api"\ndigest = "sha256:{hexdigest}"\nversion = "1.{i // 1000}.{i % 1000}"\n'
-            + "# padding to the size of a record\n" * 18).encode()
+    return (
+        f'schema = 2\nimage = "api"\ndigest = "sha256:{hexdigest}"\nversion = "1.{i // 1000}.{i % 1000}"\n'
+        + "# padding to the size of a record\n" * 18
+    ).encode()
 
 
 def du(path: Path) -> int:
@@ -43,8 +45,14 @@ def largest_tree(repo: Path) -> int:
     out = sh("git", "ls-tree", "-r", "-t", "HEAD", ".imgtrack/ledger", cwd=repo)
     trees = [line.split()[2] for line in out.splitlines() if line.split()[1] == "tree"]
     trees.append(sh("git", "rev-parse", "HEAD:.imgtrack/ledger/api", cwd=repo))
-    sizes = subprocess.run(["git", "cat-file", "--batch-check=%(objectsize)"], cwd=repo, check=True, text=True,
-                           input="\n".join(trees) + "\n", capture_output=True).stdout.split()
+    sizes = subprocess.run(
+        ["git", "cat-file", "--batch-check=%(objectsize)"],
+        cwd=repo,
+        check=True,
+        text=True,
+        input="\n".join(trees) + "\n",
+        capture_output=True,
+    ).stdout.split()
     return max(int(s) for s in sizes)
 
 
@@ -82,8 +90,12 @@ def measure(base: Path, files: int, runs: int, fanned: bool) -> dict[str, float]
         t0 = time.perf_counter()
         subprocess.run(["git", "push", "-q", "origin", "main"], cwd=repo, check=True)
         push.append(time.perf_counter() - t0)
-    return {"add+commit s": statistics.median(commit), "push s": statistics.median(push),
-            "largest tree B": largest_tree(repo), ".git growth KB/commit": (du(repo / ".git") - before) / runs / 1024}
+    return {
+        "add+commit s": statistics.median(commit),
+        "push s": statistics.median(push),
+        "largest tree B": largest_tree(repo),
+        ".git growth KB/commit": (du(repo / ".git") - before) / runs / 1024,
+    }
 
 
 def main() -> None:
@@ -92,13 +104,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="imgtrack-gitcost-") as tmp:
-        rows = {name: measure(Path(tmp), opts.files, opts.runs, fanned)
-                for name, fanned in (("one folder (schema 1)", False), ("256 buckets (schema 2)", True))}
+        rows = {
+            name: measure(Path(tmp), opts.files, opts.runs, fanned)
+            for name, fanned in (("one folder (schema 1)", False), ("256 buckets (schema 2)", True))
+        }
     print(f"git's cost of one new ledger file among {opts.files}: medians of {opts.runs} runs, {os.cpu_count()} cores")
     keys = list(next(iter(rows.values())))
     print(f"{'layout':<24}" + "".join(f"{k:>24}" for k in keys))
     for name, values in rows.items():
-        print(f"{name:<24}" + "".join(f"{values[k]:>24.3f}" if k.endswith("s") else f"{values[k]:>24.0f}" for k in keys))
+        print(
+            f"{name:<24}" + "".join(f"{values[k]:>24.3f}" if k.endswith("s") else f"{values[k]:>24.0f}" for k in keys)
+        )
 
 
 if __name__ == "__main__":

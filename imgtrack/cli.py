@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from imgtrack import __version__
 from imgtrack.errors import UsageError
 
 if TYPE_CHECKING:
@@ -490,11 +491,53 @@ def hook_pre_push(a: Args) -> int:
 # --- the parser ----------------------------------------------------------------------------------
 
 
+# Worked examples at the end of each command's --help, by the command's function.
+EXAMPLES: dict[str, str] = {
+    "init": "imgtrack init                      # .imgtrack/config.toml with commented defaults",
+    "record": "imgtrack record build/oci --image api              # an OCI layout the build wrote\n"
+    "imgtrack record app.tar --image api --tag qa-approved  # a layout tar, with an extra tag\n"
+    "imgtrack record --digest sha256:… --image api        # a build another tool pushed\n"
+    "imgtrack record build/oci --image api --version 1.4.0+build.2   # a rebuild of a released commit",
+    "log": "imgtrack log                       # every image, newest first\nimgtrack log api -n 5 --json",
+    "show": "imgtrack show sha256:26089df4      # any digest a runtime reports\n"
+    "imgtrack show api@1.4.0            # or a version, tag or commit of one image",
+    "resolve": "imgtrack resolve 'api@^1.4'\n"
+    "imgtrack resolve 'api@~1.4.2' --repository registry.example.com/team/api   # for a deployment file",
+    "verify": "imgtrack verify                    # the whole ledger, for CI\n"
+    "imgtrack verify --remote           # and every recorded push, against the registries",
+    "push": "imgtrack push build/oci --image api --to registry.example.com/team/api\n"
+    "imgtrack push api@1.4.0 --to oci:/srv/images/api",
+    "promote": "imgtrack promote api@1.4.0 --to registry.example.com/prod/api",
+    "pull": "imgtrack pull api@1.4.0 --to ./api-layout\n"
+    "imgtrack pull registry.example.com/team/api@sha256:… --to ./api-layout",
+    "login": "printenv REGISTRY_TOKEN | imgtrack login registry.example.com -u ci --password-stdin",
+    "logout": "imgtrack logout registry.example.com",
+    "audit": "kubectl get pods -A -o json | imgtrack audit -\n"
+    "helm template chart/ | imgtrack audit - --fail-on unknown,latest,mismatch,behind",
+    "export_allowlist": "imgtrack export allowlist --format kyverno --releases-only -o policy.yaml",
+    "ledger_migrate": "imgtrack ledger migrate && git diff --stat",
+    "ledger_commit": "imgtrack ledger commit                   # commit .imgtrack/ alone\n"
+    "imgtrack ledger commit --push            # CI: commit and land it, rebasing if main moved",
+    "hooks_install": "imgtrack hooks install && imgtrack hooks status",
+}
+
+
 def _command(group: Any, name: str, func: Callable[[Args], int | None]) -> _Parser:
     doc = " ".join((func.__doc__ or "").split())
-    parser: _Parser = group.add_parser(name, help=doc, description=doc)
+    examples = EXAMPLES.get(func.__name__)
+    parser: _Parser = group.add_parser(
+        name,
+        help=doc,
+        description=doc,
+        epilog=f"examples:\n{_indent(examples)}" if examples else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.set_defaults(func=func)
     return parser
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"  {line}" for line in text.splitlines())
 
 
 def _group(commands: Any, name: str, about: str) -> Any:
@@ -538,6 +581,7 @@ def build_parser() -> _Parser:
         "policy. imgtrack keeps a ledger of built images in your git repository (.imgtrack/).",
     )
     parser.add_argument("--debug", action="store_true", help="Show tracebacks of internal errors.")
+    parser.add_argument("--version", action="version", version=f"imgtrack {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     p = _command(commands, "init", init)

@@ -19,9 +19,9 @@ from imgtrack import __version__
 from imgtrack.errors import UsageError
 
 if TYPE_CHECKING:
-    from imgtrack.commands.transfer import Registries
     from imgtrack.config import Config
     from imgtrack.oci.copy import BlobProgress
+    from imgtrack.oci.pool import Registries
 
 Args = argparse.Namespace
 
@@ -148,7 +148,7 @@ def verify(a: Args) -> int:
     project = Project.open()
     report = verify_ledger(project)
     if a.remote:
-        from imgtrack.commands.transfer import verify_pushes
+        from imgtrack.commands.verify import verify_pushes
         from imgtrack.oci.copy import no_progress
 
         registries = _registries(project.config, a, no_progress)
@@ -172,16 +172,20 @@ def verify(a: Args) -> int:
 
 
 def _registries(config: Config | None, a: Args, progress: BlobProgress) -> Registries:
-    """Registry access from the command's options (those it has; the rest take their defaults)."""
-    from imgtrack.commands.transfer import Registries
+    """Registry access from the command's options (those it has; the rest take their defaults):
+    flag > environment > config > default."""
+    from imgtrack.config import env_int
+    from imgtrack.oci.pool import DEFAULT_CHUNK_SIZE, Registries
 
+    chunk_size = env_int("IMGTRACK_CHUNK_SIZE", DEFAULT_CHUNK_SIZE, 64 * 1024, 4 * 1024**3, " of bytes")
     username, password = getattr(a, "username", None), None
     if getattr(a, "password_stdin", False):
         if username is None:
             raise UsageError("--password-stdin needs --username")
         password = _password_from_stdin(username)
     return Registries(
-        config=config,
+        insecure_hosts=frozenset(h for h, r in config.registries.items() if r.insecure) if config else frozenset(),
+        chunk_size=chunk_size,
         ca_file=a.ca_file,
         insecure=a.insecure,
         username=username,
@@ -208,7 +212,7 @@ def _password_from_stdin(username: str) -> str:
 def push(a: Args) -> None:
     """Push an image with the tags its record carries; records it first if needed."""
     from imgtrack import output
-    from imgtrack.commands.transfer import push_image
+    from imgtrack.commands.push import push_image
     from imgtrack.project import Project
 
     project = Project.open()
@@ -305,7 +309,7 @@ def promote(a: Args) -> None:
 def pull(a: Args) -> None:
     """Pull an image into an OCI layout; only missing blobs move, every byte verified."""
     from imgtrack import output
-    from imgtrack.commands.transfer import pull_image
+    from imgtrack.commands.pull import pull_image
     from imgtrack.errors import ConfigError, NotAGitRepository
     from imgtrack.project import Project
 

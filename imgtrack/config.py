@@ -15,14 +15,11 @@ from typing import Any
 
 from imgtrack.errors import ConfigError, InvalidReference, UsageError
 from imgtrack.oci.reference import check_registry_host, parse_repository
+from imgtrack.policy import DEFAULT_FLOATING, DEFAULT_IMMUTABLE, DEFAULT_TEMPLATES, TagRules, validate_templates
 
 CONFIG_DIR = ".imgtrack"
 CONFIG_FILE = "config.toml"
 LEDGER_DIR = "ledger"
-
-DEFAULT_TEMPLATES = ("{version}", "{major}.{minor}", "sha-{short}")
-DEFAULT_IMMUTABLE = ("{version}", "sha-*")
-DEFAULT_FLOATING = ("{major}.{minor}", "{major}")
 
 MAX_CONFIG_BYTES = 1024 * 1024
 IMAGE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}", re.ASCII)  # with fullmatch
@@ -79,16 +76,6 @@ latest = false
 # insecure = true
 [registries]
 """
-
-
-@dataclass(frozen=True)
-class TagRules:
-    """The tagging policy's settings."""
-
-    templates: tuple[str, ...] = DEFAULT_TEMPLATES
-    immutable: tuple[str, ...] = DEFAULT_IMMUTABLE
-    floating: tuple[str, ...] = DEFAULT_FLOATING
-    latest: bool = False
 
 
 @dataclass(frozen=True)
@@ -221,8 +208,6 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         floating=_strings(tags.get("floating", list(DEFAULT_FLOATING)), "tags.floating", path),
         latest=latest,
     )
-    from imgtrack.policy import validate_templates
-
     for pattern in (*rules.templates, *rules.immutable, *rules.floating):
         if not pattern or any(c.isspace() or not c.isprintable() for c in pattern):
             raise ConfigError(

@@ -15,10 +15,24 @@ from functools import lru_cache
 
 import semver
 
-from imgtrack.config import TagRules
 from imgtrack.errors import ConfigError, InvalidTag
 from imgtrack.oci.reference import is_tag
 from imgtrack.versions import encode_tag, semver_of
+
+DEFAULT_TEMPLATES = ("{version}", "{major}.{minor}", "sha-{short}")
+DEFAULT_IMMUTABLE = ("{version}", "sha-*")
+DEFAULT_FLOATING = ("{major}.{minor}", "{major}")
+
+
+@dataclass(frozen=True)
+class TagRules:
+    """The tagging policy's settings (`[tags]` in the config, which reads them into this)."""
+
+    templates: tuple[str, ...] = DEFAULT_TEMPLATES
+    immutable: tuple[str, ...] = DEFAULT_IMMUTABLE
+    floating: tuple[str, ...] = DEFAULT_FLOATING
+    latest: bool = False
+
 
 _PLACEHOLDERS = {
     "version": r"(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:_[0-9A-Za-z.-]+)?",

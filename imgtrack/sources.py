@@ -1,15 +1,19 @@
-"""What `record` and `push` accept as SOURCE: an OCI layout directory, an OCI layout tar, or the
-`docker buildx --metadata-file` JSON of a build another tool pushed."""
+"""Where an image's bytes come from: what `record` and `push` accept as SOURCE (an OCI layout
+directory, an OCI layout tar, or the `docker buildx --metadata-file` JSON of a build another tool
+pushed), and, for a recorded image, the newest place it was pushed to that still holds it."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from imgtrack.errors import LayoutError
+from imgtrack.errors import LayoutError, NotFound
+from imgtrack.ledger.schema import Build
 from imgtrack.oci.digest import check_digest
 from imgtrack.oci.layout import ImageDescription, Layout, describe, open_layout
 from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES
+from imgtrack.oci.pool import Registries
+from imgtrack.oci.reference import parse_reference
 
 _METADATA_LIMIT = 16 * 1024 * 1024
 
@@ -73,3 +77,18 @@ def read_buildx_metadata(path: Path) -> ImageDescription:
 def digest_only(digest: str, media_type: str = "") -> ImageDescription:
     """A build known only by its digest (`record --digest`)."""
     return ImageDescription(digest=check_digest(digest, "--digest"), media_type=media_type, size=0, manifests=())
+
+
+def recorded_copy(record: Build, registries: Registries) -> Layout:
+    """Where a recorded image can be read from: the newest push whose destination still exists."""
+    for push in reversed(record.pushes):
+        ref = parse_reference(push.repository)
+        if ref.is_layout:
+            if Path(ref.repository).is_dir():
+                return open_layout(Path(ref.repository))
+        else:
+            return registries.open(ref, record.digest)
+    raise NotFound(
+        f"{record.image}@{record.version} was recorded but never pushed anywhere imgtrack can read it from; "
+        "push it from its build output (imgtrack push PATH)"
+    )

@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from imgtrack.commands.transfer import Registries
 from imgtrack.errors import RegistryError
 from imgtrack.oci.auth import Credentials, find_credentials
 from imgtrack.oci.authflow import RegistryAuth
+from imgtrack.oci.pool import Registries
 
 SECRET = "s3ntinel-not-for-logs"
 

@@ -11,12 +11,12 @@ import semver
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from imgtrack.config import IMAGE_NAME_RE, TagRules
+from imgtrack.config import IMAGE_NAME_RE
 from imgtrack.errors import ImgtrackError, InvalidReference, InvalidTag
 from imgtrack.ledger.index import sql_number
 from imgtrack.oci.digest import check_digest
 from imgtrack.oci.reference import TAG_RE, parse_reference
-from imgtrack.policy import Candidate, TagHolder, check_tag_grammar, check_tags, render_tags
+from imgtrack.policy import Candidate, TagHolder, TagRules, check_tag_grammar, check_tags, render_tags
 from imgtrack.versions import decode_tag, encode_tag, is_version, parse_range, parse_version
 
 ident = st.from_regex(r"[0-9A-Za-z-]{1,8}", fullmatch=True).filter(

@@ -16,7 +16,7 @@ from imgtrack.project import Project
 from imgtrack.versions import decode_tag, is_version, semver_of
 
 if TYPE_CHECKING:
-    from imgtrack.commands.transfer import Registries
+    from imgtrack.oci.pool import Registries
 
 STATUSES = ("ok", "unknown", "unpinned", "latest", "mismatch", "behind", "invalid")
 DEFAULT_FAIL_ON = ("unknown", "latest", "mismatch", "invalid")

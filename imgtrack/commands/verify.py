@@ -1,16 +1,21 @@
-"""`imgtrack verify`: check the whole ledger against itself, git and the policy."""
+"""`imgtrack verify`: check the whole ledger against itself, git and the policy; with `--remote`, every
+recorded push against the registries and layouts it names."""
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from imgtrack.errors import InvalidTag
-from imgtrack.ledger.schema import Build
+from imgtrack.errors import ImgtrackError, InvalidTag
+from imgtrack.ledger.schema import Build, Push
+from imgtrack.oci.layout import open_layout
+from imgtrack.oci.pool import Registries
+from imgtrack.oci.reference import Reference, parse_reference
 from imgtrack.policy import Candidate, TagHolder, TagKind, check_tags, floating_moves_backwards, tag_kind
 from imgtrack.project import Project
-from imgtrack.versions import parse_version, same_release, version_from_tag
+from imgtrack.versions import parse_version, same_release, semver_of, version_from_tag
 
 _BUILD_SHA_RE = re.compile(r"g([0-9a-f]{7,40})")  # with fullmatch
 
@@ -139,3 +144,53 @@ def verify_ledger(project: Project) -> VerifyReport:
 def _split(error: str) -> tuple[str, str]:
     where, sep, message = error.partition(": ")
     return (where, message) if sep else ("ledger", error)
+
+
+def verify_pushes(project: Project, registries: Registries) -> list[Finding]:
+    """`verify --remote`: for each record's newest push to each repository, the manifest is still there
+    and every tag still names the recorded digest (a floating tag may have moved on to a newer release
+    the ledger records)."""
+    findings: list[Finding] = []
+    ledger = project.ledger
+    for _rel, record in ledger.load_all().builds():
+        newest: dict[str, Push] = {p.repository: p for p in record.pushes}
+        for push in newest.values():
+            where = f"{record.image}@{record.version} in {push.repository}"
+            try:
+                ref = parse_reference(push.repository)
+                existing = registries.tags_at(ref, (*push.tags, record.digest))
+            except ImgtrackError as exc:
+                findings.append(Finding(where, f"cannot be checked: {exc}"))
+                continue
+            if ref.is_layout:
+                present = record.digest in existing.values() or _layout_lists(ref, record.digest)
+            else:
+                present = existing.get(record.digest) == record.digest
+            if not present:
+                findings.append(Finding(where, f"manifest {record.digest[:19]}… no longer exists there"))
+            for tag in push.tags:
+                held = existing.get(tag)
+                if held == record.digest:
+                    continue
+                if held is None:
+                    findings.append(Finding(where, f"tag {tag!r} no longer exists (it named {record.digest[:19]}…)"))
+                    continue
+                newer = [
+                    r
+                    for r in ledger.find(held)
+                    if r.image == record.image and tag in r.tags and semver_of(r.version) > semver_of(record.version)
+                ]
+                if not newer or tag_kind(tag, project.config.rules)[0] is not TagKind.FLOATING:
+                    findings.append(
+                        Finding(
+                            where,
+                            f"tag {tag!r} now names {held[:19]}…, not the recorded "
+                            f"{record.digest[:19]}… (moved behind imgtrack's back)",
+                        )
+                    )
+    return findings
+
+
+def _layout_lists(ref: Reference, digest: str) -> bool:
+    layout_dir = Path(ref.repository)
+    return (layout_dir / "index.json").exists() and any(d.digest == digest for d in open_layout(layout_dir).entries())

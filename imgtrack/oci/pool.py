@@ -1,0 +1,72 @@
+"""Registries for the length of one command: one client per registry (flag > environment > config >
+default, resolved by the caller), and what a destination's tags name, in a registry or a layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from imgtrack.oci.copy import BlobProgress, no_progress
+from imgtrack.oci.layout import REF_NAME, Layout, open_layout
+from imgtrack.oci.reference import Reference
+
+if TYPE_CHECKING:  # httpx is imported only by commands that talk to a registry
+    from imgtrack.oci.registry import RegistryClient
+
+DEFAULT_CHUNK_SIZE = 128 * 1024 * 1024
+
+
+@dataclass
+class Registries:
+    """One client per registry for the length of a command."""
+
+    insecure_hosts: frozenset[str] = frozenset()  # registries the config marks insecure
+    ca_file: Path | None = None
+    insecure: bool = False
+    username: str | None = None
+    password: str | None = None
+    jobs: int = 4
+    timeout: float = 60.0
+    progress: BlobProgress = no_progress
+    # Blobs above this size upload in resumable chunks of it (the caller reads IMGTRACK_CHUNK_SIZE).
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    # The registries this command targets: only they get flag or environment credentials.
+    targets: set[str] = field(default_factory=set)
+    _clients: dict[str, RegistryClient] = field(default_factory=dict)
+
+    def client(self, registry: str) -> RegistryClient:
+        from imgtrack.oci.auth import find_credentials
+        from imgtrack.oci.registry import RegistryClient
+
+        if registry not in self._clients:
+            self._clients[registry] = RegistryClient(
+                registry,
+                find_credentials(registry, self.username, self.password, explicit=registry in self.targets),
+                insecure=self.insecure or registry in self.insecure_hosts,
+                ca_file=self.ca_file,
+                jobs=self.jobs,
+                timeout=self.timeout,
+                chunk_size=self.chunk_size,
+            )
+        return self._clients[registry]
+
+    def open(self, ref: Reference, reference: str) -> Layout:
+        from imgtrack.oci.remote import RegistryLayout
+
+        return RegistryLayout(self.client(ref.registry), ref.repository, reference)
+
+    def tags_at(self, ref: Reference, tags: tuple[str, ...]) -> dict[str, str]:
+        """What each of `tags` names at `ref` now (tags naming nothing are left out)."""
+        if not ref.is_layout:
+            client = self.client(ref.registry)
+            return {t: d for t in tags if (d := client.manifest_digest(ref.repository, t))}
+        layout_dir = Path(ref.repository)
+        if not (layout_dir / "index.json").exists():
+            return {}
+        entries = open_layout(layout_dir).entries()
+        return {d.annotations[REF_NAME]: d.digest for d in entries if REF_NAME in d.annotations}
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()

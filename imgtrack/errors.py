@@ -35,6 +35,11 @@ class GitStateError(UsageError):
     """The repository is in a state imgtrack cannot work from (no commits, shallow, dirty)."""
 
 
+class GitError(GitStateError):
+    """A git command failed: the message carries git's own last line (a held index.lock, a corrupt
+    object), which names what to fix in the repository."""
+
+
 class ConfigError(UsageError):
     """`.imgtrack/config.toml` is missing or malformed."""
 
@@ -69,6 +74,10 @@ class RegistryError(ImgtrackError):
     """A registry or the network failed after retries."""
 
     exit_code = 3
+
+
+class NotTLS(RegistryError):
+    """The server answered a TLS handshake with plain HTTP."""
 
 
 class TransferInterrupted(RegistryError):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgtrack.errors import GitStateError, ImgtrackError, InvalidReference, NotAGitRepository
+from imgtrack.errors import GitError, GitStateError, InvalidReference, NotAGitRepository
 
 
 @dataclass(frozen=True)
@@ -25,10 +25,6 @@ class Described:
 
 
 _OID_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
-
-
-class GitError(ImgtrackError):
-    """A git command failed unexpectedly."""
 
 
 def run_git(
@@ -46,10 +42,15 @@ def run_git(
     except FileNotFoundError:
         raise GitStateError("git is not installed or not on PATH; install git") from None
     if check and proc.returncode != 0:
-        raise GitError(
-            f"git {' '.join(args[:3])} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
-        )
+        raise GitError(f"git {' '.join(args[:3])} failed: {git_said(proc)}; fix what git names, then run again")
     return proc
+
+
+def git_said(proc: subprocess.CompletedProcess[str]) -> str:
+    """The line of git's stderr that names the problem: its `fatal:` or `error:` line, else the last one."""
+    lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+    named = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    return (named or lines or [f"exit {proc.returncode}"])[0 if named else -1][:300]
 
 
 class GitRepo:
@@ -282,10 +283,9 @@ class GitRepo:
         """Stage every change under `path` (new, changed and removed files), and nothing else."""
         proc = run_git(["add", "-A", "--", path], self.work_tree, check=False)
         if proc.returncode != 0:
-            why = proc.stderr.strip().splitlines()
             raise GitStateError(
-                f"git add of {path} failed: {why[-1] if why else proc.returncode}; if another git "
-                "command is running, wait for it and run the command again"
+                f"git add of {path} failed: {git_said(proc)}; if another git command is running, wait for it "
+                "and run the command again"
             )
 
     def staged_changes(self, path: str) -> list[tuple[str, str]]:

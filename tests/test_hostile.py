@@ -278,3 +278,11 @@ def test_credential_and_proxy_variables_are_checked_before_any_request(
     assert result.code == 2 and one_line(result.err), result
     assert any(name in result.err for name in env), result.err
     assert "secret" not in result.err
+
+
+def test_a_git_failure_is_one_line_naming_what_git_said(project: Path) -> None:
+    assert run(["record", "--digest", DIGEST_A, "--image", "api", "--version", "1.0.0"], project).code == 0
+    (project / ".git" / "index.lock").write_text("")  # another git process, or one that was killed
+    result = run(["ledger", "commit"], project)
+    assert result.code == 2 and one_line(result.err), result
+    assert "index.lock': File exists" in result.err and "run the command again" in result.err

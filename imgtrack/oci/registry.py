@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from imgtrack.errors import RegistryError, TransferInterrupted, UsageError
+from imgtrack.errors import NotTLS, RegistryError, TransferInterrupted, UsageError
 from imgtrack.oci.auth import Credentials, is_loopback
 from imgtrack.oci.digest import digest_bytes
 from imgtrack.oci.fastpath import READ_BYTES, FastBody, FastPath, proxy_configured
@@ -61,10 +61,6 @@ class RetryPolicy:
     max_seconds: float = 60.0
     base_delay: float = 0.2
     max_delay: float = 5.0
-
-
-class NotTLS(RegistryError):
-    """The server answered a TLS handshake with plain HTTP."""
 
 
 class RegistryClient:

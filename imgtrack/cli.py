@@ -1,7 +1,5 @@
-"""The command line: parse options, call a command function, render its result, map errors to exit codes.
-
-Exit codes (README, docs/ledger.md): 0 ok, 1 a check failed, 2 bad usage or input, 3 registry or network failure,
-70 internal error. No traceback reaches a user without --debug.
+"""The command line: parse options, call a command function, render its result. `main` runs it all
+through `exits.run_main`, the one place outcomes become exit statuses.
 
 Built on argparse, not typer: typer (0.29) loads pydantic and builds every command's converters at
 start-up, about 90 ms of every run, which alone broke the 0.2 s no-op re-push (docs/design-notes.md).
@@ -739,14 +737,12 @@ def _dispatch(args: list[str]) -> int | None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command and turn every outcome into an exit status."""
-    from imgtrack import output
 
     # Start-up of registry commands, this process only: imgtrack's HTTP is synchronous, but httpcore
     # imports trio whenever it is installed (~70 ms), and httpx imports its own command-line tool (~35 ms);
     # both already handle ImportError, which a None entry in sys.modules raises.
     for unused in ("trio", "httpx._main"):
         sys.modules.setdefault(unused, None)  # type: ignore[arg-type]
-    args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
-    args = [a for a in args if a != "--debug"]
-    sys.exit(output.run_guarded(lambda: _dispatch(args), debug))
+    from imgtrack.exits import run_main
+
+    run_main(_dispatch, list(sys.argv[1:] if argv is None else argv))

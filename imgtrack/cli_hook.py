@@ -11,20 +11,17 @@ import sys
 from pathlib import Path
 
 from imgtrack import output
+from imgtrack.exits import run_main
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    debug = "--debug" in args
-    args = [a for a in args if a != "--debug"]
-
-    def call() -> int:
+    def call(args: list[str]) -> int:
         from imgtrack.commands.prepush import pre_push_problems
 
         problems = pre_push_problems(Path.cwd(), args[0] if args else "", sys.stdin, dict(os.environ))
         return output.push_refusal(problems) if problems else 0
 
-    sys.exit(output.run_guarded(call, debug))
+    run_main(call, sys.argv[1:])
 
 
 if __name__ == "__main__":

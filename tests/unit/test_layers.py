@@ -23,7 +23,14 @@ LOWER = (
     "imgtrack.audit",
     "imgtrack.oci",
 )
-HIGHER = ("imgtrack.commands", "imgtrack.cli", "imgtrack.cli_hook", "imgtrack.output", "imgtrack.project")
+HIGHER = (
+    "imgtrack.commands",
+    "imgtrack.cli",
+    "imgtrack.cli_hook",
+    "imgtrack.exits",
+    "imgtrack.output",
+    "imgtrack.project",
+)
 COMMAND_EDGES_ALLOWED = {("imgtrack.commands.push", "imgtrack.commands.record")}
 
 

@@ -553,6 +553,13 @@ def _json(p: _Parser) -> None:
     p.add_argument("--json", action="store_true", help="Print the result as JSON on stdout.")
 
 
+def _tls_options(p: _Parser) -> None:
+    p.add_argument(
+        "--ca-file", metavar="FILE", type=Path, help="PEM CA certificate that signs the registry's TLS certificate."
+    )
+    p.add_argument("--insecure", action="store_true", help="Plain HTTP to the registry (loopback hosts may always).")
+
+
 def _registry_options(p: _Parser, credentials: bool = False, transfer: bool = False) -> None:
     if transfer:
         p.add_argument(
@@ -565,10 +572,7 @@ def _registry_options(p: _Parser, credentials: bool = False, transfer: bool = Fa
         default=60.0,
         help="Seconds a registry may stay silent before a retry.",
     )
-    p.add_argument(
-        "--ca-file", metavar="FILE", type=Path, help="PEM CA certificate that signs the registry's TLS certificate."
-    )
-    p.add_argument("--insecure", action="store_true", help="Plain HTTP to the registry (loopback hosts may always).")
+    _tls_options(p)
     if credentials:
         p.add_argument("--username", metavar="USER", help="Registry user (else environment, docker or podman config).")
         p.add_argument("--password-stdin", action="store_true", help="Read the registry password from stdin.")
@@ -676,10 +680,7 @@ def build_parser() -> _Parser:
         action="store_true",
         help="Read the password from stdin (the only way: never on the command line).",
     )
-    p.add_argument(
-        "--ca-file", metavar="FILE", type=Path, help="PEM CA certificate that signs the registry's TLS certificate."
-    )
-    p.add_argument("--insecure", action="store_true", help="Plain HTTP to the registry (loopback hosts may always).")
+    _tls_options(p)
 
     p = _command(commands, "logout", logout)
     p.add_argument("registry", help="Registry host[:port].")

@@ -121,6 +121,32 @@ def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
+def release_conflicts(
+    version: str, commit: str, release_tags: dict[str, str], prefix: str
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """How `version`, recorded from `commit`, disagrees with the release tags (`release_tags`: tag ->
+    commit): (the tags on `commit` it contradicts, when none of them is its release), and
+    (tag, commit) for a release tag of this very version on another commit. Both empty: it agrees.
+    Shared by `record --version`, `verify` and the pre-push hook."""
+    parsed = semver_of(version)
+    on_commit = [(t, v) for t, c in release_tags.items() if c == commit and (v := version_from_tag(t, prefix))]
+    contradicted = [] if any(same_release(parsed, v) for _, v in on_commit) else [t for t, _ in on_commit]
+    elsewhere = [
+        (t, c)
+        for t, c in release_tags.items()
+        if c != commit and (v := version_from_tag(t, prefix)) is not None and same_release(v, parsed)
+    ]
+    return contradicted, elsewhere
+
+
+def contradiction_message(version: str, commit: str, tags: list[str]) -> str:
+    return f"version {version} contradicts the release tag {', '.join(tags)} on {commit[:7]}"
+
+
+def released_elsewhere_message(version: str, commit: str, tag: str, tagged: str) -> str:
+    return f"version {version} is released from {tagged[:7]} by tag {tag}, not from {commit[:7]}"
+
+
 def check_explicit_version(
     version: str, commit: str, release_tags: list[tuple[str, semver.Version]], tag_of_version: str | None
 ) -> None:
@@ -131,9 +157,8 @@ def check_explicit_version(
     """
     parsed = parse_version(version, "--version")
     if release_tags and not any(same_release(parsed, v) for _, v in release_tags):
-        tags = ", ".join(t for t, _ in release_tags)
         raise InvalidVersion(
-            f"--version {version} contradicts the release tag {tags} on commit {commit[:7]}; "
+            f"--{contradiction_message(version, commit, [t for t, _ in release_tags])}; "
             f"drop --version or use {release_tags[0][1]} (build metadata such as +build.2 is allowed)"
         )
     if tag_of_version is not None and tag_of_version != commit:

@@ -15,9 +15,9 @@ from imgtrack.errors import ImgtrackError, InvalidTag
 from imgtrack.gitrepo import GitRepo
 from imgtrack.ledger.schema import Build, Fact, Record, parse_fact, parse_record
 from imgtrack.ledger.store import check_fact_placement, check_record_placement, classify, record_rel
-from imgtrack.policy import Candidate, check_tags, check_version_unique
+from imgtrack.policy import check_tags, check_version_unique
 from imgtrack.project import Project
-from imgtrack.versions import same_release, semver_of, version_from_tag
+from imgtrack.versions import contradiction_message, release_conflicts, released_elsewhere_message, version_from_tag
 
 ZERO = "0" * 40
 LEDGER_PATH = f"{CONFIG_DIR}/{LEDGER_DIR}"
@@ -210,7 +210,7 @@ def _check_fact(project: Project, fact: Fact, pushed: set[str]) -> list[str]:
     if fact.kind != "tag" or build is None:
         return []
     index = project.ledger.index()
-    candidate = Candidate(build.image, build.digest, build.version, build.commit, build.dirty)
+    candidate = build.candidate()
     try:
         return check_tags(
             project.config.rules,
@@ -231,25 +231,18 @@ def _check_record(project: Project, tip: str, record: Record, release_tags: dict
             f"{record.image} {record.version} names commit {record.commit[:7]}, which is not in the pushed history; "
             "push that commit too, or record the build from a commit you push"
         )
-    prefix = config.tag_prefix
-    version = semver_of(record.version)
-    tags_on_commit = [t for t, c in release_tags.items() if c == record.commit and version_from_tag(t, prefix)]
-    if tags_on_commit and not any(
-        same_release(version, v) for t in tags_on_commit if (v := version_from_tag(t, prefix))
-    ):
+    contradicted, elsewhere = release_conflicts(record.version, record.commit, release_tags, config.tag_prefix)
+    if contradicted:
         problems.append(
-            f"version {record.version} contradicts the release tag {', '.join(tags_on_commit)} on "
-            f"{record.commit[:7]}; record the build again with that version"
+            contradiction_message(record.version, record.commit, contradicted)
+            + "; record the build again with that version"
         )
-    for tag, commit in release_tags.items():
-        v = version_from_tag(tag, prefix)
-        if v is not None and same_release(v, version) and commit != record.commit:
-            problems.append(
-                f"version {record.version} is released from {commit[:7]} by tag {tag}, "
-                f"not from {record.commit[:7]}; record it with another version"
-            )
+    problems += [
+        released_elsewhere_message(record.version, record.commit, tag, commit) + "; record it with another version"
+        for tag, commit in elsewhere
+    ]
     index = project.ledger.index()
-    candidate = Candidate(record.image, record.digest, record.version, record.commit, record.dirty)
+    candidate = record.candidate()
     holders = {t: index.tag_holders(record.image, t) for t in record.tags}
     try:
         problems += check_tags(config.rules, candidate, record.tags, holders, given_at=record.recorded_at)

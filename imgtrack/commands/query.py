@@ -15,8 +15,8 @@ def log_records(ledger: Ledger, image: str | None, limit: int | None) -> list[Bu
     """Records newest first, optionally of one image."""
     if limit is not None and limit < 0:
         raise UsageError(f"-n {limit} is negative; give how many records to show")
-    if image is not None and image not in ledger.index().images():
-        raise InvalidReference(f"no records of image {image!r} in the ledger; see `imgtrack log` for what is recorded")
+    if image is not None:
+        ledger.require_image(image)
     return ledger.log(image, limit)
 
 
@@ -43,8 +43,7 @@ def resolve_range(ledger: Ledger, spec: str, repository: str | None = None) -> R
     version_range = parse_range(text)
     if repository is not None:
         parse_repository(repository, "--repository")
-    if image not in ledger.index().images():
-        raise InvalidReference(f"no records of image {image!r} in the ledger; see `imgtrack log` for what is recorded")
+    ledger.require_image(image)
     record = ledger.resolve(image, version_range)
     if record is None:
         raise NotFound(f"no recorded version of {image} satisfies {text!r}; see `imgtrack log {image}`")

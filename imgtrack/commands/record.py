@@ -137,7 +137,7 @@ def _record_again(project: Project, req: RecordRequest, existing: Build) -> Reco
         index = ledger.index()
         current = ledger.get(existing.image, existing.digest) or existing
         new_tags = [t for t in dict.fromkeys(req.tags) if t not in current.tags]
-        candidate = Candidate(current.image, current.digest, current.version, current.commit, current.dirty)
+        candidate = current.candidate()
         holders = {t: index.tag_holders(current.image, t) for t in new_tags}
         problems = check_tags(config.rules, candidate, new_tags, holders)
         if problems:

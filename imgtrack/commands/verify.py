@@ -13,9 +13,16 @@ from imgtrack.ledger.schema import Build, Push
 from imgtrack.oci.layout import open_layout
 from imgtrack.oci.pool import Registries
 from imgtrack.oci.reference import Reference, parse_reference
-from imgtrack.policy import Candidate, TagHolder, TagKind, check_tags, floating_moves_backwards, tag_kind
+from imgtrack.policy import TagHolder, TagKind, check_tags, floating_moves_backwards, tag_kind
 from imgtrack.project import Project
-from imgtrack.versions import parse_version, same_release, semver_of, version_from_tag
+from imgtrack.versions import (
+    contradiction_message,
+    parse_version,
+    released_elsewhere_message,
+    same_release,
+    semver_of,
+    version_from_tag,
+)
 
 _BUILD_SHA_RE = re.compile(r"g([0-9a-f]{7,40})")  # with fullmatch
 
@@ -69,8 +76,10 @@ def verify_ledger(project: Project) -> VerifyReport:
     for tag, commit in repo.tag_commits(prefix).items():
         if version_from_tag(tag, prefix) is not None:
             tags_by_commit[commit].append(tag)
-    commit_of_release = {
-        str(v.replace(build=None)): c
+    # The same judgement as versions.release_conflicts, from maps built once (it would scan every tag
+    # for every record).
+    release_of = {
+        str(v.replace(build=None)): (t, c)
         for c, tags in tags_by_commit.items()
         for t in tags
         if (v := version_from_tag(t, prefix)) is not None
@@ -85,21 +94,17 @@ def verify_ledger(project: Project) -> VerifyReport:
         if tagged and not any(
             same_release(parse_version(record.version), v) for t in tagged if (v := version_from_tag(t, prefix))
         ):
-            add(rel, f"version {record.version} contradicts the release tag {', '.join(tagged)} on {record.commit[:7]}")
-        released_from = commit_of_release.get(record.version.split("+", 1)[0])
-        if released_from is not None and released_from != record.commit:
-            add(
-                rel,
-                f"version {record.version} is released from {released_from[:7]} by its git tag, "
-                f"but recorded from {record.commit[:7]}",
-            )
+            add(rel, contradiction_message(record.version, record.commit, tagged))
+        released = release_of.get(record.version.split("+", 1)[0])
+        if released is not None and released[1] != record.commit:
+            add(rel, released_elsewhere_message(record.version, record.commit, *released))
         for part in record.version.partition("+")[2].split("."):  # the build metadata
             m = _BUILD_SHA_RE.fullmatch(part)
             if m and not record.commit.startswith(m.group(1)):
                 add(
                     rel, f"version {record.version} names commit g{m.group(1)}, but the record says {record.commit[:7]}"
                 )
-        candidate = Candidate(record.image, record.digest, record.version, record.commit, record.dirty)
+        candidate = record.candidate()
         try:
             for problem in check_tags(config.rules, candidate, record.tags, {}):
                 add(rel, problem)

@@ -121,15 +121,20 @@ class Ledger:
             parsed: dict[str, Record | Fact] = {**dict(loaded.records), **dict(loaded.facts)}
             idx.sync(parsed, loaded.broken)
 
+    def require_image(self, image: str) -> None:
+        """Refuse an image the ledger holds no record of, saying where to look."""
+        if image not in self.index().images():
+            raise InvalidReference(
+                f"no records of image {image!r} in the ledger; see `imgtrack log` for what is recorded"
+            )
+
     def find(self, text: str) -> list[Build]:
         """Records a `show` reference names: digest (prefix), version, tag, or commit (prefix)."""
         ref = Ref.parse(text)
         idx = self.index()
         value, image = ref.ref, ref.image
-        if image is not None and image not in idx.images():
-            raise InvalidReference(
-                f"no records of image {image!r} in the ledger; see `imgtrack log` for what is recorded"
-            )
+        if image is not None:
+            self.require_image(image)
         if not value:
             raise InvalidReference(f"{text!r} names nothing; give a digest, version, tag or commit")
         if is_digest(value):

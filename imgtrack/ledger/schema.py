@@ -23,6 +23,7 @@ import tomli_w
 from imgtrack.errors import LedgerError
 from imgtrack.oci.digest import is_digest
 from imgtrack.oci.layout import PlatformManifest
+from imgtrack.policy import Candidate
 
 __all__ = ["Build", "Fact", "PlatformManifest", "Push", "Record", "parse_fact", "parse_record"]
 
@@ -54,6 +55,10 @@ class Record:
     @property
     def dirty(self) -> bool:
         return self.tree == "dirty"
+
+    def candidate(self) -> Candidate:
+        """The build as the tagging policy judges it."""
+        return Candidate(self.image, self.digest, self.version, self.commit, self.dirty)
 
     def all_digests(self) -> list[str]:
         """Every digest a runtime may report for this build: index, platform manifests, configs."""
@@ -164,6 +169,9 @@ class Build:
 
     def all_digests(self) -> list[str]:
         return self.record.all_digests()
+
+    def candidate(self) -> Candidate:
+        return self.record.candidate()
 
     @property
     def image(self) -> str:

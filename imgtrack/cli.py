@@ -90,7 +90,7 @@ def record(a: Args) -> None:
 def log(a: Args) -> None:
     """Recorded images, newest first."""
     from imgtrack import output
-    from imgtrack.commands.query import log_records
+    from imgtrack.commands.log import log_records
     from imgtrack.project import Project
 
     records = log_records(Project.open().ledger, a.image, a.n)
@@ -103,7 +103,7 @@ def log(a: Args) -> None:
 def show(a: Args) -> None:
     """Show the record a digest, version, tag or commit names."""
     from imgtrack import output
-    from imgtrack.commands.query import show_record
+    from imgtrack.commands.show import show_record
     from imgtrack.project import Project
 
     ledger = Project.open().ledger
@@ -127,7 +127,7 @@ def show(a: Args) -> None:
 def resolve(a: Args) -> None:
     """Print the digest-pinned reference of the highest recorded version in a range."""
     from imgtrack import output
-    from imgtrack.commands.query import resolve_range
+    from imgtrack.commands.resolve import resolve_range
     from imgtrack.project import Project
 
     resolved = resolve_range(Project.open().ledger, a.spec, a.repository)

@@ -1,32 +1,14 @@
-"""`imgtrack log`, `show` and `resolve`: answers from the ledger, offline."""
+"""`imgtrack resolve`: the highest recorded version in a range, pinned by digest for a deployment."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from imgtrack.errors import InvalidReference, NotFound, UsageError
+from imgtrack.errors import NotFound, UsageError
 from imgtrack.ledger.ledger import Ledger
 from imgtrack.ledger.schema import Build
 from imgtrack.oci.reference import parse_repository
 from imgtrack.versions import parse_range
-
-
-def log_records(ledger: Ledger, image: str | None, limit: int | None) -> list[Build]:
-    """Records newest first, optionally of one image."""
-    if limit is not None and limit < 0:
-        raise UsageError(f"-n {limit} is negative; give how many records to show")
-    if image is not None:
-        ledger.require_image(image)
-    return ledger.log(image, limit)
-
-
-def show_record(ledger: Ledger, ref: str) -> Build:
-    try:
-        return ledger.find_one(ref)
-    except InvalidReference as exc:
-        if "matches no record" in str(exc):
-            raise NotFound(str(exc)) from None
-        raise
 
 
 @dataclass(frozen=True)

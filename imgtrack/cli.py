@@ -57,11 +57,7 @@ def init(a: Args) -> None:
     from imgtrack import output
     from imgtrack.commands.init import init_project
 
-    result = init_project(Path.cwd(), force=a.force)
-    if result.created:
-        output.emit(f"initialised {result.config}; add your images under [images] there")
-    else:
-        output.emit(f"{result.config} exists already; left as it is (--force rewrites it)")
+    output.initialised(init_project(Path.cwd(), force=a.force))
 
 
 def record(a: Args) -> None:
@@ -80,11 +76,7 @@ def record(a: Args) -> None:
         allow_dirty=a.allow_dirty,
         ref_name=a.ref_name,
     )
-    result = record_image(Project.open(), req)
-    if a.json:
-        output.emit_json({**result.record.to_json(), "path": str(result.path), "created": result.created})
-    else:
-        output.emit(output.record_summary(result.record, result.created))
+    output.recorded(record_image(Project.open(), req), a.json)
 
 
 def log(a: Args) -> None:
@@ -93,11 +85,7 @@ def log(a: Args) -> None:
     from imgtrack.commands.log import log_records
     from imgtrack.project import Project
 
-    records = log_records(Project.open().ledger, a.image, a.n)
-    if a.json:
-        output.emit_json([r.to_json() for r in records])
-    else:
-        output.emit("\n".join(output.log_line(r) for r in records))
+    output.logged(log_records(Project.open().ledger, a.image, a.n), a.json)
 
 
 def show(a: Args) -> None:
@@ -108,20 +96,7 @@ def show(a: Args) -> None:
 
     ledger = Project.open().ledger
     record_ = show_record(ledger, a.ref)
-    also = ledger.also_naming(a.ref, record_)
-    if a.json:
-        data = record_.to_json()
-        if also:
-            data["also_named_by"] = [{"image": r.image, "version": r.version, "digest": r.digest} for r in also]
-        output.emit_json(data)
-    else:
-        output.emit(
-            output.record_details(record_)
-            + "".join(
-                f"\nalso in      {r.image} {r.version} ({r.digest[:19]}…), as a platform manifest or config"
-                for r in also
-            )
-        )
+    output.shown(record_, ledger.also_naming(a.ref, record_), a.json)
 
 
 def resolve(a: Args) -> None:
@@ -130,11 +105,7 @@ def resolve(a: Args) -> None:
     from imgtrack.commands.resolve import resolve_range
     from imgtrack.project import Project
 
-    resolved = resolve_range(Project.open().ledger, a.spec, a.repository)
-    if a.json:
-        output.emit_json({"reference": resolved.pinned, **resolved.record.to_json()})
-    else:
-        output.emit(resolved.pinned)
+    output.resolved(resolve_range(Project.open().ledger, a.spec, a.repository), a.json)
 
 
 def verify(a: Args) -> int:
@@ -154,18 +125,7 @@ def verify(a: Args) -> int:
             report.findings += verify_pushes(project, registries)
         finally:
             registries.close()
-    if a.json:
-        output.emit_json(
-            {
-                "ok": report.ok,
-                "records": report.records,
-                "findings": [{"file": f.file, "message": f.message} for f in report.findings],
-            }
-        )
-    else:
-        for finding in report.findings:
-            output.emit(str(finding))
-        output.error(f"verify: {report.records} records, {len(report.findings)} findings")
+    output.verified(report, a.json)
     return 0 if report.ok else 1
 
 
@@ -230,29 +190,7 @@ def push(a: Args) -> None:
     finally:
         finish()
         registries.close()
-    if a.json:
-        output.emit_json(
-            {
-                **outcome.record.to_json(),
-                "pushed": [
-                    {
-                        "repository": p.destination,
-                        "tags": list(p.tags),
-                        "blobs_copied": p.stats.copied,
-                        "blobs_skipped": p.stats.skipped,
-                        "bytes_copied": p.stats.bytes_copied,
-                        "recorded": p.recorded,
-                    }
-                    for p in outcome.pushes
-                ],
-            }
-        )
-        return
-    for p in outcome.pushes:
-        output.emit(
-            f"pushed {outcome.record.image} {outcome.record.version} to {p.destination} "
-            f"({p.stats.copied} blobs copied, {p.stats.skipped} present; tags {' '.join(p.tags) or '-'})"
-        )
+    output.pushed(outcome, a.json)
 
 
 def audit(a: Args) -> int:
@@ -287,10 +225,7 @@ def audit(a: Args) -> int:
     finally:
         if registries is not None:
             registries.close()
-    if a.json:
-        output.emit_json([output.audit_json(row) for row in rows])
-    else:
-        output.emit(output.audit_table(rows))
+    output.audited(rows, a.json)
     return 1 if any(row.status in failing for row in rows) else 0
 
 
@@ -322,21 +257,7 @@ def pull(a: Args) -> None:
     finally:
         finish()
         registries.close()
-    if a.json:
-        output.emit_json(
-            {
-                "source": result.source,
-                "to": str(result.destination),
-                "digest": result.digest,
-                "blobs_copied": result.stats.copied,
-                "blobs_skipped": result.stats.skipped,
-            }
-        )
-        return
-    output.emit(
-        f"pulled {a.source} into {result.destination} "
-        f"({result.stats.copied} blobs copied, {result.stats.skipped} present)"
-    )
+    output.pulled(a.source, result, a.json)
 
 
 def login(a: Args) -> None:
@@ -357,7 +278,7 @@ def login(a: Args) -> None:
         client.check()
     finally:
         client.close()
-    output.emit(f"login to {a.registry} succeeded; credentials saved in {store_credentials(a.registry, credentials)}")
+    output.logged_in(a.registry, store_credentials(a.registry, credentials))
 
 
 def logout(a: Args) -> None:
@@ -366,10 +287,7 @@ def logout(a: Args) -> None:
     from imgtrack.oci.auth import erase_credentials
     from imgtrack.oci.reference import check_registry_host
 
-    if erase_credentials(check_registry_host(a.registry)):
-        output.emit(f"removed the credentials for {a.registry}")
-    else:
-        output.emit(f"no credentials were saved for {a.registry}")
+    output.logged_out(a.registry, erase_credentials(check_registry_host(a.registry)))
 
 
 def export_allowlist(a: Args) -> None:
@@ -385,13 +303,9 @@ def export_allowlist(a: Args) -> None:
         check_output(a.output, "-o")
     result = build(Project.open(Path.cwd()), a.format, list(a.image or []), a.releases_only, a.name, a.audit)
     text = json.dumps(result.policy, indent=2) + "\n" if a.json else result.text
-    if a.output is None:
-        output.emit(text)
-        return
-    write_atomic(a.output, text.encode())
-    output.emit(
-        f"wrote {a.output}: a Kyverno ClusterPolicy admitting {result.digests} digests of {result.records} records"
-    )
+    if a.output is not None:
+        write_atomic(a.output, text.encode())
+    output.exported(result, text, a.output)
 
 
 def ledger_migrate(a: Args) -> None:
@@ -401,16 +315,7 @@ def ledger_migrate(a: Args) -> None:
     from imgtrack.project import Project
 
     project = Project.open()
-    result = migrate_ledger(project)
-    if a.json:
-        output.emit_json({"records": result.records, "facts": result.facts})
-    elif result.records:
-        output.emit(
-            f"migrated {result.records} schema-1 records ({result.facts} pushes became facts) in "
-            f"{project.ledger.root}; review with `git status`, then commit (imgtrack ledger commit)"
-        )
-    else:
-        output.emit(f"nothing to migrate: {project.ledger.root} is schema 2")
+    output.migrated(migrate_ledger(project), project.ledger.root, a.json)
 
 
 def ledger_commit(a: Args) -> None:
@@ -420,25 +325,7 @@ def ledger_commit(a: Args) -> None:
     from imgtrack.commands.ledger import commit_ledger
     from imgtrack.project import Project
 
-    result = commit_ledger(Project.open(), a.message, a.push is not None, a.push or None)
-    if a.json:
-        output.emit_json(
-            {
-                "commit": result.commit,
-                "changes": result.summary,
-                "pushed_to": result.pushed_to,
-                "attempts": result.attempts,
-            }
-        )
-        return
-    if result.commit:
-        output.emit(f"committed {result.commit[:12]}: " + "; ".join(result.summary))
-    else:
-        output.emit("nothing to commit in .imgtrack/")
-    if result.pushed_to:
-        output.emit(
-            f"pushed to {result.pushed_to}" + (f" after {result.attempts} attempts" if result.attempts > 1 else "")
-        )
+    output.committed(commit_ledger(Project.open(), a.message, a.push is not None, a.push or None), a.json)
 
 
 def _hook_result(action: str, a: Args) -> None:
@@ -450,18 +337,7 @@ def _hook_result(action: str, a: Args) -> None:
     status = {"install": hooks.install_hooks, "uninstall": hooks.uninstall_hooks, "status": hooks.hook_status}[action](
         repo
     )
-    if a.json:
-        output.emit_json(
-            {
-                "path": str(status.path),
-                "installed": status.installed,
-                "foreign": status.foreign,
-                "chained": status.chained,
-                "message": status.message,
-            }
-        )
-    else:
-        output.emit(status.message)
+    output.hook_state(status, a.json)
 
 
 def hooks_install(a: Args) -> None:

@@ -1,4 +1,5 @@
-"""Rendering results for people (text) and scripts (JSON). Only the CLI layer calls this module."""
+"""Rendering results for people (text) and scripts (JSON): every line a command prints on stdout, and
+every message on stderr, is made here. Only the CLI layer and `exits.py` call this module."""
 
 from __future__ import annotations
 
@@ -9,6 +10,19 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from imgtrack.commands.audit import AuditRow
+    from imgtrack.commands.export import Allowlist
+    from imgtrack.commands.hooks import HookStatus
+    from imgtrack.commands.init import InitResult
+    from imgtrack.commands.ledger import CommitResult
+    from imgtrack.commands.pull import PullResult
+    from imgtrack.commands.push import PushOutcome
+    from imgtrack.commands.record import RecordResult
+    from imgtrack.commands.resolve import Resolved
+    from imgtrack.commands.verify import VerifyReport
+    from imgtrack.ledger.migrate import MigrateResult
     from imgtrack.ledger.schema import Build
 
 
@@ -130,7 +144,14 @@ def _size(size: int) -> str:
     return ""
 
 
-def audit_json(row: Any) -> dict[str, Any]:
+def audited(rows: list[AuditRow], as_json: bool) -> None:
+    if as_json:
+        emit_json([audit_json(row) for row in rows])
+    else:
+        emit(audit_table(rows))
+
+
+def audit_json(row: AuditRow) -> dict[str, Any]:
     record = row.record
     return {
         "where": row.where,
@@ -146,7 +167,7 @@ def audit_json(row: Any) -> dict[str, Any]:
     }
 
 
-def audit_table(rows: list[Any]) -> str:
+def audit_table(rows: list[AuditRow]) -> str:
     """A plain aligned table: one line per running image."""
     header = ("STATUS", "WHERE", "IMAGE", "VERSION", "COMMIT", "RECORDED", "DETAIL")
     lines = [header]
@@ -168,3 +189,173 @@ def audit_table(rows: list[Any]) -> str:
         "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:-1])) + ("  " + line[-1] if line[-1] else "")
         for line in lines
     ).rstrip()
+
+
+# --- each command's result ----------------------------------------------------------------------
+
+
+def initialised(result: InitResult) -> None:
+    if result.created:
+        emit(f"initialised {result.config}; add your images under [images] there")
+    else:
+        emit(f"{result.config} exists already; left as it is (--force rewrites it)")
+
+
+def recorded(result: RecordResult, as_json: bool) -> None:
+    if as_json:
+        emit_json({**result.record.to_json(), "path": str(result.path), "created": result.created})
+    else:
+        emit(record_summary(result.record, result.created))
+
+
+def logged(records: list[Build], as_json: bool) -> None:
+    if as_json:
+        emit_json([r.to_json() for r in records])
+    else:
+        emit("\n".join(log_line(r) for r in records))
+
+
+def shown(record: Build, also: list[Build], as_json: bool) -> None:
+    """A record, then the records whose platform manifest or config its digest also is."""
+    if as_json:
+        data = record.to_json()
+        if also:
+            data["also_named_by"] = [{"image": r.image, "version": r.version, "digest": r.digest} for r in also]
+        emit_json(data)
+        return
+    emit(
+        record_details(record)
+        + "".join(
+            f"\nalso in      {r.image} {r.version} ({r.digest[:19]}…), as a platform manifest or config" for r in also
+        )
+    )
+
+
+def resolved(result: Resolved, as_json: bool) -> None:
+    if as_json:
+        emit_json({"reference": result.pinned, **result.record.to_json()})
+    else:
+        emit(result.pinned)
+
+
+def verified(report: VerifyReport, as_json: bool) -> None:
+    if as_json:
+        emit_json(
+            {
+                "ok": report.ok,
+                "records": report.records,
+                "findings": [{"file": f.file, "message": f.message} for f in report.findings],
+            }
+        )
+        return
+    for finding in report.findings:
+        emit(str(finding))
+    error(f"verify: {report.records} records, {len(report.findings)} findings")
+
+
+def pushed(outcome: PushOutcome, as_json: bool) -> None:
+    if as_json:
+        emit_json(
+            {
+                **outcome.record.to_json(),
+                "pushed": [
+                    {
+                        "repository": p.destination,
+                        "tags": list(p.tags),
+                        "blobs_copied": p.stats.copied,
+                        "blobs_skipped": p.stats.skipped,
+                        "bytes_copied": p.stats.bytes_copied,
+                        "recorded": p.recorded,
+                    }
+                    for p in outcome.pushes
+                ],
+            }
+        )
+        return
+    for p in outcome.pushes:
+        emit(
+            f"pushed {outcome.record.image} {outcome.record.version} to {p.destination} "
+            f"({p.stats.copied} blobs copied, {p.stats.skipped} present; tags {' '.join(p.tags) or '-'})"
+        )
+
+
+def pulled(source: str, result: PullResult, as_json: bool) -> None:
+    if as_json:
+        emit_json(
+            {
+                "source": result.source,
+                "to": str(result.destination),
+                "digest": result.digest,
+                "blobs_copied": result.stats.copied,
+                "blobs_skipped": result.stats.skipped,
+            }
+        )
+        return
+    emit(
+        f"pulled {source} into {result.destination} ({result.stats.copied} blobs copied, "
+        f"{result.stats.skipped} present)"
+    )
+
+
+def logged_in(registry: str, saved_in: str) -> None:
+    emit(f"login to {registry} succeeded; credentials saved in {saved_in}")
+
+
+def logged_out(registry: str, removed: bool) -> None:
+    emit(f"removed the credentials for {registry}" if removed else f"no credentials were saved for {registry}")
+
+
+def exported(result: Allowlist, text: str, written_to: Path | None) -> None:
+    if written_to is None:
+        emit(text)
+    else:
+        emit(
+            f"wrote {written_to}: a Kyverno ClusterPolicy admitting {result.digests} digests of {result.records} records"
+        )
+
+
+def migrated(result: MigrateResult, root: Path, as_json: bool) -> None:
+    if as_json:
+        emit_json({"records": result.records, "facts": result.facts})
+    elif result.records:
+        emit(
+            f"migrated {result.records} schema-1 records ({result.facts} pushes became facts) in "
+            f"{root}; review with `git status`, then commit (imgtrack ledger commit)"
+        )
+    else:
+        emit(f"nothing to migrate: {root} is schema 2")
+
+
+def committed(result: CommitResult, as_json: bool) -> None:
+    if as_json:
+        emit_json(
+            {
+                "commit": result.commit,
+                "changes": result.summary,
+                "pushed_to": result.pushed_to,
+                "attempts": result.attempts,
+            }
+        )
+        return
+    emit(
+        f"committed {result.commit[:12]}: " + "; ".join(result.summary)
+        if result.commit
+        else "nothing to commit in .imgtrack/"
+    )
+    if result.pushed_to:
+        emit(f"pushed to {result.pushed_to}" + (f" after {result.attempts} attempts" if result.attempts > 1 else ""))
+
+
+def hook_state(status: HookStatus, as_json: bool) -> None:
+    if as_json:
+        emit_json(
+            {
+                "path": str(status.path),
+                "installed": status.installed,
+                "foreign": status.foreign,
+                "chained": status.chained,
+                "message": status.message,
+            }
+        )
+    else:
+        emit(status.message)

@@ -196,9 +196,9 @@ def push(a: Args) -> None:
 def audit(a: Args) -> int:
     """What is running: digest -> record (image, version, commit, recorded at/by) and one status each."""
     from imgtrack import output
-    from imgtrack.audit import MAX_INPUT_BYTES, parse_input
     from imgtrack.commands.audit import audit_images, parse_fail_on
     from imgtrack.project import Project
+    from imgtrack.workloads import MAX_INPUT_BYTES, parse_input
 
     failing = parse_fail_on(a.fail_on)
     name = "stdin" if a.source == "-" else a.source

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from imgtrack.audit import RunningImage
 from imgtrack.errors import ImgtrackError, UsageError
 from imgtrack.ledger.index import LedgerIndex
 from imgtrack.ledger.schema import Build
@@ -14,6 +13,7 @@ from imgtrack.oci.digest import is_digest
 from imgtrack.oci.reference import parse_reference
 from imgtrack.project import Project
 from imgtrack.versions import decode_tag, is_version, semver_of
+from imgtrack.workloads import RunningImage
 
 if TYPE_CHECKING:
     from imgtrack.oci.pool import Registries

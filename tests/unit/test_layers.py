@@ -20,7 +20,7 @@ LOWER = (
     "imgtrack.errors",
     "imgtrack.fsutil",
     "imgtrack.sources",
-    "imgtrack.audit",
+    "imgtrack.workloads",
     "imgtrack.oci",
 )
 HIGHER = (

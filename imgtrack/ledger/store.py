@@ -29,9 +29,10 @@ from imgtrack.ledger.schema import (
     parse_fact,
     parse_record,
 )
-from imgtrack.oci.digest import check_digest
+from imgtrack.oci.digest import DIGEST_PATTERN, check_digest
 
-RECORD_STEM = r"(?:sha256-[a-f0-9]{64}|sha512-[a-f0-9]{128})"
+# A digest as a file name: the digest grammar with its `:` written `-` (file_name()).
+RECORD_STEM = DIGEST_PATTERN.replace("sha256:", "sha256-").replace("sha512:", "sha512-")
 RECORD_NAME_RE = re.compile(rf"{RECORD_STEM}\.toml")
 FACT_DIR_RE = re.compile(RECORD_STEM)
 BUCKET_RE = re.compile(r"[0-9a-f]{2}")

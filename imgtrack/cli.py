@@ -108,6 +108,22 @@ def resolve(a: Args) -> None:
     output.resolved(resolve_range(Project.open().ledger, a.spec, a.repository), a.json)
 
 
+def diff(a: Args) -> None:
+    """What changed between two recorded builds: the commits between them, and layers and config per
+    platform when both images can be read (from a layout, or a registry the ledger pushed to)."""
+    from imgtrack import output
+    from imgtrack.commands.diff import diff_builds
+    from imgtrack.oci.copy import no_progress
+    from imgtrack.project import Project
+
+    project = Project.open()
+    registries = _registries(project.config, a, no_progress)
+    try:
+        output.diffed(diff_builds(project, a.a, a.b, registries), a.json)
+    finally:
+        registries.close()
+
+
 def verify(a: Args) -> int:
     """Check the whole ledger: schema, commits, versions against git tags, tag policy; --remote: registries."""
     from imgtrack import output
@@ -381,6 +397,8 @@ EXAMPLES: dict[str, str] = {
     "imgtrack show api@1.4.0            # or a version, tag or commit of one image",
     "resolve": "imgtrack resolve 'api@^1.4'\n"
     "imgtrack resolve 'api@~1.4.2' --repository registry.example.com/team/api   # for a deployment file",
+    "diff": "imgtrack diff api@1.4.0 api@1.5.0             # commits, layers and config between two builds\n"
+    "imgtrack diff api@1.5.0 registry.example.com/team/api@sha256:…   # against what a runtime reports",
     "verify": "imgtrack verify                    # the whole ledger, for CI\n"
     "imgtrack verify --remote           # and every recorded push, against the registries",
     "push": "imgtrack push build/oci --image api --to registry.example.com/team/api\n"
@@ -494,6 +512,14 @@ def build_parser() -> _Parser:
     p = _command(commands, "resolve", resolve)
     p.add_argument("spec", metavar="IMAGE@RANGE", help="e.g. api@^1.4, api@~1.4.2, api@1.x")
     p.add_argument("--repository", metavar="REPOSITORY", help="Print REPOSITORY@digest for deployment.")
+    _json(p)
+
+    p = _command(commands, "diff", diff)
+    p.add_argument(
+        "a", metavar="A", help="A build as show takes it (digest, IMAGE@VERSION, tag, commit), or repo@sha256:…."
+    )
+    p.add_argument("b", metavar="B", help="The build to compare it with.")
+    _registry_options(p)
     _json(p)
 
     p = _command(commands, "verify", verify)

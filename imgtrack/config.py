@@ -82,6 +82,7 @@ latest = false
 class ImageConfig:
     name: str
     repositories: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()  # the source folders the image is built from (diff lists their commits)
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def load_config(work_tree: Path) -> Config:
 
 _TOP_KEYS = ("schema", "versions", "tags", "images", "registries")
 _TABLE_KEYS = {"versions": ("tag_prefix",), "tags": ("templates", "immutable", "floating", "latest")}
-_PER_ENTRY_KEYS = {"images": ("repositories",), "registries": ("insecure",)}
+_PER_ENTRY_KEYS = {"images": ("repositories", "paths"), "registries": ("insecure",)}
 _PREFIX_RE = re.compile(r"[A-Za-z0-9._/-]{0,64}", re.ASCII)
 
 
@@ -229,7 +230,19 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
                 parse_repository(repo, f"images.{name}.repositories:")
             except InvalidReference as exc:
                 raise ConfigError(f"{path}: {exc}") from None
-        images[name] = ImageConfig(name=name, repositories=repos)
+        paths = _strings(table.get("paths", []), f"images.{name}.paths", path)
+        for source in paths:
+            if (
+                not source
+                or source.startswith(("/", "-", ":"))
+                or ".." in source.split("/")
+                or not source.isprintable()
+            ):
+                raise ConfigError(
+                    f"{path}: images.{name}.paths: {source!r} must be a path inside the repository, relative to its "
+                    "top (e.g. services/api); fix that entry"
+                )
+        images[name] = ImageConfig(name=name, repositories=repos, paths=paths)
     registries: dict[str, RegistryConfig] = {}
     for host, table in _table(data, "registries", path).items():
         try:

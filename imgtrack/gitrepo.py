@@ -218,6 +218,16 @@ class GitRepo:
             return set()
         return set(self._run("ls-tree", "-r", "--name-only", "--full-tree", tree_ish, "--", *wanted).splitlines())
 
+    def log_between(self, old: str, new: str, paths: Iterable[str] = ()) -> list[tuple[str, str, str, str]]:
+        """(sha, author date, author, subject) of the commits `new` reaches and `old` does not, newest
+        first; only those touching `paths` when given (paths relative to the work tree's top)."""
+        for oid in (old, new):
+            if not _OID_RE.fullmatch(oid):
+                raise GitError(f"git log: {oid!r} is not an object id")
+        pathspec = [f":(top,literal){p}" for p in paths]
+        out = self._run("log", "--format=%H%x1f%aI%x1f%an%x1f%s", f"{old}..{new}", "--", *pathspec)
+        return [tuple(line.split("\x1f", 3)) for line in out.splitlines() if line.count("\x1f") == 3]  # type: ignore[misc]
+
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         return (
             run_git(["merge-base", "--is-ancestor", ancestor, descendant], self.work_tree, check=False).returncode == 0

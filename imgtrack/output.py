@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from imgtrack.commands.audit import AuditRow
+    from imgtrack.commands.diff import DiffResult
     from imgtrack.commands.export import Allowlist
     from imgtrack.commands.hooks import HookStatus
     from imgtrack.commands.init import InitResult
@@ -359,3 +360,64 @@ def hook_state(status: HookStatus, as_json: bool) -> None:
         )
     else:
         emit(status.message)
+
+
+def diffed(result: DiffResult, as_json: bool) -> None:
+    a, b = result.a, result.b
+    if as_json:
+        emit_json(
+            {
+                "a": {"image": a.image, "version": a.version, "digest": a.digest, "commit": a.commit},
+                "b": {"image": b.image, "version": b.version, "digest": b.digest, "commit": b.commit},
+                "direction": result.direction,
+                "paths": list(result.paths),
+                "commits": [
+                    {"commit": c.sha, "date": c.date, "author": c.author, "subject": c.subject} for c in result.commits
+                ],
+                "platforms": None
+                if result.platforms is None
+                else [
+                    {
+                        "platform": p.platform,
+                        "only_in": p.only_in or None,
+                        "layers_added": [{"digest": d, "size": n} for d, n in p.layers_added],
+                        "layers_removed": [{"digest": d, "size": n} for d, n in p.layers_removed],
+                        "config": {k: {"a": old, "b": new} for k, (old, new) in p.config.items()},
+                    }
+                    for p in result.platforms
+                ],
+                "contents_note": result.contents_note or None,
+            }
+        )
+        return
+    lines = [f"{a.image} {a.version} ({a.commit[:7]})  ->  {b.image} {b.version} ({b.commit[:7]})"]
+    where = f", only those touching {', '.join(result.paths)}" if result.paths else ""
+    heading = {
+        "same": "same commit: no commits between them",
+        "forward": f"{len(result.commits)} commits since {a.version}, newest first{where}:",
+        "rollback": f"ROLLBACK: {b.version} is older than {a.version}; going to it undoes {len(result.commits)} "
+        f"commits, newest first{where}:",
+        "diverged": f"{b.version} is not a descendant of {a.version} (the histories diverged); "
+        f"{len(result.commits)} commits {b.version} has that {a.version} lacks{where}:",
+    }[result.direction]
+    lines.append(heading)
+    lines += [f"  {c.sha[:7]}  {c.date[:10]}  {c.author[:20]:<20}  {c.subject}" for c in result.commits]
+    if result.platforms is None:
+        lines.append(f"contents not compared: {result.contents_note}")
+    for p in result.platforms or []:
+        if p.only_in:
+            lines.append(f"{p.platform}: only in {(a if p.only_in == 'a' else b).version}")
+            continue
+        if not (p.layers_added or p.layers_removed or p.config):
+            lines.append(f"{p.platform}: same layers and config")
+            continue
+        lines.append(f"{p.platform}:")
+        lines += [f"  + layer {short_digest(d)} {_size(n)}" for d, n in p.layers_added]
+        lines += [f"  - layer {short_digest(d)} {_size(n)}" for d, n in p.layers_removed]
+        for key, (old, new) in p.config.items():
+            lines.append(f"  {key}: {_config_value(old)}  ->  {_config_value(new)}")
+    emit("\n".join(lines))
+
+
+def _config_value(value: Any) -> str:
+    return "-" if value is None else json.dumps(value, sort_keys=True)[:200]

@@ -29,17 +29,21 @@ def layer_bytes(seed: int, size: int = 2048) -> bytes:
     return gzip.compress(raw.getvalue(), mtime=0)
 
 
-def _manifest(writer: LayoutWriter, platform: str, seed: int, layers: int, layer_size: int) -> Descriptor:
+def _manifest(
+    writer: LayoutWriter, platform: str, seed: int, layers: int, layer_size: int,
+    base: int = 0, config_extra: dict[str, object] | None = None,
+) -> Descriptor:
     os_, arch, *variant = platform.split("/")
     layer_descs = []
     for i in range(layers):
-        blob = layer_bytes(seed * 100 + i, layer_size)
+        # The first `base` layers are the same in every image of this platform: a shared base image.
+        blob = layer_bytes(-(i + 1) if i < base else seed * 100 + i, layer_size)
         layer_descs.append(Descriptor(LAYER, writer.put_bytes(blob), len(blob)))
     config = {
         "architecture": arch,
         "os": os_,
         "rootfs": {"type": "layers", "diff_ids": []},
-        "config": {"Env": [f"SEED={seed}"]},
+        "config": {"Env": [f"SEED={seed}"], **(config_extra or {})},
     }
     if variant:
         config["variant"] = variant[0]
@@ -63,10 +67,14 @@ def build_layout(
     layer_size: int = 2048,
     ref_name: str = "latest-build",
     index: bool | None = None,
+    base: int = 0,
+    config: dict[str, object] | None = None,
 ) -> Descriptor:
-    """Write an OCI layout at `path` holding one image; return the top descriptor (index or manifest)."""
+    """Write an OCI layout at `path` holding one image; return the top descriptor (index or manifest).
+    `base` layers are shared with every other image built with one; `config` adds image config fields
+    (Cmd, User, Labels, …) beside the seed's Env."""
     writer = LayoutWriter(path)
-    children = [_manifest(writer, p, seed * 10 + i, layers, layer_size) for i, p in enumerate(platforms)]
+    children = [_manifest(writer, p, seed * 10 + i, layers, layer_size, base, config) for i, p in enumerate(platforms)]
     if index or (index is None and len(platforms) > 1):
         doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [c.to_json() for c in children]}
         data = json.dumps(doc).encode()

@@ -124,6 +124,50 @@ def diff(a: Args) -> None:
         registries.close()
 
 
+def deploy(a: Args) -> None:
+    """Record that a build was rolled out to an environment (who, when, from where); --to promotes it
+    there first; --bad marks it bad there, so that a rollback never goes back to it."""
+    from imgtrack import output
+    from imgtrack.commands.deploy import deploy as run_deploy
+    from imgtrack.project import Project
+
+    project = Project.open()
+    progress, finish = output.blob_progress(a.quiet)
+    registries = _registries(project.config, a, progress)
+    try:
+        result = run_deploy(project, a.ref, a.env, registries, a.to, a.bad)
+    finally:
+        finish()
+        registries.close()
+    output.deployed(result, a.json)
+
+
+def status(a: Args) -> None:
+    """Each image's newest release, and per environment what runs there, since when, how far behind."""
+    from imgtrack import output
+    from imgtrack.commands.status import status as run_status
+    from imgtrack.project import Project
+
+    output.statused(run_status(Project.open(), a.image), a.json)
+
+
+def rollback(a: Args) -> int:
+    """The pinned reference of the release that ran in an environment before the current one (not one
+    marked bad), checked by HEAD to still exist where the environment pulls it from."""
+    from imgtrack import output
+    from imgtrack.commands.rollback import rollback as run_rollback
+    from imgtrack.oci.copy import no_progress
+    from imgtrack.project import Project
+
+    project = Project.open()
+    registries = _registries(project.config, a, no_progress)
+    try:
+        output.rolled_back(run_rollback(project, a.image, a.env, registries), a.json)
+    finally:
+        registries.close()
+    return 0
+
+
 def verify(a: Args) -> int:
     """Check the whole ledger: schema, commits, versions against git tags, tag policy; --remote: registries."""
     from imgtrack import output
@@ -241,6 +285,10 @@ def audit(a: Args) -> int:
     finally:
         if registries is not None:
             registries.close()
+    if a.env:
+        from imgtrack.commands.audit import record_sightings
+
+        record_sightings(project, rows, a.env)
     output.audited(rows, a.json)
     return 1 if any(row.status in failing for row in rows) else 0
 
@@ -399,6 +447,12 @@ EXAMPLES: dict[str, str] = {
     "imgtrack resolve 'api@~1.4.2' --repository registry.example.com/team/api   # for a deployment file",
     "diff": "imgtrack diff api@1.4.0 api@1.5.0             # commits, layers and config between two builds\n"
     "imgtrack diff api@1.5.0 registry.example.com/team/api@sha256:…   # against what a runtime reports",
+    "deploy": "imgtrack deploy api@1.5.0 --env staging\n"
+    "imgtrack deploy api@1.5.0 --env prod --to registry.example.com/prod/api   # promote, then record the rollout\n"
+    "imgtrack deploy api@1.5.0 --env prod --bad     # a rollback never goes back to it",
+    "status": "imgtrack status                    # every image: newest release, and what runs where\n"
+    "imgtrack status api --json",
+    "rollback": "imgtrack rollback api --env prod   # the release that ran before, pinned by digest",
     "verify": "imgtrack verify                    # the whole ledger, for CI\n"
     "imgtrack verify --remote           # and every recorded push, against the registries",
     "push": "imgtrack push build/oci --image api --to registry.example.com/team/api\n"
@@ -522,6 +576,24 @@ def build_parser() -> _Parser:
     _registry_options(p)
     _json(p)
 
+    p = _command(commands, "deploy", deploy)
+    p.add_argument("ref", metavar="IMAGE@VERSION", help="The build, as show takes it.")
+    p.add_argument("--env", metavar="NAME", required=True, help="An environment from [environments] in the config.")
+    p.add_argument("--to", metavar="REPOSITORY", help="Promote it to this repository first (by digest).")
+    p.add_argument("--bad", action="store_true", help="Mark the build bad in the environment instead.")
+    _registry_options(p, credentials=True, transfer=True)
+    _json(p)
+
+    p = _command(commands, "status", status)
+    p.add_argument("image", nargs="?", help="Only this image.")
+    _json(p)
+
+    p = _command(commands, "rollback", rollback)
+    p.add_argument("image", metavar="IMAGE", help="The image to roll back.")
+    p.add_argument("--env", metavar="NAME", required=True, help="The environment it runs in.")
+    _registry_options(p)
+    _json(p)
+
     p = _command(commands, "verify", verify)
     p.add_argument("--remote", action="store_true", help="Also check every recorded push against its registry (drift).")
     _registry_options(p)
@@ -552,8 +624,12 @@ def build_parser() -> _Parser:
     )
     p.add_argument("--remote", action="store_true", help="Resolve tag-only references through their registries.")
     p.add_argument(
-        "--fail-on", metavar="STATUSES", default="unknown,latest,mismatch", help="Statuses that make the exit status 1."
+        "--fail-on",
+        metavar="STATUSES",
+        default="unknown,latest,mismatch,invalid",  # commands/audit.py's DEFAULT_FAIL_ON
+        help="Statuses that make the exit status 1.",
     )
+    p.add_argument("--env", metavar="NAME", help="Record what runs as seen in this environment (ledger facts).")
     _registry_options(p)
     _json(p)
 

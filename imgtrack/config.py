@@ -71,6 +71,12 @@ latest = false
 # repositories = ["registry.example.com/team/api"]
 [images]
 
+# Where builds are rolled out (imgtrack deploy, status, rollback; audit --env), and the repositories
+# each pulls from.
+# [environments.prod]
+# repositories = ["registry.example.com/prod/api"]
+[environments]
+
 # Registries that speak plain HTTP (loopback hosts always may).
 # [registries."registry.internal:5000"]
 # insecure = true
@@ -92,6 +98,14 @@ class RegistryConfig:
 
 
 @dataclass(frozen=True)
+class EnvironmentConfig:
+    """Where builds are rolled out (`[environments.prod]`): a name, and the repositories it pulls from."""
+
+    name: str
+    repositories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     """The parsed configuration of one project."""
 
@@ -99,6 +113,18 @@ class Config:
     rules: TagRules = field(default_factory=TagRules)
     images: dict[str, ImageConfig] = field(default_factory=dict)
     registries: dict[str, RegistryConfig] = field(default_factory=dict)
+    environments: dict[str, EnvironmentConfig] = field(default_factory=dict)
+
+    def environment(self, name: str, config_path: Path) -> EnvironmentConfig:
+        """The configured environment `name`, or a ConfigError saying how to add it."""
+        found = self.environments.get(name)
+        if found is None:
+            known = ", ".join(sorted(self.environments)) or "none yet"
+            raise ConfigError(
+                f"environment {name[:80]!r} is not configured in {config_path} (configured: {known}); add an "
+                f"[environments.NAME] table there"
+            )
+        return found
 
     def image(self, name: str, config_path: Path) -> ImageConfig:
         """The configured image `name`, or a ConfigError saying how to add it."""
@@ -149,9 +175,9 @@ def load_config(work_tree: Path) -> Config:
     return parse_config(data, path)
 
 
-_TOP_KEYS = ("schema", "versions", "tags", "images", "registries")
+_TOP_KEYS = ("schema", "versions", "tags", "images", "registries", "environments")
 _TABLE_KEYS = {"versions": ("tag_prefix",), "tags": ("templates", "immutable", "floating", "latest")}
-_PER_ENTRY_KEYS = {"images": ("repositories", "paths"), "registries": ("insecure",)}
+_PER_ENTRY_KEYS = {"images": ("repositories", "paths"), "registries": ("insecure",), "environments": ("repositories",)}
 _PREFIX_RE = re.compile(r"[A-Za-z0-9._/-]{0,64}", re.ASCII)
 
 
@@ -252,4 +278,20 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
         if not isinstance(table, dict) or not isinstance(table.get("insecure", False), bool):
             raise ConfigError(f"{path}: [registries.{host!r}] must be a table with insecure = true|false")
         registries[host] = RegistryConfig(host=host, insecure=bool(table.get("insecure", False)))
-    return Config(tag_prefix=prefix, rules=rules, images=images, registries=registries)
+    environments: dict[str, EnvironmentConfig] = {}
+    for name, table in _table(data, "environments", path).items():
+        if not IMAGE_NAME_RE.fullmatch(name):
+            raise ConfigError(
+                f"{path}: environment name {name[:80]!r} must be lowercase letters, digits, '.', '_' or '-' (64 at "
+                "most); rename it"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [environments.{name}] must be a table; fix that entry")
+        repos = _strings(table.get("repositories", []), f"environments.{name}.repositories", path)
+        for repo in repos:
+            try:
+                parse_repository(repo, f"environments.{name}.repositories:")
+            except InvalidReference as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+        environments[name] = EnvironmentConfig(name=name, repositories=repos)
+    return Config(tag_prefix=prefix, rules=rules, images=images, registries=registries, environments=environments)

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from imgtrack.commands.audit import AuditRow
+    from imgtrack.commands.deploy import DeployResult
     from imgtrack.commands.diff import DiffResult
     from imgtrack.commands.export import Allowlist
     from imgtrack.commands.hooks import HookStatus
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from imgtrack.commands.push import PushOutcome
     from imgtrack.commands.record import RecordResult
     from imgtrack.commands.resolve import Resolved
+    from imgtrack.commands.rollback import RollbackResult
+    from imgtrack.commands.status import ImageStatus
     from imgtrack.commands.verify import VerifyReport
     from imgtrack.ledger.migrate import MigrateResult
     from imgtrack.ledger.schema import Build
@@ -84,9 +87,14 @@ def record_details(record: Build) -> str:
             f"{'promoted' if p.promoted else 'pushed':<12} {iso(p.pushed_at)} {p.repository} "
             f"({' '.join(p.tags) or 'by digest'}){by}"
         )
+    env_words = {"deploy": "deployed", "seen": "seen", "bad": "marked bad"}
     for fact in record.ordered_facts():
+        by = f" by {fact.by}" if fact.by else ""
         if fact.kind == "tag":
-            lines.append(f"tagged       {iso(fact.at)} {fact.tag}{f' by {fact.by}' if fact.by else ''}")
+            lines.append(f"tagged       {iso(fact.at)} {fact.tag}{by}")
+        elif fact.kind in env_words:
+            where = f" from {fact.repository}" if fact.repository else ""
+            lines.append(f"{env_words[fact.kind]:<12} {iso(fact.at)} {fact.env}{where}{by}")
     return "\n".join(lines)
 
 
@@ -421,3 +429,74 @@ def diffed(result: DiffResult, as_json: bool) -> None:
 
 def _config_value(value: Any) -> str:
     return "-" if value is None else json.dumps(value, sort_keys=True)[:200]
+
+
+def deployed(result: DeployResult, as_json: bool) -> None:
+    b, fact = result.build, result.fact
+    if as_json:
+        emit_json({**b.to_json(), "deployed": fact.to_json()})
+        return
+    what = "marked bad in" if fact.kind == "bad" else "deployed to"
+    where = f" from {fact.repository}" if fact.repository else ""
+    emit(f"{b.image} {b.version} ({short_digest(b.digest)}) {what} {fact.env}{where}")
+
+
+def statused(images: list[ImageStatus], as_json: bool) -> None:
+    if as_json:
+        emit_json(
+            [
+                {
+                    "image": s.image,
+                    "newest_release": s.newest.version if s.newest else None,
+                    "environments": [
+                        {
+                            "env": r.env,
+                            "version": r.build.version,
+                            "digest": r.build.digest,
+                            "commit": r.build.commit,
+                            "since": iso(r.since),
+                            "how": r.how,
+                            "commits_behind": r.behind,
+                        }
+                        for r in s.running
+                    ],
+                }
+                for s in images
+            ]
+        )
+        return
+    lines = []
+    now = datetime.now(UTC)
+    for s in images:
+        lines.append(f"{s.image}  newest release {s.newest.version if s.newest else '-'}")
+        for r in s.running:
+            age = now - r.since
+            days = f"{age.days} d" if age.days else f"{age.seconds // 3600} h"
+            behind = "-" if r.behind is None else ("current" if r.behind == 0 else f"{r.behind} commits behind")
+            lines.append(
+                f"  {r.env:<12} {r.build.version:<24} {r.build.commit[:7]}  since {iso(r.since)} "
+                f"({days}, {r.how})  {behind}"
+            )
+        if not s.running:
+            lines.append("  (no deployments or audits recorded)")
+    emit("\n".join(lines))
+
+
+def rolled_back(result: RollbackResult, as_json: bool) -> None:
+    if as_json:
+        emit_json(
+            {
+                "reference": result.pinned,
+                "version": result.target.version,
+                "from": result.current.version,
+                "checked": result.checked,
+                "unchecked": result.unchecked or None,
+                "skipped": [{"version": b.version, "digest": b.digest, "why": why} for b, why in result.skipped],
+            }
+        )
+        return
+    emit(result.pinned)
+    for build, why in result.skipped:
+        error(f"skipped {build.version}: {why}")
+    if result.unchecked:
+        error(f"not checked: {result.unchecked}")

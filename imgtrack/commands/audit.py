@@ -132,3 +132,18 @@ def _mismatch(index: LedgerIndex, record: Build, tag: str) -> str | None:
     if is_version(version) and version != record.version:
         return f"tag {tag} reads as {version}, but {record.version} runs"
     return None
+
+
+def record_sightings(project: Project, rows: list[AuditRow], env: str) -> int:
+    """`audit --env`: each recorded build seen running becomes a `seen` fact of that environment (one per
+    build per audit, however many containers run it); the number written."""
+    from imgtrack.ledger.schema import Fact, now
+
+    project.config.environment(env, project.config_path)
+    at, by = now(), project.repo.identity()
+    builds = {row.record.digest: row.record for row in rows if row.record is not None}
+    with project.ledger.locked():
+        return sum(
+            project.ledger.add_fact_locked(Fact(kind="seen", image=b.image, record=b.digest, at=at, by=by, env=env))
+            for b in builds.values()
+        )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from imgtrack.config import CONFIG_DIR
 from imgtrack.errors import GitStateError, LedgerError, PolicyViolation, RegistryError
 from imgtrack.ledger.migrate import MigrateResult, migrate
-from imgtrack.ledger.schema import parse_fact, parse_record
+from imgtrack.ledger.schema import ENV_KINDS, parse_fact, parse_record
 from imgtrack.ledger.store import classify
 from imgtrack.project import Project
 
@@ -61,6 +61,8 @@ def describe_changes(project: Project, changes: list[tuple[str, str]]) -> list[s
         name = f"{fact.image} {build.version if build else fact.record[:19] + '…'}"
         if fact.kind == "tag":
             lines.append(f"tag {name} {fact.tag}")
+        elif fact.kind in ENV_KINDS:
+            lines.append(f"{fact.kind} {name} in {fact.env}")
         else:
             lines.append(f"{fact.kind} {name} to {fact.repository}")
     return lines

@@ -6,13 +6,14 @@ import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import semver
 
 from imgtrack.errors import InvalidReference, LedgerError
 from imgtrack.ledger.index import GitView, LedgerIndex, read_files
-from imgtrack.ledger.schema import Build, Fact, Record
+from imgtrack.ledger.schema import ENV_KINDS, Build, Fact, Record
 from imgtrack.ledger.store import Store, record_rel
 from imgtrack.oci.digest import DIGEST_PREFIX_RE, is_digest
 from imgtrack.versions import VersionRange, is_version, semver_of
@@ -121,6 +122,16 @@ class Ledger:
             parsed: dict[str, Record | Fact] = {**dict(loaded.records), **dict(loaded.facts)}
             idx.sync(parsed, loaded.broken)
 
+    def environment_events(self, image: str) -> list[tuple[Fact, Build]]:
+        """Every deploy, sighting and bad mark of `image`'s builds, oldest first, with its build."""
+        events = [
+            (fact, build)
+            for build in (self.read(p) for p in self.index().paths_with_facts(image, ENV_KINDS))
+            for fact in build.facts
+            if fact.kind in ENV_KINDS
+        ]
+        return sorted(events, key=lambda e: (e[0].at, e[0].kind, e[1].digest))
+
     def require_image(self, image: str) -> None:
         """Refuse an image the ledger holds no record of, saying where to look."""
         if image not in self.index().images():
@@ -227,3 +238,18 @@ class Ledger:
                 "facts <image>/<xx>/<digest>/<kind>-<id>.toml); move or remove it"
             )
         return LoadedLedger(records, facts, errors, broken)
+
+
+def current_runs(events: list[tuple[Fact, Build]]) -> dict[str, tuple[Build, datetime, str]]:
+    """Per environment: the build that runs there now (the latest deploy or sighting), since when (the
+    start of its current run, not an earlier one) and how it was learnt."""
+    current: dict[str, tuple[Build, datetime, str]] = {}
+    for fact, build in events:
+        if fact.kind == "bad":
+            continue
+        held = current.get(fact.env)
+        if held is None or held[0].digest != build.digest:
+            current[fact.env] = (build, fact.at, fact.kind)
+        elif fact.kind == "deploy" and held[2] == "seen":
+            current[fact.env] = (build, held[1], "deploy")
+    return current

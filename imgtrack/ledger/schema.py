@@ -31,7 +31,8 @@ SCHEMA = 2
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 # A record or fact file larger than this is refused before it is parsed (a record is ~1 KiB).
 MAX_FILE_BYTES = 1024 * 1024
-FACT_KINDS = ("push", "promote", "tag")
+FACT_KINDS = ("push", "promote", "tag", "deploy", "seen", "bad")
+ENV_KINDS = ("deploy", "seen", "bad")  # facts about an environment (docs/release.md)
 FACT_NAME_RE = re.compile(r"(?P<kind>[a-z]+)-(?P<id>[0-9a-f]{16})\.toml")
 FACT_ID_LEN = 16
 
@@ -91,7 +92,10 @@ class Fact:
     """Something learnt about a recorded build after it was recorded.
 
     kind "push" or "promote": every blob, manifest and tag landed in `repository` (tags `tags`);
-    kind "tag": the build was given `tag` after it was recorded.
+    kind "tag": the build was given `tag` after it was recorded;
+    kind "deploy": the build was rolled out to environment `env` (from `repository`, when known);
+    kind "seen": `audit --env` saw the build running in `env`;
+    kind "bad": the build was marked bad in `env` (a rollback never goes back to it).
     """
 
     kind: str
@@ -102,11 +106,14 @@ class Fact:
     repository: str = ""
     tags: tuple[str, ...] = ()
     tag: str = ""
+    env: str = ""
 
     def identity(self) -> tuple[str, ...]:
         """What makes two facts the same one: written again, it adds nothing (who and when aside)."""
         if self.kind == "tag":
             return (self.kind, self.tag)
+        if self.kind in ENV_KINDS:  # events: a redeploy after a rollback is a rollout of its own
+            return (self.kind, self.env, self.repository, self.at.isoformat())
         # A promotion is a push made from a registry: the same landing either way.
         return ("push", self.repository, *self.tags)
 
@@ -122,6 +129,10 @@ class Fact:
             data["by"] = self.by
         if self.kind == "tag":
             data["tag"] = self.tag
+        elif self.kind in ENV_KINDS:
+            data["env"] = self.env
+            if self.repository:
+                data["repository"] = self.repository
         else:
             data["repository"] = self.repository
             data["tags"] = list(self.tags)
@@ -440,4 +451,10 @@ def parse_fact(data: bytes, path: Path | str) -> Fact:
     }
     if kind == "tag":
         return Fact(**common, tag=f.get("tag", str))
+    if kind in ENV_KINDS:
+        from imgtrack.config import IMAGE_NAME_RE
+
+        return Fact(
+            **common, env=f.get("env", str, IMAGE_NAME_RE.fullmatch), repository=f.get("repository", str, default="")
+        )
     return Fact(**common, repository=f.get("repository", str), tags=f.strings("tags"))

@@ -70,17 +70,17 @@ def test_a_fact_of_a_kind_a_newer_imgtrack_wrote_is_passed_by_and_reported_by_ve
     git(project, "tag", "v1.0.0")
     rec = run(["record", str(path), "--image", "api", "--json"], project).json()
     data = (
-        f'schema = 2\nkind = "deploy"\nimage = "api"\nrecord = "{digest}"\nat = 2026-05-01 00:00:00+00:00\n'
+        f'schema = 2\nkind = "vouch"\nimage = "api"\nrecord = "{digest}"\nat = 2026-05-01 00:00:00+00:00\n'
         'environment = "prod"\n'
     ).encode()
     folder = project / ".imgtrack" / "ledger" / "api" / digest[7:9] / digest.replace(":", "-")
     folder.mkdir(parents=True)
-    (folder / f"deploy-{hashlib.sha256(data).hexdigest()[:16]}.toml").write_bytes(data)
+    (folder / f"vouch-{hashlib.sha256(data).hexdigest()[:16]}.toml").write_bytes(data)
     assert show(project, "api@1.0.0")["digest"] == rec["digest"]
     other, _ = layouts()
     assert run(["record", str(other), "--image", "api", "--version", "1.0.0+build.2"], project).code == 0
     result = run(["verify"], project)
-    assert result.code == 1 and "'deploy'" in result.out and "newer imgtrack" in result.out, result.out
+    assert result.code == 1 and "'vouch'" in result.out and "newer imgtrack" in result.out, result.out
 
 
 def test_verify_reads_every_fact_and_names_what_is_wrong(project: Path, layouts: LayoutFactory, tmp_path: Path) -> None:

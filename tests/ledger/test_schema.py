@@ -89,7 +89,7 @@ def test_round_trip_and_placement_checks() -> None:
         (b"schema = 1\nimage = 'api'\n", "ledger migrate"),
         (b"schema = 3\n", "upgrade imgtrack"),
         (b"\xff\xfe", "not UTF-8"),
-        (b"schema = 2\nkind = 'deploy'\n", "does not know"),
+        (b"schema = 2\nkind = 'vouch'\n", "does not know"),
         (b"[" * 5000, "not valid TOML"),
     ],
 )

@@ -31,7 +31,11 @@ HIGHER = (
     "imgtrack.output",
     "imgtrack.project",
 )
-COMMAND_EDGES_ALLOWED = {("imgtrack.commands.push", "imgtrack.commands.record")}
+# push records its source first; deploy --to promotes the build first.
+COMMAND_EDGES_ALLOWED = {
+    ("imgtrack.commands.push", "imgtrack.commands.record"),
+    ("imgtrack.commands.deploy", "imgtrack.commands.push"),
+}
 
 
 def _modules() -> dict[str, Path]:

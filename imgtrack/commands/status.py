@@ -1,0 +1,48 @@
+"""`imgtrack status [IMAGE]`: for each image its newest release and, per environment, what runs there
+(version, commit, since when, commits behind the newest release), from the ledger's deploy and audit
+facts: offline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from imgtrack.ledger.ledger import Ledger, current_runs
+from imgtrack.ledger.schema import Build
+from imgtrack.project import Project
+
+
+@dataclass(frozen=True)
+class Running:
+    env: str
+    build: Build
+    since: datetime  # the first deploy or sighting of this build in the run that is still current
+    how: str  # "deploy" or "seen"
+    behind: int | None  # commits behind the newest release; None when there is none, or no history
+
+
+@dataclass(frozen=True)
+class ImageStatus:
+    image: str
+    newest: Build | None  # the highest release recorded
+    running: list[Running]
+
+
+def image_status(project: Project, image: str) -> ImageStatus:
+    ledger: Ledger = project.ledger
+    newest_version = ledger.index().highest_release(image)
+    newest = ledger.find_one(f"{image}@{newest_version}") if newest_version else None
+    running = []
+    for env, (build, since, how) in sorted(current_runs(ledger.environment_events(image)).items()):
+        behind = None
+        if newest is not None and project.repo.is_ancestor(build.commit, newest.commit):
+            behind = len(project.repo.log_between(build.commit, newest.commit))
+        running.append(Running(env, build, since, how, behind))
+    return ImageStatus(image, newest, running)
+
+
+def status(project: Project, image: str | None = None) -> list[ImageStatus]:
+    if image is not None:
+        project.ledger.require_image(image)
+    images = [image] if image is not None else project.ledger.index().images()
+    return [image_status(project, name) for name in images]

@@ -168,6 +168,19 @@ def rollback(a: Args) -> int:
     return 0
 
 
+def pin(a: Args) -> int:
+    """Rewrite image references in deployment files (Kubernetes workloads, compose) to digests from the
+    ledger, with a comment naming version and commit; --check changes nothing and fails on tags, unknown
+    digests and builds behind the chosen one."""
+    from imgtrack import output
+    from imgtrack.commands.pin import pin_files
+    from imgtrack.project import Project
+
+    report = pin_files(Project.open(), list(a.files), a.to, a.env, a.check)
+    output.pinned(report, a.check, a.json)
+    return 1 if a.check and report.failing else 0
+
+
 def verify(a: Args) -> int:
     """Check the whole ledger: schema, commits, versions against git tags, tag policy; --remote: registries."""
     from imgtrack import output
@@ -453,6 +466,8 @@ EXAMPLES: dict[str, str] = {
     "status": "imgtrack status                    # every image: newest release, and what runs where\n"
     "imgtrack status api --json",
     "rollback": "imgtrack rollback api --env prod   # the release that ran before, pinned by digest",
+    "pin": "imgtrack pin k8s/deployment.yaml --to 'api@^1.5'     # repo:tag -> repo@sha256:… with a comment\n"
+    "imgtrack pin k8s/*.yaml --env prod --check          # CI: exit 1 on a tag or a build behind prod",
     "verify": "imgtrack verify                    # the whole ledger, for CI\n"
     "imgtrack verify --remote           # and every recorded push, against the registries",
     "push": "imgtrack push build/oci --image api --to registry.example.com/team/api\n"
@@ -592,6 +607,14 @@ def build_parser() -> _Parser:
     p.add_argument("image", metavar="IMAGE", help="The image to roll back.")
     p.add_argument("--env", metavar="NAME", required=True, help="The environment it runs in.")
     _registry_options(p)
+    _json(p)
+
+    p = _command(commands, "pin", pin)
+    p.add_argument("files", metavar="FILE", nargs="+", type=Path, help="Kubernetes YAML or compose files.")
+    choice = p.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--to", metavar="IMAGE@RANGE", help="Pin to the highest recorded version in the range.")
+    choice.add_argument("--env", metavar="NAME", help="Pin to what that environment runs.")
+    p.add_argument("--check", action="store_true", help="Change nothing; exit 1 listing what is not pinned.")
     _json(p)
 
     p = _command(commands, "verify", verify)

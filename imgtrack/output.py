@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from imgtrack.commands.hooks import HookStatus
     from imgtrack.commands.init import InitResult
     from imgtrack.commands.ledger import CommitResult
+    from imgtrack.commands.pin import PinReport
     from imgtrack.commands.pull import PullResult
     from imgtrack.commands.push import PushOutcome
     from imgtrack.commands.record import RecordResult
@@ -500,3 +501,43 @@ def rolled_back(result: RollbackResult, as_json: bool) -> None:
         error(f"skipped {build.version}: {why}")
     if result.unchecked:
         error(f"not checked: {result.unchecked}")
+
+
+def pinned(report: PinReport, check: bool, as_json: bool) -> None:
+    if as_json:
+        emit_json(
+            {
+                "references": [
+                    {
+                        "file": c.file,
+                        "line": c.line,
+                        "reference": c.old,
+                        "pinned": c.new,
+                        "status": c.status,
+                        "version": c.build.version if c.build else None,
+                    }
+                    for c in report.changes
+                ],
+                "written": report.written,
+                "skipped": [{"file": f, "why": why} for f, why in report.skipped],
+            }
+        )
+        return
+    words = {
+        "tag": "a tag, not a digest",
+        "behind": "another build than the chosen one",
+        "unknown": "a digest the ledger does not record",
+        "current": "pinned",
+        "other": "not a configured image",
+    }
+    for c in report.changes:
+        if check and c.fails_check:
+            emit(f"{c.file}:{c.line}: {c.old} is {words[c.status]}; would be {c.new}")
+        elif not check and c.status in ("tag", "behind"):
+            emit(f"{c.file}:{c.line}: {c.old} -> {c.new}")
+        elif not check and c.status == "unknown":
+            error(f"{c.file}:{c.line}: {c.old} is {words[c.status]}; left as it is")
+    for file, why in report.skipped:
+        error(f"{file}: left alone: {why}")
+    if check:
+        error(f"pin --check: {len(report.failing)} of {len(report.changes)} references not pinned")

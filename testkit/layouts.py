@@ -30,8 +30,13 @@ def layer_bytes(seed: int, size: int = 2048) -> bytes:
 
 
 def _manifest(
-    writer: LayoutWriter, platform: str, seed: int, layers: int, layer_size: int,
-    base: int = 0, config_extra: dict[str, object] | None = None,
+    writer: LayoutWriter,
+    platform: str,
+    seed: int,
+    layers: int,
+    layer_size: int,
+    base: int = 0,
+    config_extra: dict[str, object] | None = None,
 ) -> Descriptor:
     os_, arch, *variant = platform.split("/")
     layer_descs = []

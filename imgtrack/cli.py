@@ -747,4 +747,4 @@ def main(argv: list[str] | None = None) -> None:
         sys.modules.setdefault(unused, None)  # type: ignore[arg-type]
     from imgtrack.exits import run_main
 
-    run_main(_dispatch, list(sys.argv[1:] if argv is None else argv))
+    sys.exit(run_main(_dispatch, list(sys.argv[1:] if argv is None else argv)))

@@ -21,7 +21,7 @@ def main() -> None:
         problems = pre_push_problems(Path.cwd(), args[0] if args else "", sys.stdin, dict(os.environ))
         return output.push_refusal(problems) if problems else 0
 
-    run_main(call, sys.argv[1:])
+    sys.exit(run_main(call, sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -192,6 +192,17 @@ def _known_keys(table: dict[str, Any], known: tuple[str, ...], where: str, path:
             raise ConfigError(f"{path}: unknown key {where}{key}; {hint} (remove or rename it)")
 
 
+def _repositories(table: dict[str, Any], where: str, path: Path) -> tuple[str, ...]:
+    """A table's `repositories`: each a repository reference, without tag or digest."""
+    repos = _strings(table.get("repositories", []), where, path)
+    for repo in repos:
+        try:
+            parse_repository(repo, f"{where}:")
+        except InvalidReference as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    return repos
+
+
 def _strings(value: Any, where: str, path: Path) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{path}: {where} must be a list of strings; fix that entry")
@@ -250,12 +261,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
             )
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [images.{name}] must be a table; fix that entry")
-        repos = _strings(table.get("repositories", []), f"images.{name}.repositories", path)
-        for repo in repos:
-            try:
-                parse_repository(repo, f"images.{name}.repositories:")
-            except InvalidReference as exc:
-                raise ConfigError(f"{path}: {exc}") from None
+        repos = _repositories(table, f"images.{name}.repositories", path)
         paths = _strings(table.get("paths", []), f"images.{name}.paths", path)
         for source in paths:
             if (
@@ -287,11 +293,6 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
             )
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [environments.{name}] must be a table; fix that entry")
-        repos = _strings(table.get("repositories", []), f"environments.{name}.repositories", path)
-        for repo in repos:
-            try:
-                parse_repository(repo, f"environments.{name}.repositories:")
-            except InvalidReference as exc:
-                raise ConfigError(f"{path}: {exc}") from None
+        repos = _repositories(table, f"environments.{name}.repositories", path)
         environments[name] = EnvironmentConfig(name=name, repositories=repos)
     return Config(tag_prefix=prefix, rules=rules, images=images, registries=registries, environments=environments)

@@ -5,19 +5,18 @@ internal error. Both entry points, the command line (`cli.main`) and the install
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from typing import NoReturn
 
 from imgtrack.errors import ImgtrackError
 from imgtrack.output import error
 
 
-def run_main(call: Callable[[list[str]], int | None], argv: list[str]) -> NoReturn:
-    """Strip `--debug` from `argv`, run `call` on the rest, and exit with the status its outcome maps to."""
+def run_main(call: Callable[[list[str]], int | None], argv: list[str]) -> int:
+    """Strip `--debug` from `argv`, run `call` on the rest, and return the status its outcome maps to
+    (the entry points exit with it)."""
     debug = "--debug" in argv
     args = [a for a in argv if a != "--debug"]
-    sys.exit(run_guarded(lambda: call(args), debug))
+    return run_guarded(lambda: call(args), debug)
 
 
 def run_guarded(call: Callable[[], int | None], debug: bool) -> int:

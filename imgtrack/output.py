@@ -515,6 +515,7 @@ def pinned(report: PinReport, check: bool, as_json: bool) -> None:
                         "pinned": c.new,
                         "status": c.status,
                         "version": c.build.version if c.build else None,
+                        "left_alone": c.left_alone,
                     }
                     for c in report.changes
                 ],
@@ -533,6 +534,8 @@ def pinned(report: PinReport, check: bool, as_json: bool) -> None:
     for c in report.changes:
         if check and c.fails_check:
             emit(f"{c.file}:{c.line}: {c.old} is {words[c.status]}; would be {c.new}")
+        elif not check and c.left_alone:
+            error(f"{c.file}:{c.line}: left alone: {c.left_alone}")
         elif not check and c.status in ("tag", "behind"):
             emit(f"{c.file}:{c.line}: {c.old} -> {c.new}")
         elif not check and c.status == "unknown":

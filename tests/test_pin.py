@@ -74,3 +74,51 @@ def test_pin_refuses_bad_input_and_writes_nothing(project: Path, layouts: Layout
     assert none.code == 1 and "no recorded version of api satisfies" in none.err
     assert run(["pin", str(work / "deployment.yaml"), "--env", "moon"], project).code == 2
     assert run(["pin", str(work / "missing.yaml"), "--to", "api@^1.5"], project).code == 2
+
+
+def test_pin_kustomization_and_helm_values(project: Path, layouts: LayoutFactory, tmp_path: Path) -> None:
+    """kustomization `images:` get a `digest` (newTag goes: kustomize would render tag@digest), Helm
+    `image:` blocks get `digest` beside their tag; a `{...}` entry and other repositories stay as they are."""
+    rec, work = _setup(project, layouts, tmp_path)
+    files = [str(work / n) for n in ("kustomization.yaml", "values.yaml")]
+    check = run(["pin", *files, "--to", "api@^1.5", "--check", "--json"], project)
+    assert check.code == 1
+    refs = check.json()["references"]  # type: ignore[index]
+    assert [(r["line"], r["status"]) for r in refs if r["status"] != "other"] == [
+        (7, "tag"),
+        (9, "tag"),
+        (13, "tag"),
+        (16, "tag"),
+        (5, "tag"),
+        (13, "tag"),
+    ]
+    result = run(["pin", *files, "--to", "api@^1.5"], project)
+    assert result.code == 0, result.err
+    assert "kustomization.yaml:16: left alone: the image is a {...} mapping" in result.err
+    for name in ("kustomization.yaml", "values.yaml"):
+        assert (work / name).read_text() == _expected(name, rec), name
+    assert run(["pin", *files, "--to", "api@^1.5", "--json"], project).json()["written"] == []  # type: ignore[index]
+    check = run(["pin", str(work / "values.yaml"), "--to", "api@^1.5", "--check"], project)
+    assert check.code == 0, check.out
+
+
+def test_pin_into_a_read_only_folder_changes_no_file(project: Path, layouts: LayoutFactory, tmp_path: Path) -> None:
+    """One file pin cannot replace (its folder is a read-only mount): exit 74, one line, and the other
+    file, which could be written, is not touched either."""
+    import subprocess
+
+    _, work = _setup(project, layouts, tmp_path)
+    frozen = tmp_path / "frozen"
+    frozen.mkdir()
+    shutil.copy(work / "compose.yaml", frozen / "compose.yaml")
+    subprocess.run(["mount", "--bind", str(frozen), str(frozen)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(frozen)], check=True)
+        before = (work / "deployment.yaml").read_text()
+        bad = run(["pin", str(work / "deployment.yaml"), str(frozen / "compose.yaml"), "--to", "api@^1.5"], project)
+        assert bad.code == 74, bad.err
+        assert "compose.yaml cannot be replaced" in bad.err and len(bad.err.strip().splitlines()) == 1
+        assert (work / "deployment.yaml").read_text() == before
+        assert (frozen / "compose.yaml").read_text() == (FIXTURES / "compose.yaml").read_text()
+    finally:
+        subprocess.run(["umount", str(frozen)], check=True)

@@ -1,7 +1,8 @@
 """`imgtrack pin FILE…`: rewrite the image references of deployment files to digests from the ledger.
 
 Kubernetes workloads (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob; containers
-and init containers; multi-document files) and compose files (`services.*.image`). A reference whose
+and init containers; multi-document files), kustomization `images:`, Helm values `image:` blocks and
+compose files (`services.*.image`) (docs/release.md). A reference whose
 repository is a configured image's becomes `repository@sha256:…` of the chosen build, with a comment
 naming its version and commit. The YAML is parsed to find each reference, and only its characters and
 its line's end are replaced: comments, key order, quoting and indentation elsewhere stay byte for byte.
@@ -9,11 +10,11 @@ its line's end are replaced: comments, key order, quoting and indentation elsewh
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from imgtrack.errors import ImgtrackError, UsageError
+from imgtrack.errors import ImgtrackError, LocalIOError, UsageError
 from imgtrack.fsutil import write_atomic
 from imgtrack.ledger.ledger import current_runs
 from imgtrack.ledger.schema import Build
@@ -38,6 +39,7 @@ class Change:
     # configured image has: left alone)
     status: str
     build: Build | None = None
+    left_alone: str | None = None  # why pin cannot rewrite it, though it is a configured image's
 
     @property
     def fails_check(self) -> bool:
@@ -64,20 +66,27 @@ def pin_files(project: Project, files: list[Path], to: str | None, env: str | No
     }
     report = PinReport()
     texts = {path: _read(path) for path in files}  # all read and parsed before any is written
-    edits: dict[Path, list[tuple[int, int, str, int, str]]] = {}
+    edits: dict[Path, list[Edit]] = {}
     for path, text in texts.items():
         try:
-            scalars = _image_scalars(text, str(path))
+            sites = _sites(text, str(path))
         except _NotDeployment as exc:
             report.skipped.append((str(path), str(exc)))
             continue
-        for start, end, value, line_end in scalars:
-            change = _judge(project, str(path), text, start, value, by_repository, chosen)
-            report.changes.append(change)
+        for site in sites:
+            change = _judge(project, str(path), site.line, site.ref, by_repository, chosen)
             if change.build is not None and change.status != "unknown":
-                quote = text[start] if text[start] in "'\"" else ""
-                note = f"{change.build.image} {change.build.version} {change.build.commit[:7]}"
-                edits.setdefault(path, []).append((start, end, f"{quote}{change.new}{quote}", line_end, note))
+                try:
+                    edits.setdefault(path, []).extend(_edits(text, site, change))
+                except _NotDeployment as exc:
+                    change = replace(change, left_alone=str(exc))
+            report.changes.append(change)
+    unwritable = [p for p in edits if not _writable(p)]
+    if unwritable and not check:
+        raise LocalIOError(
+            f"{unwritable[0]} cannot be replaced (its folder is not writable); nothing was changed. "
+            "Check its permissions or the mount, then run pin again"
+        )
     if not check:
         for path, spans in edits.items():
             new_text = _apply(texts[path], spans)
@@ -125,11 +134,27 @@ def _read(path: Path) -> str:
 
 
 class _NotDeployment(Exception):
-    """A file holding no workload or compose service: left alone, and said so."""
+    """A file holding no workload, kustomization, Helm image or compose service: left alone, and said so."""
 
 
-def _image_scalars(text: str, name: str) -> list[tuple[int, int, str, int]]:
-    """(start, end, value, end of its line) of every image reference in a workload or compose file."""
+@dataclass(frozen=True)
+class _Site:
+    """One image reference in a file. `node` is the scalar holding it (a workload or compose `image:`),
+    or the mapping whose fields make it up (a kustomization `images:` entry, a Helm `image:` block);
+    `tag_key` is that mapping's tag field, which a kustomization loses beside the digest."""
+
+    line: int
+    ref: str  # the reference a runtime would pull
+    node: Any
+    tag_key: str | None = None
+    drop_tag: bool = False
+
+
+Edit = tuple[int, int, str, int, str]  # start, end, replacement, end of the line for our comment (-1: none), note
+
+
+def _sites(text: str, name: str) -> list[_Site]:
+    """Every image reference of the workloads, kustomizations, Helm values and compose files in `text`."""
     import yaml
 
     try:
@@ -140,7 +165,7 @@ def _image_scalars(text: str, name: str) -> list[tuple[int, int, str, int]]:
         raise UsageError(f"{where}: not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
     except RecursionError:
         raise UsageError(f"{name} is nested too deeply to be a deployment file") from None
-    found: list[Any] = []
+    found: list[_Site] = []
     kinds = []
     for doc in docs:
         if not isinstance(doc, yaml.MappingNode):
@@ -149,16 +174,85 @@ def _image_scalars(text: str, name: str) -> list[tuple[int, int, str, int]]:
         kind = top.get("kind")
         kinds.append(kind.value if isinstance(kind, yaml.ScalarNode) else None)
         if isinstance(kind, yaml.ScalarNode) and kind.value in (*_POD_KINDS, "CronJob"):
-            found += _from_workload(top, kind.value)
+            found += [_Site(n.start_mark.line + 1, n.value, n) for n in _from_workload(top, kind.value)]
+        elif isinstance(kind, yaml.ScalarNode) and kind.value == "Kustomization":
+            found += _from_kustomization(top)
         elif kind is None and isinstance(top.get("services"), yaml.MappingNode):
             for service in top["services"].value:
                 image = _mapping(service[1]).get("image") if isinstance(service[1], yaml.MappingNode) else None
                 if isinstance(image, yaml.ScalarNode):
-                    found.append(image)
+                    found.append(_Site(image.start_mark.line + 1, image.value, image))
+        elif kind is None and "apiVersion" not in top:
+            found += _from_helm_values(doc)
     if not found:
         seen = ", ".join(sorted({k for k in kinds if k})) or "no workload"
-        raise _NotDeployment(f"holds {seen}; pin reads Kubernetes workloads and compose files")
-    return [(n.start_mark.index, n.end_mark.index, n.value, _line_end(text, n.end_mark.index)) for n in found]
+        raise _NotDeployment(
+            f"holds {seen}; pin reads Kubernetes workloads, kustomizations, Helm values and compose files"
+        )
+    return found
+
+
+def _scalar(fields: dict[str, Any], key: str) -> str:
+    """The text of a scalar field, or "" when it is absent, empty, null or not a scalar."""
+    import yaml
+
+    node = fields.get(key)
+    if not isinstance(node, yaml.ScalarNode) or node.tag == "tag:yaml.org,2002:null":
+        return ""
+    return str(node.value)
+
+
+def _compose(repository: str, tag: str, digest: str) -> str:
+    return repository + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
+
+
+def _from_kustomization(top: dict[str, Any]) -> list[_Site]:
+    """`images:` entries: `name` (as the resources write it), `newName`, `newTag`, `digest`."""
+    import yaml
+
+    images = top.get("images")
+    if not isinstance(images, yaml.SequenceNode):
+        return []
+    sites = []
+    for entry in images.value:
+        if not isinstance(entry, yaml.MappingNode):
+            continue
+        fields = _mapping(entry)
+        repository = _scalar(fields, "newName") or _scalar(fields, "name")
+        if repository:
+            ref = _compose(repository, _scalar(fields, "newTag"), _scalar(fields, "digest"))
+            sites.append(_Site(entry.start_mark.line + 1, ref, entry, "newTag", drop_tag=True))
+    return sites
+
+
+def _from_helm_values(doc: Any) -> list[_Site]:
+    """Every `image:` block with a `repository` (and optionally `registry`, `tag`, `digest`), at any depth:
+    the keys most charts read. The tag stays beside the digest: charts differ in what they do with it."""
+    import yaml
+
+    sites = []
+    seen: set[int] = set()
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:  # an alias points back at its anchor
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack += node.value
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == "image" and isinstance(value, yaml.MappingNode):
+                    fields = _mapping(value)
+                    repository = _scalar(fields, "repository")
+                    if repository:
+                        registry = _scalar(fields, "registry")
+                        full = f"{registry}/{repository}" if registry else repository
+                        ref = _compose(full, _scalar(fields, "tag"), _scalar(fields, "digest"))
+                        sites.append(_Site(value.start_mark.line + 1, ref, value, "tag"))
+                        continue
+                stack.append(value)
+    return sorted(sites, key=lambda s: s.node.start_mark.index)
 
 
 def _mapping(node: Any) -> dict[str, Any]:
@@ -196,6 +290,62 @@ def _from_workload(top: dict[str, Any], kind: str) -> list[Any]:
     return images
 
 
+def _edits(text: str, site: _Site, change: Change) -> list[Edit]:
+    """The replacements that pin one site to `change.new`, with our comment on the line holding the digest.
+    Raises _NotDeployment for a mapping in flow style ({...}), which pin does not rewrite."""
+    import yaml
+
+    assert change.build is not None
+    note = f"{change.build.image} {change.build.version} {change.build.commit[:7]}"
+    node = site.node
+    if isinstance(node, yaml.ScalarNode):
+        quote = text[node.start_mark.index] if text[node.start_mark.index] in "'\"" else ""
+        start, end = node.start_mark.index, node.end_mark.index
+        return [(start, end, f"{quote}{change.new}{quote}", _line_end(text, end), note)]
+    if node.flow_style:
+        raise _NotDeployment("the image is a {...} mapping; write it in block style to pin it")
+    digest = change.build.digest
+    pairs = {k.value: (k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+    tag = pairs.get(site.tag_key) if site.tag_key else None
+    edits: list[Edit] = []
+    if "digest" in pairs and isinstance(pairs["digest"][1], yaml.ScalarNode):
+        value = pairs["digest"][1]
+        start, end = value.start_mark.index, value.end_mark.index
+        if start == end:  # `digest:` with nothing after it
+            edits.append((start, end, f" {digest}", _line_end(text, end), note))
+        else:
+            quote = text[start] if text[start] in "'\"" else ""
+            edits.append((start, end, f"{quote}{digest}{quote}", _line_end(text, end), note))
+        if site.drop_tag and tag is not None and _own_line(text, tag[0], tag[1]):
+            line_start = text.rfind("\n", 0, tag[0].start_mark.index) + 1
+            edits.append((line_start, _line_end(text, tag[1].end_mark.index) + 1, "", -1, ""))
+    elif site.drop_tag and tag is not None and isinstance(tag[1], yaml.ScalarNode):
+        start, end = tag[0].start_mark.index, tag[1].end_mark.index
+        edits.append((start, end, f"digest: {digest}", _line_end(text, end), note))
+    else:
+        indent = " " * node.value[0][0].start_mark.column
+        last = node.value[-1][1].end_mark.index
+        if last > 0 and text[last - 1] == "\n":  # the last value ends its line (a nested block)
+            edits.append((last, last, f"{indent}digest: {digest}  {COMMENT} {note}\n", -1, ""))
+        else:
+            at = _line_end(text, last)
+            edits.append((at, at, f"\n{indent}digest: {digest}  {COMMENT} {note}", -1, ""))
+    return edits
+
+
+def _own_line(text: str, key: Any, value: Any) -> bool:
+    """Whether a key and its value fill their line alone (so the line can go), not after a `- `."""
+    line_start = text.rfind("\n", 0, key.start_mark.index) + 1
+    return text[line_start : key.start_mark.index].strip() == "" and key.start_mark.line == value.end_mark.line
+
+
+def _writable(path: Path) -> bool:
+    """Whether `path` can be replaced: its folder takes a new file (write_atomic renames one over it)."""
+    import os
+
+    return os.access(path.parent, os.W_OK | os.X_OK)
+
+
 def _line_end(text: str, index: int) -> int:
     end = text.find("\n", index)
     return len(text) if end == -1 else end
@@ -204,13 +354,11 @@ def _line_end(text: str, index: int) -> int:
 def _judge(
     project: Project,
     file: str,
-    text: str,
-    start: int,
+    line: int,
     value: str,
     by_repository: dict[str, str],
     chosen: dict[str, Build],
 ) -> Change:
-    line = text.count("\n", 0, start) + 1
     try:
         ref = parse_reference(value)
     except ImgtrackError:
@@ -231,11 +379,14 @@ def _judge(
     return Change(file, line, value, new, status, build)
 
 
-def _apply(text: str, spans: list[tuple[int, int, str, int, str]]) -> str:
+def _apply(text: str, spans: list[Edit]) -> str:
     """The text with each reference replaced and its line's imgtrack comment set, from the end backwards
     so that earlier offsets stay true. A comment of the user's on that line stays, and gets no company."""
     out = text
     for start, end, replacement, line_end, note in sorted(spans, reverse=True):
+        if line_end < 0:
+            out = out[:start] + replacement + out[end:]
+            continue
         rest = out[end:line_end]
         ours = rest.find(COMMENT)
         if ours != -1:

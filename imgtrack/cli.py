@@ -148,6 +148,17 @@ def status(a: Args) -> None:
     from imgtrack.commands.status import status as run_status
     from imgtrack.project import Project
 
+    if a.html is not None:
+        from imgtrack.commands.status import timelines
+        from imgtrack.fsutil import check_output, write_atomic
+        from imgtrack.htmlpage import render
+
+        check_output(a.html, "--html")
+        project = Project.open()
+        page = render(timelines(project, run_status(project, a.image)), project.repo.work_tree.name)
+        write_atomic(a.html, page.encode("utf-8"))
+        output.error(f"wrote {a.html}")
+        return
     output.statused(run_status(Project.open(), a.image), a.json)
 
 
@@ -464,7 +475,8 @@ EXAMPLES: dict[str, str] = {
     "imgtrack deploy api@1.5.0 --env prod --to registry.example.com/prod/api   # promote, then record the rollout\n"
     "imgtrack deploy api@1.5.0 --env prod --bad     # a rollback never goes back to it",
     "status": "imgtrack status                    # every image: newest release, and what runs where\n"
-    "imgtrack status api --json",
+    "imgtrack status api --json\n"
+    "imgtrack status --html status.html   # one page: the table and a timeline per image",
     "rollback": "imgtrack rollback api --env prod   # the release that ran before, pinned by digest",
     "pin": "imgtrack pin k8s/deployment.yaml --to 'api@^1.5'     # repo:tag -> repo@sha256:… with a comment\n"
     "imgtrack pin k8s/*.yaml --env prod --check          # CI: exit 1 on a tag or a build behind prod",
@@ -601,6 +613,9 @@ def build_parser() -> _Parser:
 
     p = _command(commands, "status", status)
     p.add_argument("image", nargs="?", help="Only this image.")
+    p.add_argument(
+        "--html", metavar="FILE", type=Path, help="Write the status and a timeline per image as one HTML page."
+    )
     _json(p)
 
     p = _command(commands, "rollback", rollback)
@@ -610,7 +625,13 @@ def build_parser() -> _Parser:
     _json(p)
 
     p = _command(commands, "pin", pin)
-    p.add_argument("files", metavar="FILE", nargs="+", type=Path, help="Kubernetes YAML or compose files.")
+    p.add_argument(
+        "files",
+        metavar="FILE",
+        nargs="+",
+        type=Path,
+        help="Kubernetes YAML, kustomization, Helm values or compose files.",
+    )
     choice = p.add_mutually_exclusive_group(required=True)
     choice.add_argument("--to", metavar="IMAGE@RANGE", help="Pin to the highest recorded version in the range.")
     choice.add_argument("--env", metavar="NAME", help="Pin to what that environment runs.")

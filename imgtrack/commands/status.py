@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from imgtrack.ledger.ledger import Ledger, current_runs
-from imgtrack.ledger.schema import Build
+from imgtrack.ledger.schema import Build, Fact
 from imgtrack.project import Project
 
 
@@ -46,3 +46,27 @@ def status(project: Project, image: str | None = None) -> list[ImageStatus]:
         project.ledger.require_image(image)
     images = [image] if image is not None else project.ledger.index().images()
     return [image_status(project, name) for name in images]
+
+
+TIMELINE_RELEASES = 40  # the newest releases a page draws per image
+TIMELINE_EVENTS = 400  # the newest deploys, sightings and bad marks it draws per image
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """What `status --html` draws for one image: its newest releases and environment events, oldest first."""
+
+    status: ImageStatus
+    releases: list[Build]
+    events: list[tuple[Fact, Build]]
+
+
+def timelines(project: Project, statuses: list[ImageStatus]) -> list[Timeline]:
+    ledger = project.ledger
+    drawn = []
+    for s in statuses:
+        paths = ledger.index().newest_releases(s.image, TIMELINE_RELEASES)
+        releases = sorted((ledger.read(p) for p in paths), key=lambda b: b.recorded_at)
+        events = ledger.environment_events(s.image)[-TIMELINE_EVENTS:]
+        drawn.append(Timeline(s, releases, events))
+    return drawn

@@ -632,6 +632,16 @@ class LedgerIndex:
             sql += " AND pre=0"
         return list(self._db.execute(sql, args))
 
+    def newest_releases(self, image: str, limit: int) -> list[str]:
+        """Paths of the `limit` releases (no pre-release) of `image` recorded last, newest first."""
+        return [
+            row[0]
+            for row in self._db.execute(
+                "SELECT path FROM records WHERE image=? AND pre=0 ORDER BY recorded_at DESC, path DESC LIMIT ?",
+                (image, limit),
+            )
+        ]
+
     def highest_release(self, image: str) -> str | None:
         """The highest non-prerelease version of `image` (semver order, build metadata aside)."""
         row = self._db.execute(

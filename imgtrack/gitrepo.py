@@ -228,6 +228,18 @@ class GitRepo:
         out = self._run("log", "--format=%H%x1f%aI%x1f%an%x1f%s", f"{old}..{new}", "--", *pathspec)
         return [tuple(line.split("\x1f", 3)) for line in out.splitlines() if line.count("\x1f") == 3]  # type: ignore[misc]
 
+    def ahead_behind(self, old: str, new: str) -> tuple[int, int] | None:
+        """(commits `old` has that `new` lacks, commits `new` has that `old` lacks) in one git call; None
+        when either commit is not in the repository (a build from a history this clone lacks)."""
+        for oid in (old, new):
+            if not _OID_RE.fullmatch(oid):
+                raise GitError(f"git rev-list: {oid!r} is not an object id")
+        proc = run_git(["rev-list", "--count", "--left-right", f"{old}...{new}"], self.work_tree, check=False)
+        counts = proc.stdout.split()
+        if proc.returncode != 0 or len(counts) != 2 or not all(c.isdigit() for c in counts):
+            return None
+        return int(counts[0]), int(counts[1])
+
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         return (
             run_git(["merge-base", "--is-ancestor", ancestor, descendant], self.work_tree, check=False).returncode == 0

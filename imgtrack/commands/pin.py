@@ -113,9 +113,9 @@ def _chosen_builds(project: Project, to: str | None, env: str | None) -> dict[st
     project.config.environment(env, project.config_path)
     chosen = {}
     for image in ledger.index().images():
-        runs = current_runs([e for e in ledger.environment_events(image) if e[0].env == env])
+        runs = current_runs(ledger.environment_facts(image, env))
         if env in runs:
-            chosen[image] = runs[env][0]
+            chosen[image] = ledger.read(runs[env][0].path)
     return chosen
 
 

@@ -29,18 +29,20 @@ class RollbackResult:
 def rollback(project: Project, image: str, env: str, registries: Registries) -> RollbackResult:
     config = project.config.environment(env, project.config_path)
     project.ledger.require_image(image)
-    events = [(f, b) for f, b in project.ledger.environment_events(image) if f.env == env]
+    ledger = project.ledger
+    events = ledger.environment_facts(image, env)  # from the cache: a build is read only when it is weighed
     now = current_runs(events).get(env)
     if now is None:
         raise NotFound(f"nothing of {image} is recorded as running in {env}; record a rollout with imgtrack deploy")
-    current = now[0]
-    bad = {b.digest for f, b in events if f.kind == "bad"}
+    current = ledger.read(now[0].path)
+    bad = {e.record for e in events if e.kind == "bad"}
     seen: set[str] = {current.digest}
     skipped: list[tuple[Build, str]] = []
-    for fact, build in reversed(events):
-        if fact.kind == "bad" or build.digest in seen or fact.at > now[1]:
+    for fact in reversed(events):
+        if fact.kind == "bad" or fact.record in seen or fact.at > now[1]:
             continue
-        seen.add(build.digest)
+        seen.add(fact.record)
+        build = ledger.read(fact.path)
         if build.digest in bad:
             skipped.append((build, f"marked bad in {env}"))
             continue

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from imgtrack.ledger.ledger import Ledger, current_runs
+from imgtrack.ledger.ledger import Ledger
 from imgtrack.ledger.schema import Build, Fact
 from imgtrack.project import Project
 
@@ -33,11 +33,13 @@ def image_status(project: Project, image: str) -> ImageStatus:
     newest_version = ledger.index().highest_release(image)
     newest = ledger.find_one(f"{image}@{newest_version}") if newest_version else None
     running = []
-    for env, (build, since, how) in sorted(current_runs(ledger.environment_events(image)).items()):
-        behind = None
-        if newest is not None and project.repo.is_ancestor(build.commit, newest.commit):
-            behind = len(project.repo.log_between(build.commit, newest.commit))
-        running.append(Running(env, build, since, how, behind))
+    distances: dict[str, int | None] = {}  # environments often run one build: ask git once per commit
+    for env, (event, since, how) in sorted(ledger.current_runs(image).items()):
+        build = ledger.read(event.path)
+        if newest is not None and build.commit not in distances:
+            counts = project.repo.ahead_behind(build.commit, newest.commit)
+            distances[build.commit] = counts[1] if counts is not None and counts[0] == 0 else None
+        running.append(Running(env, build, since, how, distances.get(build.commit)))
     return ImageStatus(image, newest, running)
 
 

@@ -41,7 +41,7 @@ from imgtrack.ledger.store import (
 from imgtrack.policy import TagHolder
 from imgtrack.versions import version_numbers
 
-CACHE_SCHEMA = "10"
+CACHE_SCHEMA = "11"
 RACY_NS = 100_000_000  # Linux file times tick every 10 ms at most
 PARALLEL_MIN = 4000
 
@@ -58,6 +58,7 @@ CREATE INDEX IF NOT EXISTS files_bucket ON files(bucket);
 CREATE INDEX IF NOT EXISTS files_error ON files(error) WHERE error IS NOT NULL;
 CREATE INDEX IF NOT EXISTS files_overlay ON files(overlay) WHERE overlay=1;
 CREATE INDEX IF NOT EXISTS facts_record ON facts(record_path);
+CREATE INDEX IF NOT EXISTS facts_kind ON facts(kind, at);
 """
 _INDEX_NAMES = [line.split()[5] for line in _INDEXES.strip().splitlines()]
 
@@ -69,7 +70,7 @@ CREATE TABLE files(path TEXT PRIMARY KEY, bucket TEXT, mtime_ns INTEGER, size IN
 CREATE TABLE records(
     path TEXT PRIMARY KEY, image TEXT, digest TEXT, version TEXT, major INTEGER, pre INTEGER,
     commit_sha TEXT, recorded_at TEXT, minor INTEGER, patch INTEGER);
-CREATE TABLE facts(path TEXT PRIMARY KEY, record_path TEXT, kind TEXT, at TEXT);
+CREATE TABLE facts(path TEXT PRIMARY KEY, record_path TEXT, kind TEXT, at TEXT, env TEXT, repository TEXT);
 CREATE TABLE refs(path TEXT, kind TEXT, value TEXT, at TEXT, source TEXT);
 """
 
@@ -486,14 +487,14 @@ class LedgerIndex:
                 continue
             owner = record_rel_of_fact(rel)
             at = sort_key(fact.at)
-            fact_rows.append((rel, owner, fact.kind, at))
+            fact_rows.append((rel, owner, fact.kind, at, fact.env, fact.repository))
             if fact.kind == "tag":
                 refs.append((owner, "t", fact.tag, at, rel))
         self._fresh.update(f[0] for f in files)
         for sql, values in (
             ("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", files),
             ("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows),
-            ("INSERT OR REPLACE INTO facts VALUES (?, ?, ?, ?)", fact_rows),
+            ("INSERT OR REPLACE INTO facts VALUES (?, ?, ?, ?, ?, ?)", fact_rows),
             ("INSERT INTO refs VALUES (?, ?, ?, ?, ?)", refs),
         ):
             if values:
@@ -650,6 +651,37 @@ class LedgerIndex:
         ).fetchone()
         return str(row[0]) if row else None
 
+    def environment_facts(
+        self, image: str, kinds: tuple[str, ...], env: str | None = None, newest_first: bool = False
+    ) -> Iterator[tuple[str, str, str, str, str, str]]:
+        """(kind, env, at, repository, record digest, record path) of `image`'s facts of these kinds (in
+        `env`, or any), oldest first (or newest first, for a reader that stops early), without reading a
+        file."""
+        marks = ", ".join("?" for _ in kinds)
+        where, args = (" AND f.env=?", (env,)) if env is not None else ("", ())
+        order = " DESC" if newest_first else ""
+        return iter(
+            self._db.execute(
+                # CROSS JOIN: from the few facts of these kinds to their records, not from every record
+                f"SELECT f.kind, f.env, f.at, f.repository, r.digest, f.record_path FROM facts f "
+                f"CROSS JOIN records r ON r.path=f.record_path WHERE r.image=? AND f.kind IN ({marks}){where} "
+                f"ORDER BY f.at{order}, f.kind{order}, r.digest{order}",
+                (image, *kinds, *args),
+            )
+        )
+
+    def environments_of(self, image: str, kinds: tuple[str, ...]) -> list[str]:
+        """The environments `image` has facts of these kinds in."""
+        marks = ", ".join("?" for _ in kinds)
+        return [
+            row[0]
+            for row in self._db.execute(
+                f"SELECT DISTINCT f.env FROM facts f CROSS JOIN records r ON r.path=f.record_path "
+                f"WHERE r.image=? AND f.kind IN ({marks})",
+                (image, *kinds),
+            )
+        ]
+
     def paths_with_facts(self, image: str, kinds: tuple[str, ...]) -> list[str]:
         """Records of `image` that have facts of these kinds (deployments, sightings, bad marks)."""
         marks = ", ".join("?" for _ in kinds)
@@ -663,7 +695,18 @@ class LedgerIndex:
         ]
 
     def images(self) -> list[str]:
-        return [row[0] for row in self._db.execute("SELECT DISTINCT image FROM records ORDER BY image")]
+        # A skip-scan down the image index: one probe per image, not a pass over every record.
+        return [
+            row[0]
+            for row in self._db.execute(
+                "WITH RECURSIVE t(image) AS (SELECT MIN(image) FROM records UNION ALL "
+                "SELECT (SELECT MIN(image) FROM records WHERE image > t.image) FROM t WHERE t.image IS NOT NULL) "
+                "SELECT image FROM t WHERE image IS NOT NULL"
+            )
+        ]
+
+    def has_image(self, image: str) -> bool:
+        return self._db.execute("SELECT 1 FROM records WHERE image=? LIMIT 1", (image,)).fetchone() is not None
 
     def close(self) -> None:
         self._db.close()

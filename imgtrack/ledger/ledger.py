@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import semver
 
@@ -61,6 +62,7 @@ class Ledger:
         self.git = git
         self.store = Store(root, cache_dir)
         self._index: LedgerIndex | None = None
+        self._refreshed = False
 
     # --- files -----------------------------------------------------------------------------------
 
@@ -76,6 +78,7 @@ class Ledger:
     @contextmanager
     def locked(self) -> Iterator[None]:
         with self.store.locked():
+            self._refreshed = False  # another writer may have written before we got the lock: look again
             yield
 
     def write(self, record: Record) -> str:
@@ -99,17 +102,21 @@ class Ledger:
 
     def index(
         self,
-        refresh: bool = True,
+        refresh: bool | None = None,
         full: bool = False,
         healthy: bool = True,
         parsed: Mapping[str, Record | Fact] | None = None,
     ) -> LedgerIndex:
-        """The lookup cache, brought up to date; refuses a ledger with a malformed file if `healthy`."""
+        """The lookup cache, brought up to date; refuses a ledger with a malformed file if `healthy`.
+
+        By default it is brought up to date once per command, and again on taking the ledger lock (what
+        imgtrack writes itself it indexes as it writes); `refresh=True` looks at the files again anyway."""
         if self._index is None:
             self._index = LedgerIndex(self.cache_dir / "cache.sqlite", self.root, self.git)
             refresh = True
-        if refresh:
+        if refresh or full or (refresh is None and not self._refreshed):
             self._index.refresh(full=full, parsed=parsed)
+            self._refreshed = True
         if healthy:
             self._index.check_healthy()
         return self._index
@@ -122,8 +129,34 @@ class Ledger:
             parsed: dict[str, Record | Fact] = {**dict(loaded.records), **dict(loaded.facts)}
             idx.sync(parsed, loaded.broken)
 
+    def environment_facts(self, image: str, env: str | None = None) -> list[EnvEvent]:
+        """Every deploy, sighting and bad mark of `image`'s builds (in `env`, or everywhere), oldest first,
+        from the cache alone: what status, rollback and pin weigh before they read a build."""
+        return [EnvEvent(*row) for row in self.index().environment_facts(image, ENV_KINDS, env)]
+
+    def current_runs(self, image: str) -> dict[str, tuple[EnvEvent, datetime, str]]:
+        """`current_runs(self.environment_facts(image))`, reading the cache from the newest event back only
+        as far as each environment's current run goes."""
+        index = self.index()
+        todo = set(index.environments_of(image, ENV_KINDS))
+        runs: dict[str, tuple[EnvEvent, str, str]] = {}  # env: (latest event, start of the run, how)
+        for row in index.environment_facts(image, ENV_KINDS, newest_first=True):
+            if not todo:
+                break
+            event = EnvEvent(*row)
+            if event.kind == "bad" or event.env not in todo:
+                continue
+            held = runs.get(event.env)
+            if held is None:
+                runs[event.env] = (event, event.at_key, event.kind)
+            elif held[0].record != event.record:
+                todo.discard(event.env)  # the run before the current one: the current run began after it
+            else:
+                runs[event.env] = (held[0], event.at_key, "deploy" if "deploy" in (held[2], event.kind) else "seen")
+        return {env: (e, datetime.fromisoformat(at).replace(tzinfo=UTC), how) for env, (e, at, how) in runs.items()}
+
     def environment_events(self, image: str) -> list[tuple[Fact, Build]]:
-        """Every deploy, sighting and bad mark of `image`'s builds, oldest first, with its build."""
+        """Every deploy, sighting and bad mark of `image`'s builds, oldest first, with its build (read)."""
         events = [
             (fact, build)
             for build in (self.read(p) for p in self.index().paths_with_facts(image, ENV_KINDS))
@@ -134,7 +167,7 @@ class Ledger:
 
     def require_image(self, image: str) -> None:
         """Refuse an image the ledger holds no record of, saying where to look."""
-        if image not in self.index().images():
+        if not self.index().has_image(image):
             raise InvalidReference(
                 f"no records of image {image!r} in the ledger; see `imgtrack log` for what is recorded"
             )
@@ -240,16 +273,33 @@ class Ledger:
         return LoadedLedger(records, facts, errors, broken)
 
 
-def current_runs(events: list[tuple[Fact, Build]]) -> dict[str, tuple[Build, datetime, str]]:
-    """Per environment: the build that runs there now (the latest deploy or sighting), since when (the
-    start of its current run, not an earlier one) and how it was learnt."""
-    current: dict[str, tuple[Build, datetime, str]] = {}
-    for fact, build in events:
-        if fact.kind == "bad":
+class EnvEvent(NamedTuple):
+    """A deploy, sighting or bad mark as the cache holds it (a light stand-in for its Fact)."""
+
+    kind: str
+    env: str
+    at_key: str  # sort_key(at): sorts as text
+    repository: str
+    record: str  # the record's digest
+    path: str  # the record's path in the ledger
+
+    @property
+    def at(self) -> datetime:
+        return datetime.fromisoformat(self.at_key).replace(tzinfo=UTC)
+
+
+def current_runs(events: Sequence[EnvEvent]) -> dict[str, tuple[EnvEvent, datetime, str]]:
+    """Per environment: the build that runs there now (the latest deploy or sighting, as that event),
+    since when (the start of its current run, not an earlier one) and how it was learnt."""
+    current: dict[str, tuple[EnvEvent, str, str]] = {}
+    for event in events:
+        if event.kind == "bad":
             continue
-        held = current.get(fact.env)
-        if held is None or held[0].digest != build.digest:
-            current[fact.env] = (build, fact.at, fact.kind)
-        elif fact.kind == "deploy" and held[2] == "seen":
-            current[fact.env] = (build, held[1], "deploy")
-    return current
+        held = current.get(event.env)
+        if held is None or held[0].record != event.record:
+            current[event.env] = (event, event.at_key, event.kind)
+        elif event.kind == "deploy" and held[2] == "seen":
+            current[event.env] = (event, held[1], "deploy")
+    return {
+        env: (e, datetime.fromisoformat(since).replace(tzinfo=UTC), how) for env, (e, since, how) in current.items()
+    }

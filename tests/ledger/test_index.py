@@ -101,3 +101,46 @@ def test_verify_reads_every_fact_and_names_what_is_wrong(project: Path, layouts:
     assert "does not match the file's content" in out, out
     assert "sits in" in out or "not in the ledger" in out, out
     assert "notes.txt: is neither a record nor a fact" in out, out
+
+
+def test_current_runs_from_the_newest_event_back_agree_with_the_whole_history(project: Path) -> None:
+    """`status` reads each environment's events from the newest back, only as far as its current run; for
+    random histories of deploys, sightings and bad marks in three environments it says what a reading of
+    the whole history says: which build runs, since when, and how it was learnt."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from imgtrack.ledger.ledger import current_runs
+    from imgtrack.ledger.schema import Fact, Record
+    from imgtrack.project import Project
+
+    ledger = Project.open(project).ledger
+    rng = random.Random(11)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    digests = [f"sha256:{n:064x}" for n in range(1, 5)]
+    for n, digest in enumerate(digests):
+        ledger.write(
+            Record(
+                "api",
+                digest,
+                "application/vnd.oci.image.manifest.v1+json",
+                f"1.{n}.0",
+                "a" * 40,
+                "clean",
+                (),
+                start,
+                "Test <t@example.com>",
+            )
+        )
+    for trial in range(30):
+        for _ in range(rng.randrange(1, 12)):
+            kind = rng.choice(("deploy", "deploy", "seen", "bad"))
+            at = start + timedelta(minutes=rng.randrange(0, 10_000), days=trial * 10)
+            env = rng.choice(("staging", "qa", "prod"))
+            ledger.add_fact(Fact(kind, "api", rng.choice(digests), at, env=env))
+        whole = {
+            env: (e.record, since, how)
+            for env, (e, since, how) in current_runs(ledger.environment_facts("api")).items()
+        }
+        tail = {env: (e.record, since, how) for env, (e, since, how) in ledger.current_runs("api").items()}
+        assert tail == whole and whole

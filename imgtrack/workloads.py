@@ -145,6 +145,9 @@ def _from_lines(text: str, name: str) -> Iterator[RunningImage]:
 
 
 def _digest_in(text: str) -> str | None:
+    tail = text[text.rfind("@") + 1 :]  # the usual place: repo@sha256:…, docker-pullable://repo@sha256:…
+    if is_digest(tail):
+        return tail
     m = _DIGEST_IN_RE.search(text)
     return m.group(0) if m else None
 

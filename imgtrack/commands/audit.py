@@ -3,14 +3,15 @@ pipeline. Offline against the ledger; `--remote` resolves tag-only references th
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from imgtrack.errors import ImgtrackError, UsageError
-from imgtrack.ledger.index import LedgerIndex
-from imgtrack.ledger.schema import Build
+from imgtrack.ledger.index import Recorded
 from imgtrack.oci.digest import is_digest
-from imgtrack.oci.reference import parse_reference
+from imgtrack.oci.reference import Reference, parse_reference
+from imgtrack.policy import TagHolder
 from imgtrack.project import Project
 from imgtrack.versions import decode_tag, is_version, semver_of
 from imgtrack.workloads import RunningImage
@@ -28,7 +29,7 @@ class AuditRow:
     reference: str
     status: str
     digest: str | None
-    record: Build | None
+    record: Recorded | None  # from the cache: audit reads no record file
     detail: str = ""
 
 
@@ -42,27 +43,45 @@ def parse_fail_on(text: str) -> tuple[str, ...]:
 
 def audit_images(project: Project, images: list[RunningImage], registries: Registries | None = None) -> list[AuditRow]:
     """One row per running image: its record (if any) and one status."""
-    ledger = project.ledger
-    index = ledger.index()
-    by_digest: dict[str, Build | None] = {}
+    index = project.ledger.index()
     newest_release: dict[str, str | None] = {}
+    holders: dict[tuple[str, str], list[TagHolder]] = {}
+    asked = {d for d in (_pinned_digest(i) for i in images) if d}
+    known = index.recorded(asked)  # one pass for them all
 
-    def record_of(digest: str) -> Build | None:
-        if digest not in by_digest:
-            found = [r for r in ledger.find(digest) if digest in r.all_digests()]
-            by_digest[digest] = found[0] if found else None
-        return by_digest[digest]
+    def record_of(digest: str) -> Recorded | None:
+        if digest not in asked:  # resolved by --remote: not asked for above
+            asked.add(digest)
+            known.update(index.recorded([digest]))
+        return known.get(digest)
+
+    def tag_holders(image: str, tag: str) -> list[TagHolder]:
+        if (image, tag) not in holders:
+            holders[image, tag] = index.tag_holders(image, tag)
+        return holders[image, tag]
+
+    # A cluster runs many replicas of few references: each distinct one is parsed once.
+    parsed: dict[str, tuple[bool, Reference | None, ImgtrackError | None]] = {}
+
+    def parse(reference: str) -> tuple[bool, Reference | None, ImgtrackError | None]:
+        if reference not in parsed:
+            if is_digest(reference):
+                parsed[reference] = (True, None, None)
+            else:
+                try:
+                    parsed[reference] = (False, parse_reference(reference), None)
+                except ImgtrackError as exc:
+                    parsed[reference] = (False, None, exc)
+        return parsed[reference]
 
     rows = []
     for image in images:
-        try:
-            ref = None if is_digest(image.reference) else parse_reference(image.reference)
-        except ImgtrackError as exc:
-            rows.append(AuditRow(image.where, image.reference, "invalid", image.digest, None, str(exc)))
+        bare_digest, ref, problem = parse(image.reference)
+        if problem is not None:
+            rows.append(AuditRow(image.where, image.reference, "invalid", image.digest, None, str(problem)))
             continue
         tag = ref.tag if ref else None
         digest = image.digest or (ref.digest if ref else None)
-        bare_digest = is_digest(image.reference)
         if digest is None and registries is not None and ref is not None and not ref.is_layout:
             try:
                 digest = registries.client(ref.registry).manifest_digest(ref.repository, tag or "latest")
@@ -103,8 +122,8 @@ def audit_images(project: Project, images: list[RunningImage], registries: Regis
                     "digest not in the ledger: built outside the pipeline",
                 )
             )
-        elif tag and (problem := _mismatch(index, record, tag)):
-            rows.append(AuditRow(image.where, image.reference, "mismatch", digest, record, problem))
+        elif tag and (why := _mismatch(tag_holders(record.image, tag), record, tag)):
+            rows.append(AuditRow(image.where, image.reference, "mismatch", digest, record, why))
         else:
             if record.image not in newest_release:
                 newest_release[record.image] = index.highest_release(record.image)
@@ -120,16 +139,37 @@ def audit_images(project: Project, images: list[RunningImage], registries: Regis
     return rows
 
 
-def _mismatch(index: LedgerIndex, record: Build, tag: str) -> str | None:
-    """Why the tag names another version than the digest that runs, or None."""
-    if tag in record.tags:
+def _pinned_digest(image: RunningImage) -> str | None:
+    """The digest a running image names or reports, without asking a registry."""
+    if image.digest:
+        return image.digest
+    if is_digest(image.reference):
+        return image.reference
+    if "@" not in image.reference:
         return None
-    holders = index.tag_holders(record.image, tag)
-    other = [h for h in holders if h.digest != record.digest]
+    try:
+        return parse_reference(image.reference).digest
+    except ImgtrackError:
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _tag_version(tag: str) -> str | None:
+    """The version a tag spells (`1.4.0`, `1.4.1-dev.3_g1a2b3c4`), or None."""
+    version = decode_tag(tag)
+    return version if is_version(version) else None
+
+
+def _mismatch(holders: list[TagHolder], record: Recorded, tag: str) -> str | None:
+    """Why the tag names another version than the digest that runs, or None. `holders` are the builds of
+    the image that carry the tag (by their record, or given it later)."""
+    if any(h.digest == record.digest for h in holders):
+        return None
+    other = holders
     if other:
         return f"tag {tag} names {other[0].version}, but {record.version} runs"
-    version = decode_tag(tag)
-    if is_version(version) and version != record.version:
+    version = _tag_version(tag)
+    if version is not None and version != record.version:
         return f"tag {tag} reads as {version}, but {record.version} runs"
     return None
 

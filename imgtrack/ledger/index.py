@@ -41,7 +41,7 @@ from imgtrack.ledger.store import (
 from imgtrack.policy import TagHolder
 from imgtrack.versions import version_numbers
 
-CACHE_SCHEMA = "11"
+CACHE_SCHEMA = "12"
 RACY_NS = 100_000_000  # Linux file times tick every 10 ms at most
 PARALLEL_MIN = 4000
 
@@ -69,10 +69,23 @@ CREATE TABLE files(path TEXT PRIMARY KEY, bucket TEXT, mtime_ns INTEGER, size IN
     fingerprint INTEGER);
 CREATE TABLE records(
     path TEXT PRIMARY KEY, image TEXT, digest TEXT, version TEXT, major INTEGER, pre INTEGER,
-    commit_sha TEXT, recorded_at TEXT, minor INTEGER, patch INTEGER);
+    commit_sha TEXT, recorded_at TEXT, minor INTEGER, patch INTEGER, recorded_by TEXT);
 CREATE TABLE facts(path TEXT PRIMARY KEY, record_path TEXT, kind TEXT, at TEXT, env TEXT, repository TEXT);
 CREATE TABLE refs(path TEXT, kind TEXT, value TEXT, at TEXT, source TEXT);
 """
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What the cache knows of a record without reading its file."""
+
+    path: str
+    image: str
+    digest: str
+    version: str
+    commit: str
+    recorded_at: datetime
+    recorded_by: str
 
 
 @dataclass(frozen=True)
@@ -477,6 +490,7 @@ class LedgerIndex:
                     at,
                     sql_number(minor),
                     sql_number(patch),
+                    record.recorded_by,
                 )
             )
             refs += [(rel, "d", d, at, rel) for d in record.all_digests()]
@@ -493,7 +507,7 @@ class LedgerIndex:
         self._fresh.update(f[0] for f in files)
         for sql, values in (
             ("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", files),
-            ("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows),
+            ("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows),
             ("INSERT OR REPLACE INTO facts VALUES (?, ?, ?, ?, ?, ?)", fact_rows),
             ("INSERT INTO refs VALUES (?, ?, ?, ?, ?)", refs),
         ):
@@ -538,6 +552,27 @@ class LedgerIndex:
             TagHolder(digest=d, version=v, commit=c, recorded_at=datetime.fromisoformat(at + "+00:00"))
             for d, v, c, at in self._db.execute(sql, tuple(args))
         ]
+
+    def recorded(self, digests: Iterable[str]) -> dict[str, Recorded]:
+        """The record each digest belongs to (its own digest, or a platform manifest's or config's), from
+        the cache alone: what audit reports of many running images at once. A digest that is a record's own
+        is that record's; of several others, the newest."""
+        found: dict[str, tuple[bool, str, Recorded]] = {}
+        wanted = list(dict.fromkeys(digests))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            for value, path, image, digest, version, commit, at, by in self._db.execute(
+                "SELECT f.value, r.path, r.image, r.digest, r.version, r.commit_sha, r.recorded_at, r.recorded_by "
+                f"FROM refs f JOIN records r ON r.path=f.path WHERE f.kind='d' AND f.value IN ({marks})",
+                chunk,
+            ):
+                rank = (digest == value, at)
+                held = found.get(value)
+                if held is None or rank > held[:2]:
+                    moment = datetime.fromisoformat(at + "+00:00")
+                    found[value] = (*rank, Recorded(path, image, digest, version, commit, moment, by))
+        return {value: held[2] for value, held in found.items()}
 
     def tag_holders(self, image: str, tag: str) -> list[TagHolder]:
         """Every build of `image` that carries `tag`, with when it was given (recorded, or added later)."""

@@ -285,6 +285,12 @@ def audit(a: Args) -> int:
     from imgtrack.workloads import MAX_INPUT_BYTES, parse_input
 
     failing = parse_fail_on(a.fail_on)
+    # A cluster's pod list is hundreds of thousands of objects, none in a reference cycle: the cyclic
+    # collector would walk them again and again (0.4 s of 1.2 s at 10,000 pods) to free nothing that
+    # reference counting does not. The process ends with the command.
+    import gc
+
+    gc.disable()
     name = "stdin" if a.source == "-" else a.source
     try:
         if a.source == "-":

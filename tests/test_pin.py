@@ -98,6 +98,12 @@ def test_pin_kustomization_and_helm_values(project: Path, layouts: LayoutFactory
     for name in ("kustomization.yaml", "values.yaml"):
         assert (work / name).read_text() == _expected(name, rec), name
     assert run(["pin", *files, "--to", "api@^1.5", "--json"], project).json()["written"] == []  # type: ignore[index]
+    # A `digest:` that is not a string is not overwritten, nor is a second `digest:` added beside it.
+    odd = work / "odd-values.yaml"
+    odd.write_text("image:\n  repository: registry.example.com/team/api\n  digest: [1]\n")
+    left = run(["pin", str(odd), "--to", "api@^1.5"], project)
+    assert left.code == 0 and "odd-values.yaml:2: left alone: its digest is not a string" in left.err
+    assert odd.read_text() == "image:\n  repository: registry.example.com/team/api\n  digest: [1]\n"
     check = run(["pin", str(work / "values.yaml"), "--to", "api@^1.5", "--check"], project)
     assert check.code == 0, check.out
 

@@ -10,13 +10,13 @@ its line's end are replaced: comments, key order, quoting and indentation elsewh
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from imgtrack.errors import ImgtrackError, LocalIOError, UsageError
 from imgtrack.fsutil import write_atomic
-from imgtrack.ledger.ledger import current_runs
 from imgtrack.ledger.schema import Build
 from imgtrack.oci.reference import parse_reference
 from imgtrack.project import Project
@@ -113,9 +113,9 @@ def _chosen_builds(project: Project, to: str | None, env: str | None) -> dict[st
     project.config.environment(env, project.config_path)
     chosen = {}
     for image in ledger.index().images():
-        runs = current_runs(ledger.environment_facts(image, env))
-        if env in runs:
-            chosen[image] = ledger.read(runs[env][0].path)
+        run = ledger.current_runs(image).get(env)
+        if run is not None:
+            chosen[image] = ledger.read(run[0].path)
     return chosen
 
 
@@ -308,7 +308,9 @@ def _edits(text: str, site: _Site, change: Change) -> list[Edit]:
     pairs = {k.value: (k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)}
     tag = pairs.get(site.tag_key) if site.tag_key else None
     edits: list[Edit] = []
-    if "digest" in pairs and isinstance(pairs["digest"][1], yaml.ScalarNode):
+    if "digest" in pairs and not isinstance(pairs["digest"][1], yaml.ScalarNode):
+        raise _NotDeployment("its digest is not a string; write `digest: sha256:…` or remove the key to pin it")
+    if "digest" in pairs:
         value = pairs["digest"][1]
         start, end = value.start_mark.index, value.end_mark.index
         if start == end:  # `digest:` with nothing after it
@@ -341,8 +343,6 @@ def _own_line(text: str, key: Any, value: Any) -> bool:
 
 def _writable(path: Path) -> bool:
     """Whether `path` can be replaced: its folder takes a new file (write_atomic renames one over it)."""
-    import os
-
     return os.access(path.parent, os.W_OK | os.X_OK)
 
 

@@ -165,9 +165,8 @@ def _mismatch(holders: list[TagHolder], record: Recorded, tag: str) -> str | Non
     the image that carry the tag (by their record, or given it later)."""
     if any(h.digest == record.digest for h in holders):
         return None
-    other = holders
-    if other:
-        return f"tag {tag} names {other[0].version}, but {record.version} runs"
+    if holders:  # none of them the build that runs
+        return f"tag {tag} names {holders[0].version}, but {record.version} runs"
     version = _tag_version(tag)
     if version is not None and version != record.version:
         return f"tag {tag} reads as {version}, but {record.version} runs"

@@ -69,6 +69,6 @@ def timelines(project: Project, statuses: list[ImageStatus]) -> list[Timeline]:
     for s in statuses:
         paths = ledger.index().newest_releases(s.image, TIMELINE_RELEASES)
         releases = sorted((ledger.read(p) for p in paths), key=lambda b: b.recorded_at)
-        events = ledger.environment_events(s.image)[-TIMELINE_EVENTS:]
+        events = ledger.environment_events(s.image, TIMELINE_EVENTS)
         drawn.append(Timeline(s, releases, events))
     return drawn

@@ -717,18 +717,6 @@ class LedgerIndex:
             )
         ]
 
-    def paths_with_facts(self, image: str, kinds: tuple[str, ...]) -> list[str]:
-        """Records of `image` that have facts of these kinds (deployments, sightings, bad marks)."""
-        marks = ", ".join("?" for _ in kinds)
-        return [
-            row[0]
-            for row in self._db.execute(
-                f"SELECT DISTINCT f.record_path FROM facts f JOIN records r ON r.path=f.record_path "
-                f"WHERE r.image=? AND f.kind IN ({marks})",
-                (image, *kinds),
-            )
-        ]
-
     def images(self) -> list[str]:
         # A skip-scan down the image index: one probe per image, not a pass over every record.
         return [

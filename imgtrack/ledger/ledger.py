@@ -14,7 +14,7 @@ import semver
 
 from imgtrack.errors import InvalidReference, LedgerError
 from imgtrack.ledger.index import GitView, LedgerIndex, read_files
-from imgtrack.ledger.schema import ENV_KINDS, Build, Fact, Record
+from imgtrack.ledger.schema import ENV_KINDS, Build, Fact, Record, sort_key
 from imgtrack.ledger.store import Store, record_rel
 from imgtrack.oci.digest import DIGEST_PREFIX_RE, is_digest
 from imgtrack.versions import VersionRange, is_version, semver_of
@@ -155,15 +155,19 @@ class Ledger:
                 runs[event.env] = (held[0], event.at_key, "deploy" if "deploy" in (held[2], event.kind) else "seen")
         return {env: (e, datetime.fromisoformat(at).replace(tzinfo=UTC), how) for env, (e, at, how) in runs.items()}
 
-    def environment_events(self, image: str) -> list[tuple[Fact, Build]]:
-        """Every deploy, sighting and bad mark of `image`'s builds, oldest first, with its build (read)."""
-        events = [
+    def environment_events(self, image: str, newest: int) -> list[tuple[Fact, Build]]:
+        """The `newest` deploys, sightings and bad marks of `image`'s builds, oldest first, each with its
+        build: the cache chooses them, and only their builds are read (for who made each one)."""
+        events = self.environment_facts(image)[-newest:] if newest > 0 else []
+        wanted = {(e.kind, e.env, e.at_key, e.path) for e in events}
+        builds = {path: self.read(path) for path in dict.fromkeys(e.path for e in events)}
+        found = [
             (fact, build)
-            for build in (self.read(p) for p in self.index().paths_with_facts(image, ENV_KINDS))
+            for path, build in builds.items()
             for fact in build.facts
-            if fact.kind in ENV_KINDS
+            if (fact.kind, fact.env, sort_key(fact.at), path) in wanted
         ]
-        return sorted(events, key=lambda e: (e[0].at, e[0].kind, e[1].digest))
+        return sorted(found, key=lambda e: (e[0].at, e[0].kind, e[1].digest))
 
     def require_image(self, image: str) -> None:
         """Refuse an image the ledger holds no record of, saying where to look."""

@@ -66,9 +66,14 @@ floating = ["{major}.{minor}", "{major}"]
 # non-prerelease version in the ledger, given at push time, never pushed alone.
 latest = false
 
-# One table per image you build; `record --image NAME` takes NAME from here.
+# One table per image you build; `record --image NAME` takes NAME from here. In a repository
+# that builds several images, each can have its own release tags and source folders: its
+# version then comes from its own tags (api/v1.2.0) and counts, and its dirtiness judges,
+# only changes under its paths.
 # [images.api]
 # repositories = ["registry.example.com/team/api"]
+# tag_prefix = "api/v"
+# paths = ["services/api", "libs/common"]
 [images]
 
 # Where builds are rolled out (imgtrack deploy, status, rollback; audit --env), and the repositories
@@ -88,7 +93,8 @@ latest = false
 class ImageConfig:
     name: str
     repositories: tuple[str, ...] = ()
-    paths: tuple[str, ...] = ()  # the source folders the image is built from (diff lists their commits)
+    paths: tuple[str, ...] = ()  # the source folders the image is built from; none: the whole repository
+    tag_prefix: str | None = None  # its own release tags' prefix; None: the global versions.tag_prefix
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,23 @@ class Config:
     images: dict[str, ImageConfig] = field(default_factory=dict)
     registries: dict[str, RegistryConfig] = field(default_factory=dict)
     environments: dict[str, EnvironmentConfig] = field(default_factory=dict)
+
+    def prefix_of(self, image: str) -> str:
+        """The prefix of `image`'s release tags: its own, or the global one."""
+        found = self.images.get(image)
+        return found.tag_prefix if found is not None and found.tag_prefix is not None else self.tag_prefix
+
+    def paths_of(self, image: str) -> tuple[str, ...]:
+        """The source folders `image` is built from; empty for the whole repository."""
+        found = self.images.get(image)
+        return found.paths if found is not None else ()
+
+    def prefixes(self) -> dict[str, tuple[str, ...]]:
+        """Every release-tag prefix in use, with the images whose versions it gives."""
+        found: dict[str, list[str]] = {self.tag_prefix: []}
+        for name in sorted(self.images):
+            found.setdefault(self.prefix_of(name), []).append(name)
+        return {prefix: tuple(names) for prefix, names in found.items()}
 
     def environment(self, name: str, config_path: Path) -> EnvironmentConfig:
         """The configured environment `name`, or a ConfigError saying how to add it."""
@@ -177,7 +200,11 @@ def load_config(work_tree: Path) -> Config:
 
 _TOP_KEYS = ("schema", "versions", "tags", "images", "registries", "environments")
 _TABLE_KEYS = {"versions": ("tag_prefix",), "tags": ("templates", "immutable", "floating", "latest")}
-_PER_ENTRY_KEYS = {"images": ("repositories", "paths"), "registries": ("insecure",), "environments": ("repositories",)}
+_PER_ENTRY_KEYS = {
+    "images": ("repositories", "paths", "tag_prefix"),
+    "registries": ("insecure",),
+    "environments": ("repositories",),
+}
 _PREFIX_RE = re.compile(r"[A-Za-z0-9._/-]{0,64}", re.ASCII)
 
 
@@ -201,6 +228,30 @@ def _repositories(table: dict[str, Any], where: str, path: Path) -> tuple[str, .
         except InvalidReference as exc:
             raise ConfigError(f"{path}: {exc}") from None
     return repos
+
+
+def _prefix(value: Any, where: str, path: Path) -> str:
+    if not isinstance(value, str) or not _PREFIX_RE.fullmatch(value) or "//" in value or value.startswith("/"):
+        raise ConfigError(
+            f"{path}: {where} must be a string of at most 64 letters, digits, '.', '_', "
+            "'-' or '/' (a git tag name's start, such as v or api/v); fix that entry"
+        )
+    return value
+
+
+def _check_prefixes(images: dict[str, ImageConfig], default: str, path: Path) -> None:
+    """Two images may share versions only by both leaving tag_prefix unset (the global one): a prefix
+    one image claims as its own and another also answers to would make each release tag ambiguous."""
+    owners: dict[str, list[ImageConfig]] = {}
+    for image in images.values():
+        owners.setdefault(default if image.tag_prefix is None else image.tag_prefix, []).append(image)
+    for prefix, sharing in owners.items():
+        if len(sharing) > 1 and any(image.tag_prefix is not None for image in sharing):
+            names = " and ".join(f"images.{image.name}" for image in sharing[:2])
+            raise ConfigError(
+                f"{path}: {names} both take their versions from release tags {prefix}*; give each its own "
+                "tag_prefix (such as api/v and web/v), or leave it unset on both to share the global one"
+            )
 
 
 def _strings(value: Any, where: str, path: Path) -> tuple[str, ...]:
@@ -230,12 +281,7 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
     if schema != 1:
         raise ConfigError(f"{path}: schema {schema!r} is not supported by this imgtrack (schema 1); upgrade imgtrack")
     versions = _table(data, "versions", path)
-    prefix = versions.get("tag_prefix", "v")
-    if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
-        raise ConfigError(
-            f"{path}: versions.tag_prefix must be a string of at most 64 letters, digits, '.', '_', "
-            "'-' or '/' (a git tag name's start, such as v); fix that entry"
-        )
+    prefix = _prefix(versions.get("tag_prefix", "v"), "versions.tag_prefix", path)
     tags = _table(data, "tags", path)
     latest = tags.get("latest", False)
     if not isinstance(latest, bool):
@@ -274,7 +320,10 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
                     f"{path}: images.{name}.paths: {source!r} must be a path inside the repository, relative to its "
                     "top (e.g. services/api); fix that entry"
                 )
-        images[name] = ImageConfig(name=name, repositories=repos, paths=paths)
+        own = table.get("tag_prefix")
+        own_prefix = None if own is None else _prefix(own, f"images.{name}.tag_prefix", path)
+        images[name] = ImageConfig(name=name, repositories=repos, paths=paths, tag_prefix=own_prefix)
+    _check_prefixes(images, prefix, path)
     registries: dict[str, RegistryConfig] = {}
     for host, table in _table(data, "registries", path).items():
         try:

@@ -46,6 +46,11 @@ def run_git(
     return proc
 
 
+def glob_escape(text: str) -> str:
+    """`text` matched literally by git's wildcard patterns."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
 def git_said(proc: subprocess.CompletedProcess[str]) -> str:
     """The line of git's stderr that names the problem: its `fatal:` or `error:` line, else the last one."""
     lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
@@ -113,12 +118,14 @@ class GitRepo:
     def is_shallow(self) -> bool:
         return (self.common_dir / "shallow").exists()
 
-    def is_dirty(self, ignore: str = ".imgtrack") -> bool:
-        """Tracked changes (staged or not) outside `ignore`; untracked files do not count, as in `git describe --dirty`."""
+    def is_dirty(self, ignore: str = ".imgtrack", paths: Iterable[str] = ()) -> bool:
+        """Tracked changes (staged or not) outside `ignore`, under `paths` (none: anywhere); untracked files
+        do not count, as in `git describe --dirty`."""
         # --no-optional-locks: status does not rewrite git's index (1.3 MB every 10,000 ledger files) to
         # remember fresher stat data, which would also tell the ledger's cache that git moved.
+        where = [f":(top,literal){p}" for p in paths] or ["."]
         out = self._run(
-            "--no-optional-locks", "status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){ignore}"
+            "--no-optional-locks", "status", "--porcelain", "--untracked-files=no", "--", *where, f":(exclude){ignore}"
         )
         return bool(out.strip())
 
@@ -131,8 +138,11 @@ class GitRepo:
         tag, _, distance = rest.rpartition("-")
         return Described(tag=tag, distance=int(distance))
 
-    def count_commits(self, commit: str) -> int:
-        return int(self._run("rev-list", "--count", commit))
+    def count_commits(self, commit: str, since: str | None = None, paths: Iterable[str] = ()) -> int:
+        """Commits reachable from `commit` (and not from `since`), only those touching `paths` if given."""
+        revs = [commit] if since is None else [f"{since}..{commit}"]
+        where = [f":(top,literal){p}" for p in paths]
+        return int(self._run("rev-list", "--count", *revs, *(["--", *where] if where else [])))
 
     def tags_pointing_at(self, commit: str) -> list[str]:
         return [line for line in self._run("tag", "--points-at", commit).splitlines() if line]
@@ -140,12 +150,14 @@ class GitRepo:
     def tag_commits(self, prefix: str) -> dict[str, str]:
         """Every tag whose name starts with `prefix`, mapped to the commit it names (annotated tags peeled)."""
         out = self._run(
-            "for-each-ref", "--format=%(refname:strip=2) %(objectname) %(*objectname)", f"refs/tags/{prefix}*"
+            "for-each-ref",
+            "--format=%(refname:strip=2) %(objectname) %(*objectname)",
+            f"refs/tags/{glob_escape(prefix)}*",
         )
         result: dict[str, str] = {}
         for line in out.splitlines():
             parts = line.split()
-            if len(parts) >= 2:
+            if len(parts) >= 2 and parts[0].startswith(prefix):
                 result[parts[0]] = parts[2] if len(parts) == 3 else parts[1]
         return result
 

@@ -9,13 +9,14 @@ Derivation (docs/ledger.md, "Versions from git"): an exact release tag on the co
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 
 import semver
 
-from imgtrack.errors import GitStateError, InvalidVersion
-from imgtrack.gitrepo import GitRepo
+from imgtrack.errors import ConfigError, GitStateError, InvalidVersion
+from imgtrack.gitrepo import GitRepo, glob_escape
 
 # A version becomes a registry tag (`encode_tag`), and a tag is at most 128 characters. The bound also
 # keeps every number short enough for Python's int() (4,300 digits at most, and quadratic on the way).
@@ -97,8 +98,9 @@ def release_tags_at(repo: GitRepo, commit: str, prefix: str) -> list[tuple[str, 
     return sorted(found, key=lambda tv: tv[1], reverse=True)
 
 
-def derive_version(repo: GitRepo, commit: str, prefix: str, dirty: bool) -> str:
-    """The version of `commit` from its git tags (docs/ledger.md)."""
+def derive_version(repo: GitRepo, commit: str, prefix: str, dirty: bool, paths: Iterable[str] = ()) -> str:
+    """The version of `commit` from its git tags (docs/ledger.md); with `paths`, the commits counted since
+    the tag are only those that touch them (an image of a monorepo)."""
     exact = release_tags_at(repo, commit, prefix)
     if exact and not dirty:
         return str(exact[0][1])
@@ -110,15 +112,52 @@ def derive_version(repo: GitRepo, commit: str, prefix: str, dirty: bool) -> str:
     build = f"g{commit[:7]}" + (".dirty" if dirty else "")
     described = repo.describe(commit, f"{glob_escape(prefix)}[0-9]*")
     base = version_from_tag(described.tag, prefix) if described else None
+    paths = tuple(paths)
     if described is None or base is None:
-        return f"0.0.0-dev.{repo.count_commits(commit)}+{build}"
+        return f"0.0.0-dev.{repo.count_commits(commit, paths=paths)}+{build}"
+    distance = repo.count_commits(commit, since=described.tag, paths=paths) if paths else described.distance
     if base.prerelease:
-        return f"{base.replace(build=None)}.dev.{described.distance}+{build}"
-    return f"{base.bump_patch()}-dev.{described.distance}+{build}"
+        return f"{base.replace(build=None)}.dev.{distance}+{build}"
+    return f"{base.bump_patch()}-dev.{distance}+{build}"
 
 
-def glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+class ReleaseTags:
+    """The git tags that mark releases, per prefix, each prefix read once a command.
+
+    `owners` maps every prefix in use to the images whose versions it gives (`Config.prefixes`). A tag
+    that is a release under two of those prefixes would make two images' versions out of one tag: that is
+    a config error, raised when the tag is met."""
+
+    def __init__(self, repo: GitRepo, owners: Mapping[str, Sequence[str]], config_path: object) -> None:
+        self._repo, self._owners, self._where = repo, owners, config_path
+        self._read: dict[str, dict[str, str]] = {}
+
+    def of(self, prefix: str) -> dict[str, str]:
+        """tag -> commit for every release tag `prefix` + version."""
+        found = self._read.get(prefix)
+        if found is None:
+            found = {t: c for t, c in self._repo.tag_commits(prefix).items() if version_from_tag(t, prefix)}
+            for tag in found:
+                self.check(tag, prefix)
+            self._read[prefix] = found
+        return found
+
+    def prefixes_of(self, tag: str) -> list[str]:
+        """The prefixes in use under which `tag` names a release (at most one, or a ConfigError)."""
+        found = [p for p, images in self._owners.items() if images and version_from_tag(tag, p) is not None]
+        if len(found) > 1:
+            self.check(tag, found[0])
+        return found
+
+    def check(self, tag: str, prefix: str) -> None:
+        for other, images in self._owners.items():
+            if other != prefix and images and version_from_tag(tag, other) is not None:
+                mine = ", ".join(self._owners.get(prefix) or ()) or "images without a tag_prefix"
+                raise ConfigError(
+                    f"{self._where}: git tag {tag} is a release tag of {mine} (tag_prefix {prefix!r}) and of "
+                    f"{', '.join(images)} (tag_prefix {other!r}); make the prefixes distinct so that no tag "
+                    "matches both"
+                )
 
 
 def release_conflicts(

@@ -17,7 +17,13 @@ from imgtrack.ledger.schema import Build, Fact, Record, parse_fact, parse_record
 from imgtrack.ledger.store import check_fact_placement, check_record_placement, classify, record_rel
 from imgtrack.policy import check_tags, check_version_unique
 from imgtrack.project import Project
-from imgtrack.versions import contradiction_message, release_conflicts, released_elsewhere_message, version_from_tag
+from imgtrack.versions import (
+    ReleaseTags,
+    contradiction_message,
+    release_conflicts,
+    released_elsewhere_message,
+    version_from_tag,
+)
 
 ZERO = "0" * 40
 LEDGER_PATH = f"{CONFIG_DIR}/{LEDGER_DIR}"
@@ -80,10 +86,10 @@ def check_push(project: Project, remote: str, refs: list[PushedRef]) -> list[str
     problems: list[str] = []
     repo = project.repo
     project.ledger.index()  # a schema-1 or malformed ledger is refused before anything is judged by it
-    release_tags = repo.tag_commits(project.config.tag_prefix)  # read once for every record pushed
+    release_tags = ReleaseTags(repo, project.config.prefixes(), project.config_path)  # each prefix read once
     for ref in refs:
         if ref.remote_ref.startswith("refs/tags/"):
-            problems += _check_tag(project, ref)
+            problems += _check_tag(project, ref, release_tags)
         if ref.deleting:
             continue
         tip, old = repo.peel_commits(ref.local_oid, None if ref.creating else ref.remote_oid)
@@ -132,13 +138,21 @@ def _is_url(remote: str) -> bool:
     return "/" in remote or ":" in remote
 
 
-def _check_tag(project: Project, ref: PushedRef) -> list[str]:
-    repo, prefix = project.repo, project.config.tag_prefix
+def _check_tag(project: Project, ref: PushedRef, release_tags: ReleaseTags) -> list[str]:
+    repo, config = project.repo, project.config
     tag = ref.remote_ref.removeprefix("refs/tags/")
+    try:
+        prefixes = release_tags.prefixes_of(tag)
+    except ImgtrackError as exc:
+        return [str(exc)]
+    if not prefixes:
+        return []
+    prefix = prefixes[0]
     version = version_from_tag(tag, prefix)
     if version is None:
         return []
-    bound = _commits_bound_to(project, str(version))
+    # Only the images that take their versions from this prefix: web/v1.2.0 binds no api record.
+    bound = [r for r in _commits_bound_to(project, str(version)) if config.prefix_of(r.image) == prefix]
     if not bound:
         return []
     new = None if ref.deleting else repo.peel_commit(ref.local_oid)
@@ -174,7 +188,7 @@ def _check_ledger_file(
     data: bytes | None,
     remote_ref: str,
     pushed: set[str],
-    release_tags: dict[str, str],
+    release_tags: ReleaseTags,
 ) -> list[str]:
     rel = path.removeprefix(LEDGER_PATH + "/")
     kind = classify(rel)
@@ -223,7 +237,7 @@ def _check_fact(project: Project, fact: Fact, pushed: set[str]) -> list[str]:
         return [str(exc)]
 
 
-def _check_record(project: Project, tip: str, record: Record, release_tags: dict[str, str]) -> list[str]:
+def _check_record(project: Project, tip: str, record: Record, release_tags: ReleaseTags) -> list[str]:
     repo, config = project.repo, project.config
     problems: list[str] = []
     if not repo.is_ancestor(record.commit, tip):
@@ -231,7 +245,8 @@ def _check_record(project: Project, tip: str, record: Record, release_tags: dict
             f"{record.image} {record.version} names commit {record.commit[:7]}, which is not in the pushed history; "
             "push that commit too, or record the build from a commit you push"
         )
-    contradicted, elsewhere = release_conflicts(record.version, record.commit, release_tags, config.tag_prefix)
+    prefix = config.prefix_of(record.image)
+    contradicted, elsewhere = release_conflicts(record.version, record.commit, release_tags.of(prefix), prefix)
     if contradicted:
         problems.append(
             contradiction_message(record.version, record.commit, contradicted)

@@ -12,6 +12,7 @@ from imgtrack.policy import Candidate, check_tags, check_version_unique, drop_ta
 from imgtrack.project import Project
 from imgtrack.sources import digest_only, read_source
 from imgtrack.versions import (
+    ReleaseTags,
     check_explicit_version,
     derive_version,
     parse_version,
@@ -69,13 +70,15 @@ def record_image(project: Project, req: RecordRequest, description: ImageDescrip
     if existing is not None:
         return _record_again(project, req, existing)
     commit = repo.resolve_commit(req.commit) if req.commit else head
-    dirty = commit == head and repo.is_dirty()
+    paths = config.paths_of(req.image)
+    dirty = commit == head and repo.is_dirty(paths=paths)
     if dirty and not req.allow_dirty:
+        where = f" under {', '.join(paths)}" if paths else ""
         raise GitStateError(
-            f"{repo.work_tree} has uncommitted changes, so this build is not traceable to {commit[:7]}; "
+            f"{repo.work_tree} has uncommitted changes{where}, so this build is not traceable to {commit[:7]}; "
             "commit them, or pass --allow-dirty for a dev record"
         )
-    version = _version(project, commit, req.version, dirty)
+    version = _version(project, req.image, commit, req.version, dirty)
     candidate = Candidate(image=req.image, digest=description.digest, version=version, commit=commit, dirty=dirty)
     rendered = render_tags(config.rules, candidate)
 
@@ -151,15 +154,19 @@ def _record_again(project: Project, req: RecordRequest, existing: Build) -> Reco
     return RecordResult(updated, path, created=False)
 
 
-def _version(project: Project, commit: str, explicit: str | None, dirty: bool) -> str:
-    prefix = project.config.tag_prefix
-    repo = project.repo
+def _version(project: Project, image: str, commit: str, explicit: str | None, dirty: bool) -> str:
+    config, repo = project.config, project.repo
+    prefix = config.prefix_of(image)
+    owners = config.prefixes()
+    release_tags = ReleaseTags(repo, owners, project.config_path)
     if explicit is None:
-        derived = derive_version(repo, commit, prefix, dirty)
+        if len(owners) > 1:
+            release_tags.of(prefix)  # a tag two images' prefixes both match is refused before it is used
+        derived = derive_version(repo, commit, prefix, dirty, config.paths_of(image))
         parse_version(derived, f"the version derived from git for {commit[:7]},")  # a near-limit tag can outgrow it
         return derived
     parsed = parse_version(explicit, "--version")
-    tagged = repo.tag_commits(prefix)  # every release tag, read once
+    tagged = release_tags.of(prefix)  # every release tag, read once
     release_tags = sorted(
         ((t, v) for t, c in tagged.items() if c == commit and (v := version_from_tag(t, prefix))),
         key=lambda tv: tv[1],

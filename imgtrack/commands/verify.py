@@ -16,6 +16,7 @@ from imgtrack.oci.reference import Reference, parse_reference
 from imgtrack.policy import TagHolder, TagKind, check_tags, floating_moves_backwards, tag_kind
 from imgtrack.project import Project
 from imgtrack.versions import (
+    ReleaseTags,
     contradiction_message,
     parse_version,
     released_elsewhere_message,
@@ -70,26 +71,33 @@ def verify_ledger(project: Project) -> VerifyReport:
         )
         missing = set()
 
-    # Release tags, read once: commit -> versions, version -> commit.
-    prefix = config.tag_prefix
-    tags_by_commit: dict[str, list[str]] = defaultdict(list)
-    for tag, commit in repo.tag_commits(prefix).items():
-        if version_from_tag(tag, prefix) is not None:
-            tags_by_commit[commit].append(tag)
-    # The same judgement as versions.release_conflicts, from maps built once (it would scan every tag
-    # for every record).
-    release_of = {
-        str(v.replace(build=None)): (t, c)
-        for c, tags in tags_by_commit.items()
-        for t in tags
-        if (v := version_from_tag(t, prefix)) is not None
-    }
+    # Release tags, read once a prefix: commit -> tags, version -> (tag, commit). The same judgement as
+    # versions.release_conflicts, from maps built once (it would scan every tag for every record).
+    release_tags = ReleaseTags(repo, config.prefixes(), project.config_path)
+    by_prefix: dict[str, tuple[dict[str, list[str]], dict[str, tuple[str, str]]]] = {}
+
+    def releases(prefix: str) -> tuple[dict[str, list[str]], dict[str, tuple[str, str]]]:
+        if prefix not in by_prefix:
+            tags_by_commit: dict[str, list[str]] = defaultdict(list)
+            release_of: dict[str, tuple[str, str]] = {}
+            for tag, commit in release_tags.of(prefix).items():
+                tags_by_commit[commit].append(tag)
+                if (v := version_from_tag(tag, prefix)) is not None:
+                    release_of[str(v.replace(build=None))] = (tag, commit)
+            by_prefix[prefix] = (tags_by_commit, release_of)
+        return by_prefix[prefix]
+
+    for prefix, images in config.prefixes().items():
+        if images:
+            releases(prefix)  # a tag that two images' prefixes both match is a config error, records or not
 
     tag_history: dict[tuple[str, str], list[tuple[str, TagHolder]]] = defaultdict(list)
     versions: dict[tuple[str, str], list[tuple[str, Build]]] = defaultdict(list)
     for rel, record in loaded:
         if record.commit in missing:
             add(rel, f"commit {record.commit[:12]} is not in this repository; fetch it, or the record is untraceable")
+        prefix = config.prefix_of(record.image)
+        tags_by_commit, release_of = releases(prefix)
         tagged = tags_by_commit.get(record.commit, [])
         if tagged and not any(
             same_release(parse_version(record.version), v) for t in tagged if (v := version_from_tag(t, prefix))

@@ -158,15 +158,15 @@ def _version(project: Project, image: str, commit: str, explicit: str | None, di
     config, repo = project.config, project.repo
     prefix = config.prefix_of(image)
     owners = config.prefixes()
-    release_tags = ReleaseTags(repo, owners, project.config_path)
+    releases = ReleaseTags(repo, owners, project.config_path)
     if explicit is None:
         if len(owners) > 1:
-            release_tags.of(prefix)  # a tag two images' prefixes both match is refused before it is used
+            releases.of(prefix)  # a tag two images' prefixes both match is refused before it is used
         derived = derive_version(repo, commit, prefix, dirty, config.paths_of(image))
         parse_version(derived, f"the version derived from git for {commit[:7]},")  # a near-limit tag can outgrow it
         return derived
     parsed = parse_version(explicit, "--version")
-    tagged = release_tags.of(prefix)  # every release tag, read once
+    tagged = releases.of(prefix)  # every release tag, read once
     release_tags = sorted(
         ((t, v) for t, c in tagged.items() if c == commit and (v := version_from_tag(t, prefix))),
         key=lambda tv: tv[1],

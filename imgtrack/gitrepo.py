@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgtrack.errors import GitError, GitStateError, InvalidReference, NotAGitRepository
+from imgtrack.errors import GitError, GitStateError, InvalidReference, NotAGitRepository, UsageError
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,25 @@ class GitRepo:
         common = Path(lines[3])
         # The git dir shared by all worktrees (hooks live here).
         self.common_dir = common if common.is_absolute() else (start / common).resolve()
+
+    @classmethod
+    def bare(cls, path: str | os.PathLike[str]) -> GitRepo:
+        """A bare repository (a git server's), for the server-side hook: git runs in its git dir, and
+        `work_tree` names that folder, since there is no other."""
+        start = Path(path).resolve()
+        proc = run_git(["rev-parse", "--is-bare-repository", "--absolute-git-dir"], start, check=False)
+        lines = proc.stdout.splitlines()
+        if proc.returncode != 0 or len(lines) != 2:
+            raise NotAGitRepository(f"{start} is not a git repository; run this in a bare repository on the server")
+        if lines[0] != "true":
+            raise UsageError(
+                f"{start} is a work tree, not a bare repository; the server hook is for a git server's repository "
+                "(run `imgtrack hooks install` here for the pre-push hook)"
+            )
+        repo = cls.__new__(cls)
+        repo.work_tree = repo.git_dir = repo.common_dir = Path(lines[1])
+        repo._head = None
+        return repo
 
     def _run(self, *args: str, stdin: str | None = None) -> str:
         return run_git(list(args), self.work_tree, stdin=stdin).stdout.rstrip("\n")
@@ -305,6 +324,16 @@ class GitRepo:
         """The id of the tree at `path` in `rev`, or None (no such commit, or no such path there)."""
         out = self._try("rev-parse", "--verify", "--quiet", f"{rev}:{path}")
         return out or None
+
+    def tree_ids(self, rev: str, paths: tuple[str, str]) -> tuple[str | None, str | None]:
+        """`tree_id` of two paths in one git process."""
+        if not _OID_RE.fullmatch(rev):
+            return self.tree_id(rev, paths[0]), self.tree_id(rev, paths[1])
+        proc = run_git(["rev-parse", *(f"{rev}:{p}" for p in paths)], self.work_tree, check=False)
+        found = proc.stdout.split()
+        if proc.returncode == 0 and len(found) == 2:
+            return found[0], found[1]
+        return self.tree_id(rev, paths[0]), self.tree_id(rev, paths[1])
 
     def changed_paths(self, old_tree: str, new_tree: str) -> list[str]:
         """Paths (relative to the two trees) that were added, changed or removed between them."""

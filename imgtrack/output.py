@@ -123,6 +123,14 @@ def push_refusal(problems: list[str]) -> int:
     return 1
 
 
+def receive_refusal(problems: list[str]) -> int:
+    """Print why the server's pre-receive hook refuses a push (git shows each line as `remote: …`)."""
+    for problem in problems:
+        error(problem)
+    error("push refused by imgtrack's pre-receive hook on this server; fix the above and push again")
+    return 1
+
+
 def blob_progress(quiet: bool) -> tuple[Callable[[str, Any], None], Callable[[], None]]:
     """A thread-safe progress callback for blob copies and the function that finishes it: a rich bar on
     a terminal, one plain line per blob otherwise, nothing when quiet. Always on stderr."""

@@ -16,10 +16,11 @@ class Project:
     repo: GitRepo
     config: Config
     ledger: Ledger
+    config_file: Path | None = None  # where the config was read, when not in the work tree (a server's mirror)
 
     @property
     def config_path(self) -> Path:
-        return config_path(self.repo.work_tree)
+        return self.config_file or config_path(self.repo.work_tree)
 
     @classmethod
     def open(cls, path: str | Path = ".") -> Project:

@@ -81,8 +81,11 @@ def pre_push_problems(cwd: Path, remote: str, stdin: TextIO | None, environ: dic
     return check_push(Project.open(cwd), remote, refs)
 
 
-def check_push(project: Project, remote: str, refs: list[PushedRef]) -> list[str]:
-    """Every reason to refuse this push, one line each with its fix; empty when the push may go."""
+def check_push(project: Project, remote: str, refs: list[PushedRef], known: tuple[str, ...] | None = None) -> list[str]:
+    """Every reason to refuse this push, one line each with its fix; empty when the push may go.
+
+    A new ref brings the commits the remote does not have: those not on `remote`'s tracking branches,
+    or, given `known` (a server knows its own refs: `--all`), those not reachable from `known`."""
     problems: list[str] = []
     repo = project.repo
     project.ledger.index()  # a schema-1 or malformed ledger is refused before anything is judged by it
@@ -98,7 +101,10 @@ def check_push(project: Project, remote: str, refs: list[PushedRef]) -> list[str
         dropped = None
         if old is None:
             # A new ref: what the remote does not have yet, as far as we know.
-            revs = [tip, "--not", f"--remotes={remote}"] if remote and not _is_url(remote) else [tip]
+            if known is not None:
+                revs = [tip, "--not", *known]
+            else:
+                revs = [tip, "--not", f"--remotes={remote}"] if remote and not _is_url(remote) else [tip]
         else:
             revs = [old, tip]
             dropped = repo.start_dropped_commits(old, tip)  # runs beside the diff below

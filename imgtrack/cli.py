@@ -427,15 +427,20 @@ def _hook_result(action: str, a: Args) -> None:
     from imgtrack.commands import hooks
     from imgtrack.gitrepo import GitRepo
 
-    repo = GitRepo(Path.cwd())
+    repo = GitRepo.bare(Path.cwd()) if a.server else GitRepo(Path.cwd())
     status = {"install": hooks.install_hooks, "uninstall": hooks.uninstall_hooks, "status": hooks.hook_status}[action](
-        repo
+        repo, hooks.SERVER if a.server else hooks.CLIENT
     )
+    if a.server and action == "install":
+        from imgtrack.commands.prereceive import prime_mirror
+
+        prime_mirror(repo)
     output.hook_state(status, a.json)
 
 
 def hooks_install(a: Args) -> None:
-    """Install the pre-push hook (keeps a foreign hook as pre-push.legacy and runs it first)."""
+    """Install the pre-push hook (keeps a foreign hook as pre-push.legacy and runs it first); --server: the
+    pre-receive hook of a bare repository."""
     _hook_result("install", a)
 
 
@@ -458,6 +463,55 @@ def hook_pre_push(a: Args) -> int:
 
     problems = pre_push_problems(Path.cwd(), a.remote, sys.stdin, dict(os.environ))
     return output.push_refusal(problems) if problems else 0
+
+
+def completion(a: Args) -> int | None:
+    """Print the shell completion script for bash, zsh or fish (generated from this parser); --install
+    writes it where that shell finds a user's completions."""
+    import os
+
+    from imgtrack import completion as comp
+    from imgtrack import output
+
+    if a.list:
+        if a.list not in comp.KINDS:
+            return 0  # asked by a completion script: a wrong word completes to nothing
+        for word in comp.list_words(a.list):
+            print(word)
+        return 0
+    if a.shell is None:
+        raise UsageError("name a shell: imgtrack completion bash|zsh|fish (add --install to install it)")
+    text = comp.script(a.shell, build_parser())
+    if not a.install:
+        sys.stdout.write(text)
+        return 0
+    from imgtrack.fsutil import write_atomic
+
+    env = os.environ
+    target = comp.install_path(
+        a.shell,
+        Path.home(),
+        Path(env["XDG_DATA_HOME"]) if env.get("XDG_DATA_HOME") else None,
+        Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else None,
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(target, text.encode())
+    hint = {
+        "bash": "new bash shells load it (bash-completion)",
+        "zsh": f"add `fpath=({target.parent} $fpath)` before `compinit` in ~/.zshrc",
+        "fish": "new fish shells load it",
+    }[a.shell]
+    output.emit(f"wrote {target}; {hint}")
+    return 0
+
+
+def hook_pre_receive(a: Args) -> int:
+    """Check a push arriving at a bare repository (git's pre-receive stdin), as the server's hook."""
+    from imgtrack import output
+    from imgtrack.commands.prereceive import pre_receive_problems
+
+    problems = pre_receive_problems(Path.cwd(), "" if sys.stdin.isatty() else sys.stdin.read())
+    return output.receive_refusal(problems) if problems else 0
 
 
 # --- the parser ----------------------------------------------------------------------------------
@@ -493,6 +547,8 @@ EXAMPLES: dict[str, str] = {
     "promote": "imgtrack promote api@1.4.0 --to registry.example.com/prod/api",
     "pull": "imgtrack pull api@1.4.0 --to ./api-layout\n"
     "imgtrack pull registry.example.com/team/api@sha256:… --to ./api-layout",
+    "completion": "imgtrack completion bash --install   # or: imgtrack completion zsh > ~/.zfunc/_imgtrack\n"
+    "source <(imgtrack completion bash)     # this shell only",
     "login": "printenv REGISTRY_TOKEN | imgtrack login registry.example.com -u ci --password-stdin",
     "logout": "imgtrack logout registry.example.com",
     "audit": "kubectl get pods -A -o json | imgtrack audit -\n"
@@ -501,7 +557,8 @@ EXAMPLES: dict[str, str] = {
     "ledger_migrate": "imgtrack ledger migrate && git diff --stat",
     "ledger_commit": "imgtrack ledger commit                   # commit .imgtrack/ alone\n"
     "imgtrack ledger commit --push            # CI: commit and land it, rebasing if main moved",
-    "hooks_install": "imgtrack hooks install && imgtrack hooks status",
+    "hooks_install": "imgtrack hooks install && imgtrack hooks status\n"
+    "cd /srv/git/project.git && imgtrack hooks install --server   # on the git server",
 }
 
 
@@ -739,13 +796,26 @@ def build_parser() -> _Parser:
     )
     _json(p)
 
-    hooks_commands = _group(commands, "hooks", "Install, remove or inspect the pre-push hook.")
+    hooks_commands = _group(commands, "hooks", "Install, remove or inspect the pre-push (or server) hook.")
     for name, func in (("install", hooks_install), ("uninstall", hooks_uninstall), ("status", hooks_status)):
-        _json(_command(hooks_commands, name, func))
+        p = _command(hooks_commands, name, func)
+        p.add_argument(
+            "--server",
+            action="store_true",
+            help="The pre-receive hook of a bare repository on a git server, which no client can skip.",
+        )
+        _json(p)
 
-    p = _command(_group(commands, "hook", "What installed hooks run."), "pre-push", hook_pre_push)
+    p = _command(commands, "completion", completion)
+    p.add_argument("shell", nargs="?", choices=("bash", "zsh", "fish"), help="The shell.")
+    p.add_argument("--install", action="store_true", help="Write it where the shell finds a user's completions.")
+    p.add_argument("--list", metavar="KIND", help=argparse.SUPPRESS)  # what the scripts ask at completion time
+
+    hook_commands = _group(commands, "hook", "What installed hooks run.")
+    p = _command(hook_commands, "pre-push", hook_pre_push)
     p.add_argument("remote", nargs="?", default="", help="Remote name, as git passes it.")
     p.add_argument("url", nargs="?", default="", help="Remote URL, as git passes it.")
+    _command(hook_commands, "pre-receive", hook_pre_receive)
     return parser
 
 

@@ -657,6 +657,11 @@ class LedgerIndex:
             args.append(limit)
         return [row[0] for row in self._db.execute(sql, args)]
 
+    def newest_versions(self, image: str, limit: int) -> list[str]:
+        """The versions of `image`'s `limit` newest records, newest first (shell completion)."""
+        sql = "SELECT version FROM records WHERE image=? ORDER BY recorded_at DESC, path DESC LIMIT ?"
+        return [row[0] for row in self._db.execute(sql, (image, limit))]
+
     def versions(self, image: str, major: int | None = None, releases_only: bool = False) -> list[tuple[str, str]]:
         """(version, path) of an image's records, optionally narrowed to one major version."""
         sql = "SELECT version, path FROM records WHERE image=?"

@@ -45,7 +45,7 @@ def test_every_command_help_ends_with_examples() -> None:
                 commands = [(f"{name} {n}", s) for a in sub._subparsers._group_actions for n, s in a.choices.items()]
             for full, command in commands:
                 func = command.get_default("func").__name__
-                if full in ("hook pre-push", "hooks uninstall", "hooks status"):
+                if full in ("hook pre-push", "hook pre-receive", "hooks uninstall", "hooks status"):
                     continue  # run by git, or one word with nothing to show
                 assert "examples:" in command.format_help(), full
                 seen.add(func)

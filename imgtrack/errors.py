@@ -27,7 +27,8 @@ class NotAGitRepository(UsageError):
     @classmethod
     def from_path(cls, path: str) -> NotAGitRepository:
         return cls(
-            f"{path} is not inside a git work tree; run imgtrack from your project's repository (git init first)"
+            f"{path} is not inside a git work tree; run imgtrack in a clone of your project (git init for a new "
+            "one; a CI job with no checkout records from any clone: record --digest … --commit … --version …)"
         )
 
 

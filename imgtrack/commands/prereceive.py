@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgtrack.commands.prepush import ZERO, PushedRef, check_push
 from imgtrack.config import CONFIG_DIR, CONFIG_FILE, LEDGER_DIR, load_config
 from imgtrack.errors import GitError
 from imgtrack.fsutil import write_atomic
@@ -32,8 +33,6 @@ from imgtrack.ledger.index import GitView
 from imgtrack.ledger.ledger import Ledger
 from imgtrack.ledger.store import classify
 from imgtrack.project import Project
-
-from .prepush import ZERO, PushedRef, check_push
 
 MAX_MIRRORED_BYTES = 1024 * 1024  # a ledger file or config is a few KB; a bigger blob is not mirrored
 _FILE_MODES = {"100644", "100755"}

@@ -69,6 +69,8 @@ def record_image(project: Project, req: RecordRequest, description: ImageDescrip
     existing = ledger.get(req.image, description.digest)  # writes are atomic: reading needs no lock
     if existing is not None:
         return _record_again(project, req, existing)
+    if req.commit is None:
+        _refuse_test_merge(head)
     commit = repo.resolve_commit(req.commit) if req.commit else head
     paths = config.paths_of(req.image)
     dirty = commit == head and repo.is_dirty(paths=paths)
@@ -89,6 +91,24 @@ def record_image(project: Project, req: RecordRequest, description: ImageDescrip
     if raced is not None:  # recorded meanwhile by another process (handled outside the lock it retakes)
         return _record_again(project, req, raced)
     return RecordResult(Build(record), ledger.path_of(req.image, description.digest), created=True)
+
+
+def _refuse_test_merge(head: str) -> None:
+    """A CI service's test merge of a pull request is no branch's commit: refuse to record it unasked."""
+    import os
+
+    from imgtrack.cienv import pull_request_merge
+
+    merge = pull_request_merge(os.environ, head)
+    if merge is None:
+        return
+    made_by, pr_head = merge
+    instead = f"--commit {pr_head}" if pr_head else "--commit with the pull request's head commit"
+    raise GitStateError(
+        f"HEAD {head[:7]} is {made_by}, which no branch keeps, so a record of it could never be traced; pass "
+        f"{instead}, best with that commit checked out and built (docs/ci.md), or --commit HEAD to record the "
+        "merge anyway"
+    )
 
 
 def _write_new(

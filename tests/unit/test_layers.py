@@ -1,7 +1,7 @@
 """The package's layers, read from its import statements (function-level ones too): no circles, the
 OCI client imports nothing of imgtrack but its errors and file helpers, the lower layers never reach
 up into the commands or the CLI, and a command never imports another (but for push, which records its
-source first)."""
+source first, and the server hook, which runs the client hook's checks)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ LOWER = (
     "imgtrack.fsutil",
     "imgtrack.sources",
     "imgtrack.workloads",
+    "imgtrack.cienv",
     "imgtrack.oci",
 )
 HIGHER = (
@@ -30,11 +31,15 @@ HIGHER = (
     "imgtrack.exits",
     "imgtrack.output",
     "imgtrack.project",
+    "imgtrack.completion",
+    "imgtrack.ci_job",
 )
-# push records its source first; deploy --to promotes the build first.
+# push records its source first; deploy --to promotes the build first; the server's hook runs the
+# client hook's checks.
 COMMAND_EDGES_ALLOWED = {
     ("imgtrack.commands.push", "imgtrack.commands.record"),
     ("imgtrack.commands.deploy", "imgtrack.commands.push"),
+    ("imgtrack.commands.prereceive", "imgtrack.commands.prepush"),
 }
 
 
@@ -94,6 +99,13 @@ def _circles(graph: dict[str, set[str]]) -> list[set[str]]:
         if node not in index:
             visit(node)
     return found
+
+
+def test_no_relative_imports() -> None:
+    """The layer checks read absolute imports: a relative one would slip past them."""
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            assert not (isinstance(node, ast.ImportFrom) and node.level), name
 
 
 def test_no_import_circles() -> None:

@@ -90,8 +90,13 @@ def test_record_version_is_checked_against_the_images_own_release_tags(monorepo:
     path, _ = layouts()
     refused = run(["record", str(path), "--image", "api", "--version", "1.2.0"], monorepo)
     assert refused.code == 2 and "already released from commit" in refused.err
-    # web's 1.2.0 is its own: api's tag says nothing about it.
+    # web's 1.2.0 is its own: api's tag says nothing about it, for record and for verify.
     assert record(monorepo, layouts, "web", "--version", "1.2.0")["version"] == "1.2.0"
+    assert run(["verify"], monorepo).code == 0
+    # web's own tag does: a web-v1.3.0 on that commit contradicts web's record of 1.2.0.
+    git(monorepo, "tag", "web-v1.3.0")
+    found = run(["verify"], monorepo)
+    assert found.code == 1 and "version 1.2.0 contradicts the release tag web-v1.3.0" in found.out, found.out
 
 
 def test_a_prefix_two_images_answer_to_is_a_config_error(monorepo: Path, layouts: LayoutFactory) -> None:

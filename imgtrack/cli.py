@@ -354,6 +354,20 @@ def pull(a: Args) -> None:
     output.pulled(a.source, result, a.json)
 
 
+def inspect(a: Args) -> int:
+    """Show an image and what is attached to it (its imgtrack record: version, commit, tags; every other
+    referrer), from the registry or layout alone: no git repository needed. Exit 1 when it carries no record."""
+    from imgtrack import output
+    from imgtrack.commands.inspect import inspect_image
+
+    registries = _registries(None, a, lambda _e, _b: None)
+    try:
+        result = inspect_image(a.reference, registries)
+    finally:
+        registries.close()
+    return output.inspected(result, a.json)
+
+
 def login(a: Args) -> None:
     """Check credentials against the registry and save them as `docker login` does."""
     from imgtrack import output
@@ -549,6 +563,8 @@ EXAMPLES: dict[str, str] = {
     "imgtrack pull registry.example.com/team/api@sha256:… --to ./api-layout",
     "completion": "imgtrack completion bash --install   # or: imgtrack completion zsh > ~/.zfunc/_imgtrack\n"
     "source <(imgtrack completion bash)     # this shell only",
+    "inspect": "imgtrack inspect registry.example.com/team/api@sha256:…   # which commit is this digest?\n"
+    "imgtrack inspect oci:./api-layout --json",
     "login": "printenv REGISTRY_TOKEN | imgtrack login registry.example.com -u ci --password-stdin",
     "logout": "imgtrack logout registry.example.com",
     "audit": "kubectl get pods -A -o json | imgtrack audit -\n"
@@ -755,6 +771,11 @@ def build_parser() -> _Parser:
     )
     p.add_argument("--to", metavar="PATH", type=Path, required=True, help="OCI layout directory to pull into.")
     _registry_options(p, credentials=True, transfer=True)
+    _json(p)
+
+    p = _command(commands, "inspect", inspect)
+    p.add_argument("reference", metavar="REFERENCE", help="repo@sha256:…, repo:tag, or oci:DIR[:TAG].")
+    _registry_options(p, credentials=True)
     _json(p)
 
     p = _command(commands, "login", login)

@@ -74,6 +74,7 @@ latest = false
 # repositories = ["registry.example.com/team/api"]
 # tag_prefix = "api/v"
 # paths = ["services/api", "libs/common"]
+# source = "https://git.example.com/team/api"   # said by the record attached to each pushed image
 [images]
 
 # Where builds are rolled out (imgtrack deploy, status, rollback; audit --env), and the repositories
@@ -95,6 +96,7 @@ class ImageConfig:
     repositories: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()  # the source folders the image is built from; none: the whole repository
     tag_prefix: str | None = None  # its own release tags' prefix; None: the global versions.tag_prefix
+    source: str = ""  # where its source lives (a URL), said by the record artifact attached to the image
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,7 @@ _PER_ENTRY_KEYS = {
     "environments": ("repositories",),
 }
 _PREFIX_RE = re.compile(r"[A-Za-z0-9._/-]{0,64}", re.ASCII)
+_SOURCE_RE = re.compile(r"(https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%!$&'()*+,;=:/-]*)?)?", re.ASCII)
 
 
 def _known_keys(table: dict[str, Any], known: tuple[str, ...], where: str, path: Path) -> None:
@@ -322,7 +325,13 @@ def parse_config(data: dict[str, Any], path: Path) -> Config:
                 )
         own = table.get("tag_prefix")
         own_prefix = None if own is None else _prefix(own, f"images.{name}.tag_prefix", path)
-        images[name] = ImageConfig(name=name, repositories=repos, paths=paths, tag_prefix=own_prefix)
+        source_url = table.get("source", "")
+        if not isinstance(source_url, str) or not _SOURCE_RE.fullmatch(source_url):
+            raise ConfigError(
+                f"{path}: images.{name}.source must be an http(s) URL without user or password (it is attached "
+                "to every pushed image), such as https://git.example.com/team/api; fix that entry"
+            )
+        images[name] = ImageConfig(name=name, repositories=repos, paths=paths, tag_prefix=own_prefix, source=source_url)
     _check_prefixes(images, prefix, path)
     registries: dict[str, RegistryConfig] = {}
     for host, table in _table(data, "registries", path).items():

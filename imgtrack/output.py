@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from imgtrack.commands.export import Allowlist
     from imgtrack.commands.hooks import HookStatus
     from imgtrack.commands.init import InitResult
+    from imgtrack.commands.inspect import Inspection
     from imgtrack.commands.ledger import CommitResult
     from imgtrack.commands.pin import PinReport
     from imgtrack.commands.pull import PullResult
@@ -121,6 +122,50 @@ def push_refusal(problems: list[str]) -> int:
         error(problem)
     error("push refused by imgtrack's pre-push hook; fix the above (git push --no-verify skips it, CI does not)")
     return 1
+
+
+def inspected(result: Inspection, as_json: bool) -> int:
+    """What `inspect` found; exit 1 when the image carries no imgtrack record."""
+    record = result.record
+    if as_json:
+        emit_json(
+            {
+                "reference": result.reference,
+                "digest": result.digest,
+                "media_type": result.media_type,
+                "platforms": [{"platform": p, "digest": d} for p, d in result.platforms],
+                "record": record,
+                "record_artifact": result.record_artifact or None,
+                "referrers": [
+                    {
+                        "digest": d.digest,
+                        "artifact_type": d.artifact_type,
+                        "media_type": d.media_type,
+                        "annotations": d.annotations,
+                    }
+                    for d in result.referrers
+                ],
+            }
+        )
+    else:
+        emit(f"{result.reference}\n  digest      {result.digest}\n  media type  {result.media_type}")
+        for platform, digest in result.platforms:
+            emit(f"  platform    {platform or '?'}  {digest}")
+        if record:
+            said = {k: str(v).replace("\n", "\\n") for k, v in record.items()}  # a registry's text: one line each
+            emit(f"  record      {said['image']} {said['version']} from {said['commit']} ({said['tree']})")
+            emit(f"  tags        {', '.join(str(t) for t in record['tags']).replace(chr(10), ' ') or 'none'}")
+            if record.get("source"):
+                emit(f"  source      {said['source']}")
+        else:
+            emit("  record      none attached")
+        others = [d for d in result.referrers if d.digest != result.record_artifact]
+        for d in others:
+            emit(f"  referrer    {d.artifact_type or d.media_type}  {d.digest}")
+    if record is None:
+        error(f"{result.reference} carries no imgtrack record (push it with imgtrack, which attaches one)")
+        return 1
+    return 0
 
 
 def receive_refusal(problems: list[str]) -> int:

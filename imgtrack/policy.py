@@ -16,7 +16,7 @@ from functools import lru_cache
 import semver
 
 from imgtrack.errors import ConfigError, InvalidTag
-from imgtrack.oci.reference import is_tag
+from imgtrack.oci.reference import is_fallback_tag, is_tag
 from imgtrack.versions import encode_tag, semver_of
 
 DEFAULT_TEMPLATES = ("{version}", "{major}.{minor}", "sha-{short}")
@@ -87,6 +87,11 @@ def check_tag_grammar(tag: str) -> None:
             reason = f"holds {''.join(bad)!r}"
         raise InvalidTag(
             f"tag {tag!r} {reason}; a tag is 1-128 of A-Z a-z 0-9 _ . - and starts with a letter, digit or _"
+        )
+    if is_fallback_tag(tag):
+        raise InvalidTag(
+            f"tag {tag[:19]}… has the shape of a referrers tag (<algorithm>-<digest hex>), which registries use "
+            "to list the artifacts attached to an image; choose another tag"
         )
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgtrack.artifact import record_artifact
 from imgtrack.commands.record import RecordRequest, record_image
 from imgtrack.errors import PolicyViolation, UsageError
 from imgtrack.fsutil import check_output
@@ -18,6 +19,7 @@ from imgtrack.oci.copy import CopyStats, copy_blobs
 from imgtrack.oci.layout import REF_NAME, Descriptor, ImageDescription, Layout, LayoutWriter, describe
 from imgtrack.oci.pool import Registries
 from imgtrack.oci.reference import Reference, parse_reference, parse_repository
+from imgtrack.oci.referrers import attach_to_layout
 from imgtrack.policy import TagKind, TagRules, latest_alias, tag_kind
 from imgtrack.project import Project
 from imgtrack.sources import read_source, recorded_copy
@@ -176,6 +178,8 @@ def _push_one(
     registries: Registries,
     promote: bool = False,
 ) -> PushResult:
+    source_url = project.config.images[record.image].source if record.image in project.config.images else ""
+    subject_size = None
     if not ref.is_layout and tags and all(existing.get(t) == record.digest for t in tags):
         # Every tag already names this manifest, so it and all it references are there: nothing to read.
         stats = CopyStats(copied=0, skipped=len(record.all_digests()), bytes_copied=0)
@@ -194,6 +198,7 @@ def _push_one(
                 for tag in tags or ("",)
             )
         )
+        attach_to_layout(writer, record_artifact(record.record, description.size, source_url))
     else:
         from imgtrack.oci.remote import push_to_registry
 
@@ -214,7 +219,13 @@ def _push_one(
             mount_from=same_registry,
             progress=registries.progress,
         )
-    # Only now, with every blob, manifest and tag in place, does the ledger say it was pushed. The same
+        subject_size = description.size
+    if not ref.is_layout:
+        # The record travels with the image: an artifact whose subject is it (docs/security.md).
+        if subject_size is None:
+            subject_size = registries.client(ref.registry).manifest_size(ref.repository, record.digest)
+        registries.referrers(ref).attach(record.digest, record_artifact(record.record, subject_size, source_url))
+    # Only now, with every blob, manifest, tag and the record in place, does the ledger say it was pushed. The same
     # push recorded before (decided under the ledger lock) adds nothing.
     appended = project.ledger.add_fact(
         Fact(

@@ -181,6 +181,15 @@ def verify_pushes(project: Project, registries: Registries) -> list[Finding]:
                 present = existing.get(record.digest) == record.digest
             if not present:
                 findings.append(Finding(where, f"manifest {record.digest[:19]}… no longer exists there"))
+            elif not _carries_record(ref, record, registries):
+                findings.append(
+                    Finding(
+                        where,
+                        f"the image carries no imgtrack record for {record.commit[:7]} (copied by a tool that drops "
+                        f"referrers?); attach it with `imgtrack push {record.image}@{record.version} --to "
+                        f"{push.repository}`",
+                    )
+                )
             for tag in push.tags:
                 held = existing.get(tag)
                 if held == record.digest:
@@ -202,6 +211,24 @@ def verify_pushes(project: Project, registries: Registries) -> list[Finding]:
                         )
                     )
     return findings
+
+
+def _carries_record(ref: Reference, record: Build, registries: Registries) -> bool:
+    """Whether the image at `ref` has a record artifact naming the record's commit (read from the
+    referrers' annotations: no blob is fetched)."""
+    from imgtrack.artifact import RECORD_ARTIFACT_TYPE, REVISION
+
+    if ref.is_layout:
+        from imgtrack.oci.referrers import layout_referrers
+
+        layout = open_layout(Path(ref.repository))
+        try:
+            found = [d for d in layout_referrers(layout, record.digest) if d.artifact_type == RECORD_ARTIFACT_TYPE]
+        finally:
+            layout.close()
+    else:
+        found = registries.referrers(ref).of(record.digest, RECORD_ARTIFACT_TYPE)
+    return any(d.annotations.get(REVISION) == record.commit for d in found)
 
 
 def _layout_lists(ref: Reference, digest: str) -> bool:

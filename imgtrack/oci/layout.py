@@ -45,6 +45,7 @@ class Descriptor:
     size: int
     platform: str = ""
     annotations: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    artifact_type: str = field(default="", compare=False)  # an artifact's (a referrer's) `artifactType`
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> Descriptor:
@@ -60,10 +61,15 @@ class Descriptor:
         annotations = data.get("annotations") or {}
         if not isinstance(annotations, dict):
             annotations = {}
-        return cls(media_type, digest, size, _platform(data.get("platform")), annotations)
+        artifact_type = data.get("artifactType", "")
+        if not isinstance(artifact_type, str):
+            artifact_type = ""
+        return cls(media_type, digest, size, _platform(data.get("platform")), annotations, artifact_type[:255])
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.artifact_type:
+            out["artifactType"] = self.artifact_type
         if self.annotations:
             out["annotations"] = self.annotations
         if self.platform:
@@ -297,9 +303,10 @@ def open_layout(path: Path) -> Layout:
 
 
 def select_entry(layout: Layout, ref_name: str | None, digest: str | None = None) -> Descriptor:
-    entries = layout.entries()
+    everything = layout.entries()
+    entries = [d for d in everything if not d.artifact_type]  # referrers are about an image, not images
     if digest is not None:
-        for d in entries:
+        for d in everything:
             if d.digest == digest:
                 return d
         raise LayoutError(
@@ -317,7 +324,7 @@ def select_entry(layout: Layout, ref_name: str | None, digest: str | None = None
         return chosen[0]
     if not entries:
         raise LayoutError(f"{layout.name}: index.json lists no manifests; the layout holds no image")
-    if len(entries) > 1:
+    if len({d.digest for d in entries}) > 1:  # one image under several tags is one image
         names = ", ".join(d.annotations.get(REF_NAME, d.digest[:19] + "…") for d in entries)
         raise LayoutError(
             f"{layout.name}: index.json lists {len(entries)} manifests ({names}); choose one with --ref-name"
@@ -426,8 +433,9 @@ def _walk(
             if not layout.has_blob(d.digest):
                 raise LayoutError(f"{layout.name}: blob {d.digest} is missing; the layout is incomplete")
             blobs.append(d)
-        platform = desc.platform or _config_platform(layout, config)
-        manifests.append(PlatformManifest(platform=platform, digest=desc.digest, config=config.digest))
+        if not is_attestation(desc):  # an attestation is about the image's platforms, never one of them
+            platform = desc.platform or _config_platform(layout, config)
+            manifests.append(PlatformManifest(platform=platform, digest=desc.digest, config=config.digest))
     else:
         raise LayoutError(
             f"{layout.name}: {desc.digest[:19]}… has media type {media_type!r}, not an image manifest or index"
@@ -438,6 +446,20 @@ def _walk(
         )
     blobs.append(Descriptor(media_type, desc.digest, desc.size, desc.platform))
     return str(media_type)
+
+
+ATTESTATION_MANIFEST_TYPE = "application/vnd.docker.attestation.manifest.v1+json"
+
+
+def is_attestation(desc: Descriptor) -> bool:
+    """An index entry that is a BuildKit attestation manifest, not a platform image, in either form BuildKit
+    writes: `unknown/unknown` with `vnd.docker.reference.type: attestation-manifest` (before 0.32), or an
+    `artifactType` of attestation manifest (0.32 on)."""
+    return (
+        desc.artifact_type == ATTESTATION_MANIFEST_TYPE
+        or desc.annotations.get("vnd.docker.reference.type") == "attestation-manifest"
+        or desc.platform == "unknown/unknown"
+    )
 
 
 def _config_platform(layout: Layout, config: Descriptor) -> str:

@@ -12,6 +12,7 @@ from imgtrack.oci.layout import REF_NAME, Layout, open_layout
 from imgtrack.oci.reference import Reference
 
 if TYPE_CHECKING:  # httpx is imported only by commands that talk to a registry
+    from imgtrack.oci.referrers import RegistryReferrers
     from imgtrack.oci.registry import RegistryClient
 
 DEFAULT_CHUNK_SIZE = 128 * 1024 * 1024
@@ -34,6 +35,7 @@ class Registries:
     # The registries this command targets: only they get flag or environment credentials.
     targets: set[str] = field(default_factory=set)
     _clients: dict[str, RegistryClient] = field(default_factory=dict)
+    _referrers: dict[tuple[str, str], RegistryReferrers] = field(default_factory=dict)
 
     def client(self, registry: str) -> RegistryClient:
         from imgtrack.oci.auth import find_credentials
@@ -50,6 +52,15 @@ class Registries:
                 chunk_size=self.chunk_size,
             )
         return self._clients[registry]
+
+    def referrers(self, ref: Reference) -> RegistryReferrers:
+        """Referrers of images in one repository; whether it has the referrers API is learnt once a command."""
+        from imgtrack.oci.referrers import RegistryReferrers
+
+        key = (ref.registry, ref.repository)
+        if key not in self._referrers:
+            self._referrers[key] = RegistryReferrers(self.client(ref.registry), ref.repository)
+        return self._referrers[key]
 
     def open(self, ref: Reference, reference: str) -> Layout:
         from imgtrack.oci.remote import RegistryLayout

@@ -15,6 +15,15 @@ from pathlib import Path
 from imgtrack.errors import InvalidReference
 from imgtrack.oci.digest import is_digest
 
+# The tag a registry without the referrers API keeps a digest's referrers under (distribution-spec 1.1).
+FALLBACK_TAG_RE = re.compile(r"(sha256-[0-9a-f]{64}|sha512-[0-9a-f]{128})", re.ASCII)
+
+
+def is_fallback_tag(tag: str) -> bool:
+    """A tag a registry's referrers bookkeeping uses: never a release tag, never drift."""
+    return FALLBACK_TAG_RE.fullmatch(tag) is not None
+
+
 DEFAULT_REGISTRY = "docker.io"
 # Docker Hub's other names, which docker reads as docker.io.
 _HUB_ALIASES = ("index.docker.io", "registry-1.docker.io")

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from imgtrack.errors import NotTLS, RegistryError, TransferInterrupted, UsageError
 from imgtrack.oci.auth import Credentials, is_loopback
 from imgtrack.oci.digest import digest_bytes
 from imgtrack.oci.fastpath import READ_BYTES, FastBody, FastPath, proxy_configured
-from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES, MAX_MANIFEST_BYTES
+from imgtrack.oci.layout import Descriptor
+from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES, MAX_MANIFEST_BYTES, OCI_INDEX
 from imgtrack.oci.tls import client_context, speaks_tls
 
 if TYPE_CHECKING:
@@ -251,6 +252,19 @@ class RegistryClient:
         said = response.headers.get("Docker-Content-Digest")
         return str(said) if said else None
 
+    def manifest_size(self, repo: str, digest: str) -> int:
+        """The size of the manifest `digest` in `repo`, by HEAD (what a descriptor of it needs)."""
+        what = f"manifest {digest[:19]}… of {repo}"
+        response = self._send(
+            "HEAD", f"{self.base}/v2/{repo}/manifests/{digest}", headers={"Accept": ACCEPT_MANIFESTS}, ok=(200,)
+        )
+        if response.status_code != 200:
+            raise self._fail(response, what)
+        length = response.headers.get("Content-Length", "")
+        if not length.isdigit() or int(length) > MAX_MANIFEST_BYTES:
+            raise RegistryError(f"{self.registry}: {what} has no usable Content-Length ({length[:20]!r}); refused")
+        return int(length)
+
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Cross-repository mount; False when the registry would rather have an upload."""
         response = self._send(
@@ -381,7 +395,9 @@ class RegistryClient:
     def _absolute(self, location: str) -> str:
         return location if location.startswith(("http://", "https://")) else f"{self.base}{location}"
 
-    def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> None:
+    def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> str | None:
+        """PUT a manifest by tag or digest; the `OCI-Subject` the registry answers with (a manifest with a
+        `subject`, on a registry with the referrers API), else None."""
         response = self._send(
             "PUT",
             f"{self.base}/v2/{repo}/manifests/{reference}",
@@ -392,6 +408,65 @@ class RegistryClient:
         if response.status_code != 201:
             raise self._fail(response, f"manifest {reference} in {repo}")
         self._check_digest(response, digest_bytes(data), f"manifest {reference} in {repo}")
+        subject = response.headers.get("OCI-Subject")
+        return str(subject) if subject else None
+
+    def get_manifest_if_any(self, repo: str, reference: str) -> tuple[bytes, str] | None:
+        """`get_manifest`, or None when the registry has no such manifest (404)."""
+        url = f"{self.base}/v2/{repo}/manifests/{reference}"
+        response = self._send("GET", url, headers={"Accept": ACCEPT_MANIFESTS}, ok=(200, 404), stream=True)
+        try:
+            if response.status_code == 404:
+                response.read()
+                return None
+            if response.status_code != 200:
+                response.read()
+                raise self._fail(response, f"manifest {reference} of {repo}")
+            return self._read_manifest(
+                response.headers.get("Content-Length"),
+                response.headers.get("Content-Type"),
+                response.iter_bytes(),
+                f"manifest {reference} of {repo}",
+            )
+        finally:
+            response.close()
+
+    def referrers(self, repo: str, digest: str, artifact_type: str | None = None) -> list[Descriptor] | None:
+        """The referrers API's answer for `digest` (every page, following `Link`), or None when the
+        registry does not implement it (404)."""
+        from imgtrack.oci.referrers import parse_referrers_index
+
+        first = f"{self.base}/v2/{repo}/referrers/{digest}"
+        if artifact_type:
+            first += f"?artifactType={quote(artifact_type, safe='')}"
+        url: str | None = first
+        found: list[Descriptor] = []
+        pages = 0
+        while url is not None:
+            pages += 1
+            if pages > MAX_REFERRER_PAGES:
+                raise RegistryError(
+                    f"{self.registry}: referrers of {digest[:19]}… in {repo} run past {MAX_REFERRER_PAGES} pages; refused"
+                )
+            response = self._send("GET", url, headers={"Accept": OCI_INDEX}, ok=(200, 404), stream=True)
+            try:
+                if response.status_code == 404:
+                    response.read()
+                    if pages == 1:
+                        return None
+                    raise RegistryError(f"{self.registry}: a page of the referrers of {digest[:19]}… vanished (404)")
+                if response.status_code != 200:
+                    response.read()
+                    raise self._fail(response, f"referrers of {digest[:19]}… in {repo}")
+                data, _ = self._read_manifest(
+                    response.headers.get("Content-Length"), None, response.iter_bytes(), f"referrers of {digest[:19]}…"
+                )
+                link = response.headers.get("Link")
+            finally:
+                response.close()
+            found += parse_referrers_index(data, f"{self.registry}: referrers of {digest[:19]}… in {repo}")
+            url = _next_link(link, self.base)
+        return found
 
     def _fast_headers(self, method: str, url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
         headers = {"User-Agent": "imgtrack", **(extra or {})}
@@ -488,6 +563,26 @@ class RegistryClient:
             raise RegistryError(
                 f"{self.registry}: {what} was stored as {said}, not {expected}; the registry altered it"
             )
+
+
+MAX_REFERRER_PAGES = 100
+
+
+def _next_link(header: str | None, base: str) -> str | None:
+    """The `rel="next"` target of a `Link` header (RFC 8288), made absolute; None when there is none."""
+    if not header:
+        return None
+    for part in header.split(","):
+        target, _, params = part.partition(";")
+        target = target.strip()
+        if target.startswith("<") and target.endswith(">") and re.search(r'rel="?next"?', params):
+            link = target[1:-1]
+            if link.startswith("/"):
+                return f"{base}{link}"
+            if link.startswith(base + "/"):
+                return link
+            return None  # a link to another host is not followed (credentials would go with it)
+    return None
 
 
 def _proxy_message(exc: Exception) -> str:

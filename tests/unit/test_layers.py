@@ -22,6 +22,8 @@ LOWER = (
     "imgtrack.sources",
     "imgtrack.workloads",
     "imgtrack.cienv",
+    "imgtrack.artifact",
+    "imgtrack.provenance",
     "imgtrack.oci",
 )
 HIGHER = (

@@ -1,0 +1,88 @@
+"""`imgtrack inspect REFERENCE`: an image and what is attached to it, from the registry (or layout) alone.
+
+No git repository is needed: the answer to "which commit and version is this digest?" comes from the
+record artifact `push` attached to the image (docs/security.md says what that does and does not prove).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imgtrack.artifact import RECORD_ARTIFACT_TYPE, parse_payload
+from imgtrack.errors import InvalidReference, LayoutError, RegistryError
+from imgtrack.oci.layout import Descriptor, Layout, describe, open_layout, select_entry
+from imgtrack.oci.pool import Registries
+from imgtrack.oci.reference import parse_reference
+from imgtrack.oci.referrers import layout_referrers
+
+
+@dataclass
+class Inspection:
+    reference: str
+    digest: str
+    media_type: str
+    platforms: list[tuple[str, str]]  # (platform, manifest digest)
+    record: dict[str, Any] | None  # the attached imgtrack record, if any
+    record_artifact: str = ""  # its artifact's digest
+    referrers: list[Descriptor] = field(default_factory=list)  # every referrer, the record's too
+
+
+def inspect_image(text: str, registries: Registries) -> Inspection:
+    ref = parse_reference(text)
+    if ref.is_layout:
+        path = Path(ref.repository)
+        if not (path / "index.json").is_file() and not path.is_file():
+            raise InvalidReference(f"{text}: no OCI layout at {path}; give oci:DIR[:TAG] of a layout")
+        layout = open_layout(path)
+        try:
+            top = select_entry(layout, ref.tag, ref.digest)
+            image = describe(layout, digest=top.digest, verify=False)
+            found = layout_referrers(layout, image.digest)
+            record, artifact = _attached_record(layout, found, image.digest, text)
+        finally:
+            layout.close()
+    else:
+        registries.targets.add(ref.registry)  # flag or environment credentials go to this registry
+        reference = ref.digest or ref.tag or "latest"
+        layout = registries.open(ref, reference)
+        try:
+            image = describe(layout, verify=False)
+            found = registries.referrers(ref).of(image.digest)
+            record, artifact = _attached_record(layout, found, image.digest, text)
+        finally:
+            layout.close()
+    return Inspection(
+        reference=text,
+        digest=image.digest,
+        media_type=image.media_type,
+        platforms=[(m.platform, m.digest) for m in image.manifests],
+        record=record,
+        record_artifact=artifact,
+        referrers=found,
+    )
+
+
+def _attached_record(
+    layout: Layout, referrers: list[Descriptor], subject: str, where: str
+) -> tuple[dict[str, Any] | None, str]:
+    """The newest imgtrack record among `referrers` (read and checked), with its artifact's digest."""
+    import json
+
+    ours = [d for d in referrers if d.artifact_type == RECORD_ARTIFACT_TYPE]
+    for desc in reversed(ours):
+        try:
+            manifest = json.loads(layout.read_blob(desc.digest, media_type=desc.media_type))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            error = LayoutError if layout.local else RegistryError
+            raise error(
+                f"{where}: record artifact {desc.digest[:19]}… is not JSON; it was not written by imgtrack"
+            ) from None
+        layers = manifest.get("layers") if isinstance(manifest, dict) else None
+        if not isinstance(layers, list) or not layers:
+            continue
+        layer = Descriptor.from_json(layers[0], f"{where}: record artifact {desc.digest[:19]}…")
+        payload = layout.read_blob(layer.digest, limit=256 * 1024)
+        return parse_payload(payload, f"{where}: record artifact {desc.digest[:19]}…", subject), desc.digest
+    return None, ""

@@ -1,0 +1,186 @@
+"""The record travels with the image: push attaches it as an OCI artifact whose subject is the image.
+
+Against the real distribution registry (2.8: no referrers API, so the spec's fallback tag), read back
+with skopeo, and into OCI layouts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+from testkit.registries import Registry
+from tests.conftest import LayoutFactory, run
+
+RECORD_TYPE = "application/vnd.imgtrack.record.v1+json"
+
+
+def skopeo_raw(reference: str) -> dict:
+    proc = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{reference}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def skopeo_blob(repo: str, digest: str, tmp: Path) -> bytes:
+    """A blob as skopeo reads it (it copies the artifact into a layout)."""
+    target = tmp / f"copy-{digest[7:19]}"
+    proc = subprocess.run(
+        ["skopeo", "copy", "--src-tls-verify=false", f"docker://{repo}@{digest}", f"oci:{target}:x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((target / "blobs" / "sha256" / digest[7:]).read_text())
+    layer = manifest["layers"][0]["digest"]
+    return (target / "blobs" / "sha256" / layer[7:]).read_bytes()
+
+
+def test_push_attaches_the_record_under_the_fallback_tag(
+    project: Path, layouts: LayoutFactory, plain_registry: Registry, tmp_path: Path
+) -> None:
+    layout, digest = layouts()
+    repo = plain_registry.repo()
+    pushed = run(["push", str(layout), "--image", "api", "--to", repo, "--json", "-q"], project)
+    assert pushed.code == 0, pushed.err
+    record = pushed.json()
+    index = skopeo_raw(f"{repo}:sha256-{digest[7:]}")
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    [entry] = index["manifests"]
+    assert entry["artifactType"] == RECORD_TYPE
+    assert entry["annotations"]["org.opencontainers.image.revision"] == record["commit"]
+    assert entry["annotations"]["org.opencontainers.image.version"] == record["version"]
+    artifact = skopeo_raw(f"{repo}@{entry['digest']}")
+    assert artifact["subject"]["digest"] == digest and artifact["artifactType"] == RECORD_TYPE
+    assert artifact["config"] == {
+        "mediaType": "application/vnd.oci.empty.v1+json",
+        "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+        "size": 2,
+    }
+    payload = json.loads(skopeo_blob(repo, entry["digest"], tmp_path))
+    assert payload["commit"] == record["commit"] and payload["version"] == record["version"]
+    assert payload["digest"] == digest and payload["tags"] == record["tags"]
+
+    # Pushing again, or to the same repository as part of another push, attaches nothing twice.
+    again = run(["push", f"api@{record['version']}", "--to", repo, "-q"], project)
+    assert again.code == 0, again.err
+    assert [m["digest"] for m in skopeo_raw(f"{repo}:sha256-{digest[7:]}")["manifests"]] == [entry["digest"]]
+
+
+def test_push_to_a_layout_lists_the_record_beside_the_image(
+    project: Path, layouts: LayoutFactory, tmp_path: Path
+) -> None:
+    layout, digest = layouts()
+    target = tmp_path / "out"
+    pushed = run(["push", str(layout), "--image", "api", "--to", f"oci:{target}", "--json", "-q"], project)
+    assert pushed.code == 0, pushed.err
+    entries = json.loads((target / "index.json").read_text())["manifests"]
+    artifacts = [e for e in entries if e.get("artifactType") == RECORD_TYPE]
+    assert len(artifacts) == 1 and "org.opencontainers.image.ref.name" not in artifacts[0].get("annotations", {})
+    manifest = json.loads((target / "blobs" / "sha256" / artifacts[0]["digest"][7:]).read_text())
+    assert manifest["subject"]["digest"] == digest
+    # The layout still reads as one image: pushing from it needs no --ref-name.
+    again = run(["push", str(target), "--to", f"oci:{tmp_path / 'second'}", "-q"], project)
+    assert again.code == 0, again.err
+
+
+def test_inspect_answers_from_the_registry_alone(
+    project: Path, layouts: LayoutFactory, plain_registry: Registry, tmp_path: Path
+) -> None:
+    layout, digest = layouts()
+    repo = plain_registry.repo()
+    record = run(["push", str(layout), "--image", "api", "--to", repo, "--json", "-q"], project).json()
+    nowhere = tmp_path / "no-git"
+    nowhere.mkdir()
+    shown = run(["inspect", f"{repo}@{digest}", "--json"], nowhere)
+    assert shown.code == 0, shown.err
+    found = shown.json()
+    assert found["digest"] == digest and found["record"]["version"] == record["version"]
+    assert found["record"]["commit"] == record["commit"] and found["record"]["tags"] == record["tags"]
+    assert [r["artifact_type"] for r in found["referrers"]] == [RECORD_TYPE]
+    by_tag = run(["inspect", f"{repo}:{record['tags'][0]}"], nowhere)
+    assert by_tag.code == 0 and f"api {record['version']} from {record['commit']}" in by_tag.out
+
+    # A copy by a tool that drops referrers carries no record: exit 1, one line saying so.
+    copy = plain_registry.repo("copy")
+    proc = subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            f"docker://{repo}@{digest}",
+            f"docker://{copy}:x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    bare = run(["inspect", f"{copy}:x"], nowhere)
+    assert bare.code == 1 and "carries no imgtrack record" in bare.err and "none attached" in bare.out
+
+
+def test_inspect_reads_a_layout(project: Path, layouts: LayoutFactory, tmp_path: Path) -> None:
+    layout, digest = layouts()
+    target = tmp_path / "out"
+    record = run(["push", str(layout), "--image", "api", "--to", f"oci:{target}", "--json", "-q"], project).json()
+    found = run(["inspect", f"oci:{target}", "--json"], tmp_path)
+    assert found.code == 0, found.err
+    assert found.json()["record"]["version"] == record["version"] and found.json()["digest"] == digest
+    plain = run(["inspect", f"oci:{layout}"], tmp_path)
+    assert plain.code == 1 and "carries no imgtrack record" in plain.err
+
+
+def test_a_tag_of_the_referrers_shape_is_refused(project: Path, layouts: LayoutFactory) -> None:
+    layout, _ = layouts()
+    refused = run(["record", str(layout), "--image", "api", "--tag", "sha256-" + "a" * 64], project)
+    assert refused.code == 2 and "shape of a referrers tag" in refused.err
+
+
+def test_verify_remote_reports_an_image_restored_without_its_record(
+    project: Path, layouts: LayoutFactory, plain_registry: Registry
+) -> None:
+    import httpx
+
+    layout, digest = layouts()
+    repo = plain_registry.repo()
+    record = run(["push", str(layout), "--image", "api", "--to", repo, "--json", "-q"], project).json()
+    assert run(["verify", "--remote"], project).code == 0
+    # A backup made with skopeo, the repository emptied, and the image restored from the backup: skopeo
+    # copies the image and its tags, not what refers to it.
+    backup = plain_registry.repo("backup")
+    skopeo = ["skopeo", "copy", "--all", "--src-tls-verify=false", "--dest-tls-verify=false"]
+    tag = record["tags"][0]
+    assert (
+        subprocess.run([*skopeo, f"docker://{repo}:{tag}", f"docker://{backup}:{tag}"], capture_output=True).returncode
+        == 0
+    )
+    host, _, path = repo.partition("/")
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{repo}:sha256-{digest[7:]}"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert json.loads(raw)["manifests"]
+    index_digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    for gone in (index_digest, digest):
+        assert httpx.delete(f"http://{host}/v2/{path}/manifests/{gone}").status_code == 202
+    for t in record["tags"]:
+        proc = subprocess.run(
+            [*skopeo, f"docker://{backup}:{tag}", f"docker://{repo}:{t}"], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+    found = run(["verify", "--remote"], project)
+    assert found.code == 1
+    assert f"carries no imgtrack record for {record['commit'][:7]}" in found.out, found.out
+    # Pushing it again with imgtrack attaches the record, and verify is clean again.
+    assert run(["push", f"api@{record['version']}", "--to", repo, "-q"], project).code == 0
+    assert run(["verify", "--remote"], project).code == 0

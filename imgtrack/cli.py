@@ -75,6 +75,7 @@ def record(a: Args) -> None:
         commit=a.commit,
         allow_dirty=a.allow_dirty,
         ref_name=a.ref_name,
+        accept_mismatch=a.accept_mismatch,
     )
     output.recorded(record_image(Project.open(), req), a.json)
 
@@ -311,7 +312,7 @@ def audit(a: Args) -> int:
 
         registries = _registries(project.config, a, no_progress)
     try:
-        rows = audit_images(project, images, registries)
+        rows = audit_images(project, images, registries, check_word="uncorroborated" in failing)
     finally:
         if registries is not None:
             registries.close()
@@ -658,6 +659,11 @@ def build_parser() -> _Parser:
     p.add_argument("--digest", metavar="DIGEST", help="Record a build another tool pushed, by digest.")
     p.add_argument("--ref-name", metavar="NAME", help="Which image of a layout holding several.")
     p.add_argument("--allow-dirty", action="store_true", help="Record a dev build from uncommitted changes.")
+    p.add_argument(
+        "--accept-mismatch",
+        action="store_true",
+        help="Record even when the image's own labels or provenance name another commit (the mismatch is recorded).",
+    )
     _json(p)
 
     p = _command(commands, "log", log)

@@ -90,6 +90,8 @@ def record_details(record: Build) -> str:
         f"tags         {' '.join(record.tags) or '-'}",
         f"recorded     {iso(record.recorded_at)} by {record.recorded_by}",
     ]
+    verdict, said = record.corroboration
+    lines.append(f"source       {verdict}" + (f" ({'; '.join(said)})" if said else " (the image names no revision)"))
     for m in record.manifests:
         lines.append(f"platform     {m.platform:<16} {m.digest}  config {short_digest(m.config) if m.config else '-'}")
     for p in record.pushes:
@@ -316,13 +318,15 @@ def verified(report: VerifyReport, as_json: bool) -> None:
             {
                 "ok": report.ok,
                 "records": report.records,
+                "corroboration": report.corroboration,
                 "findings": [{"file": f.file, "message": f.message} for f in report.findings],
             }
         )
         return
     for finding in report.findings:
         emit(str(finding))
-    error(f"verify: {report.records} records, {len(report.findings)} findings")
+    words = ", ".join(f"{n} {verdict}" for verdict, n in sorted(report.corroboration.items()))
+    error(f"verify: {report.records} records" + (f" ({words})" if words else "") + f", {len(report.findings)} findings")
 
 
 def pushed(outcome: PushOutcome, as_json: bool) -> None:

@@ -22,7 +22,7 @@ def test_clean_ledger_verifies(project: Path, layouts: LayoutFactory) -> None:
     record(project, layouts)
     result = run(["verify", "--json"], project)
     assert result.code == 0, result.out
-    assert result.json() == {"ok": True, "records": 2, "findings": []}
+    assert result.json() == {"ok": True, "records": 2, "corroboration": {"uncorroborated": 2}, "findings": []}
 
 
 def test_findings_one_line_each_and_exit_1(project: Path, layouts: LayoutFactory) -> None:

@@ -19,7 +19,7 @@ from imgtrack.workloads import RunningImage
 if TYPE_CHECKING:
     from imgtrack.oci.pool import Registries
 
-STATUSES = ("ok", "unknown", "unpinned", "latest", "mismatch", "behind", "invalid")
+STATUSES = ("ok", "unknown", "unpinned", "latest", "mismatch", "behind", "invalid", "uncorroborated")
 DEFAULT_FAIL_ON = ("unknown", "latest", "mismatch", "invalid")
 
 
@@ -41,8 +41,12 @@ def parse_fail_on(text: str) -> tuple[str, ...]:
     return names
 
 
-def audit_images(project: Project, images: list[RunningImage], registries: Registries | None = None) -> list[AuditRow]:
-    """One row per running image: its record (if any) and one status."""
+def audit_images(
+    project: Project, images: list[RunningImage], registries: Registries | None = None, check_word: bool = False
+) -> list[AuditRow]:
+    """One row per running image: its record (if any) and one status. With `check_word` (`--fail-on
+    uncorroborated`), a build that would be ok but whose image did not corroborate its commit at record
+    time is `uncorroborated`."""
     index = project.ledger.index()
     newest_release: dict[str, str | None] = {}
     holders: dict[tuple[str, str], list[TagHolder]] = {}
@@ -136,6 +140,17 @@ def audit_images(project: Project, images: list[RunningImage], registries: Regis
                 )
             else:
                 rows.append(AuditRow(image.where, image.reference, "ok", digest, record))
+    if check_word:
+        verdicts = index.verdicts(row.record.path for row in rows if row.status == "ok" and row.record)
+        for i, row in enumerate(rows):
+            verdict = verdicts.get(row.record.path, "uncorroborated") if row.record else ""
+            if row.status == "ok" and row.record and verdict != "corroborated":
+                why = (
+                    f"recorded although the image named another commit than {row.record.commit[:7]} (--accept-mismatch)"
+                    if verdict == "accepted-mismatch"
+                    else f"nothing the image says names {row.record.commit[:7]}: its commit is the recorder's word"
+                )
+                rows[i] = AuditRow(row.where, row.reference, "uncorroborated", row.digest, row.record, why)
     return rows
 
 

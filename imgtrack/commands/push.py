@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgtrack.artifact import record_artifact
-from imgtrack.commands.record import RecordRequest, record_image
+from imgtrack.commands.record import RecordRequest, image_statements, record_image
 from imgtrack.errors import PolicyViolation, UsageError
 from imgtrack.fsutil import check_output
 from imgtrack.ledger.schema import Build, Fact, now
@@ -121,7 +121,7 @@ def _push_source(
                     )
                 image = known[0].image
             request = RecordRequest(image=image, source=path, version=version, tags=extra_tags)
-            record = record_image(project, request, description).record
+            record = record_image(project, request, description, image_statements(layout, description)).record
         except BaseException:
             layout.close()
             raise

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from imgtrack.errors import GitStateError, InvalidVersion, PolicyViolation, UsageError
 from imgtrack.ledger.schema import Build, Fact, Record, now
-from imgtrack.oci.layout import ImageDescription
+from imgtrack.oci.layout import ImageDescription, Layout, select_entry
 from imgtrack.policy import Candidate, check_tags, check_version_unique, drop_tags_of_earlier_build, render_tags
 from imgtrack.project import Project
+from imgtrack.provenance import Statement, judge, statements
 from imgtrack.sources import digest_only, read_source
 from imgtrack.versions import (
     ReleaseTags,
@@ -31,6 +32,7 @@ class RecordRequest:
     commit: str | None = None
     allow_dirty: bool = False
     ref_name: str | None = None
+    accept_mismatch: bool = False  # record even when the image names another commit (itself recorded)
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,9 @@ class RecordResult:
     created: bool  # False: this digest was recorded already (idempotent success)
 
 
-def describe_request(req: RecordRequest) -> ImageDescription:
-    """The image a request names, read and verified (no ledger involved)."""
+def describe_request(req: RecordRequest) -> tuple[ImageDescription, list[Statement] | None]:
+    """The image a request names, read and verified (no ledger involved), and what it says of its own
+    source (None when only its digest is known)."""
     if req.source is not None and req.digest is not None:
         raise UsageError("give SOURCE or --digest, not both; --digest is for builds another tool pushed")
     if req.source is None:
@@ -49,14 +52,26 @@ def describe_request(req: RecordRequest) -> ImageDescription:
             raise UsageError(
                 "nothing to record: give SOURCE (an OCI layout, layout tar or buildx metadata) or --digest"
             )
-        return digest_only(req.digest)
+        return digest_only(req.digest), None
     description, layout = read_source(req.source, req.ref_name)
-    if layout is not None:
+    if layout is None:
+        return description, None
+    try:
+        return description, image_statements(layout, description)
+    finally:
         layout.close()
-    return description
 
 
-def record_image(project: Project, req: RecordRequest, description: ImageDescription | None = None) -> RecordResult:
+def image_statements(layout: Layout, description: ImageDescription) -> list[Statement]:
+    return statements(layout, select_entry(layout, None, description.digest))
+
+
+def record_image(
+    project: Project,
+    req: RecordRequest,
+    description: ImageDescription | None = None,
+    said: list[Statement] | None = None,
+) -> RecordResult:
     """Record one build; idempotent for a digest already recorded.
 
     A digest names one build forever, so recording it again (say, after the ledger commit moved HEAD)
@@ -65,7 +80,8 @@ def record_image(project: Project, req: RecordRequest, description: ImageDescrip
     config, repo, ledger = project.config, project.repo, project.ledger
     config.image(req.image, project.config_path)
     head = repo.head_commit()
-    description = description or describe_request(req)
+    if description is None:
+        description, said = describe_request(req)
     existing = ledger.get(req.image, description.digest)  # writes are atomic: reading needs no lock
     if existing is not None:
         return _record_again(project, req, existing)
@@ -81,16 +97,18 @@ def record_image(project: Project, req: RecordRequest, description: ImageDescrip
             "commit them, or pass --allow-dirty for a dev record"
         )
     version = _version(project, req.image, commit, req.version, dirty)
+    word = _judge_the_image(said or [], commit, dirty, req.accept_mismatch)
     candidate = Candidate(image=req.image, digest=description.digest, version=version, commit=commit, dirty=dirty)
     rendered = render_tags(config.rules, candidate)
 
     with ledger.locked():
         raced = ledger.get(req.image, description.digest)
         if raced is None:
-            record = _write_new(project, req, description, candidate, rendered)
+            record = _write_new(project, req, description, candidate, rendered, word)
     if raced is not None:  # recorded meanwhile by another process (handled outside the lock it retakes)
         return _record_again(project, req, raced)
-    return RecordResult(Build(record), ledger.path_of(req.image, description.digest), created=True)
+    build = ledger.get(req.image, description.digest) or Build(record)  # with the fact written beside it
+    return RecordResult(build, ledger.path_of(req.image, description.digest), created=True)
 
 
 def _refuse_test_merge(head: str) -> None:
@@ -117,6 +135,7 @@ def _write_new(
     description: ImageDescription,
     candidate: Candidate,
     rendered: list[str],
+    word: tuple[str, tuple[str, ...]] | None = None,
 ) -> Record:
     """Check policy against the ledger and write the new record; the caller holds the ledger lock."""
     config, ledger = project.config, project.ledger
@@ -141,7 +160,47 @@ def _write_new(
         manifests=description.manifests,
     )
     ledger.write(record)
+    if word is not None:  # what the image said of its source; nothing said writes nothing (uncorroborated)
+        verdict, said = word
+        ledger.add_fact_locked(
+            Fact(
+                kind="source",
+                image=record.image,
+                record=record.digest,
+                at=record.recorded_at,
+                by=record.recorded_by,
+                verdict=verdict,
+                said=said,
+            )
+        )
     return record
+
+
+def _judge_the_image(
+    said: list[Statement], commit: str, dirty: bool, accept: bool
+) -> tuple[str, tuple[str, ...]] | None:
+    """The image's own word against the commit being recorded: (verdict, the statements) to record, None
+    when it said nothing; a contradiction is refused unless accepted (and the acceptance recorded)."""
+    verdict = judge(said, commit, dirty)
+    if verdict.status == "uncorroborated":
+        return None
+    if verdict.status == "corroborated":
+        return "corroborated", tuple(f"{s.source}: {s.revision}" for s in verdict.agreed)
+    shown = tuple(f"{s.source}: {s.revision}{'-dirty' if s.dirty else ''}" for s in verdict.disagreed)
+    if accept:
+        return "accepted-mismatch", tuple(
+            f"{s.source}: {s.revision}{'-dirty' if s.dirty else ''}" for s in dict.fromkeys(said)
+        )
+    first = verdict.disagreed[0]
+    if verdict.status == "dirty":
+        why = f"the {first.source} says {first.revision}-dirty: built from uncommitted changes, but {commit[:7]} is recorded clean"
+    else:
+        why = f"the {first.source} says it was built from {first.revision}, not {commit[:7]}, the commit being recorded"
+    others = f" (and {len(shown) - 1} more)" if len(shown) > 1 else ""
+    raise PolicyViolation(
+        f"{why}{others}; record it from the commit it was built from (--commit {first.revision}), or pass "
+        "--accept-mismatch to record it anyway (the mismatch is recorded)"
+    )
 
 
 def _record_again(project: Project, req: RecordRequest, existing: Build) -> RecordResult:

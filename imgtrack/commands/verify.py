@@ -41,6 +41,7 @@ class Finding:
 class VerifyReport:
     records: int = 0
     findings: list[Finding] = field(default_factory=list)
+    corroboration: dict[str, int] = field(default_factory=dict)  # verdict -> records (the image's own word)
 
     @property
     def ok(self) -> bool:
@@ -94,6 +95,16 @@ def verify_ledger(project: Project) -> VerifyReport:
     tag_history: dict[tuple[str, str], list[tuple[str, TagHolder]]] = defaultdict(list)
     versions: dict[tuple[str, str], list[tuple[str, Build]]] = defaultdict(list)
     for rel, record in loaded:
+        verdict, said = record.corroboration
+        report.corroboration[verdict] = report.corroboration.get(verdict, 0) + 1
+        if verdict == "corroborated":
+            for statement in said:
+                revision = statement.rpartition(": ")[2]
+                if not (len(revision) >= 7 and record.commit.startswith(revision)):
+                    add(
+                        rel,
+                        f"its source fact calls it corroborated, but {statement!r} names another commit than {record.commit[:7]}",
+                    )
         if record.commit in missing:
             add(rel, f"commit {record.commit[:12]} is not in this repository; fetch it, or the record is untraceable")
         prefix = config.prefix_of(record.image)

@@ -41,7 +41,7 @@ from imgtrack.ledger.store import (
 from imgtrack.policy import TagHolder
 from imgtrack.versions import version_numbers
 
-CACHE_SCHEMA = "12"
+CACHE_SCHEMA = "13"
 RACY_NS = 100_000_000  # Linux file times tick every 10 ms at most
 PARALLEL_MIN = 4000
 
@@ -70,7 +70,8 @@ CREATE TABLE files(path TEXT PRIMARY KEY, bucket TEXT, mtime_ns INTEGER, size IN
 CREATE TABLE records(
     path TEXT PRIMARY KEY, image TEXT, digest TEXT, version TEXT, major INTEGER, pre INTEGER,
     commit_sha TEXT, recorded_at TEXT, minor INTEGER, patch INTEGER, recorded_by TEXT);
-CREATE TABLE facts(path TEXT PRIMARY KEY, record_path TEXT, kind TEXT, at TEXT, env TEXT, repository TEXT);
+CREATE TABLE facts(path TEXT PRIMARY KEY, record_path TEXT, kind TEXT, at TEXT, env TEXT, repository TEXT,
+    verdict TEXT);
 CREATE TABLE refs(path TEXT, kind TEXT, value TEXT, at TEXT, source TEXT);
 """
 
@@ -501,14 +502,14 @@ class LedgerIndex:
                 continue
             owner = record_rel_of_fact(rel)
             at = sort_key(fact.at)
-            fact_rows.append((rel, owner, fact.kind, at, fact.env, fact.repository))
+            fact_rows.append((rel, owner, fact.kind, at, fact.env, fact.repository, fact.verdict or None))
             if fact.kind == "tag":
                 refs.append((owner, "t", fact.tag, at, rel))
         self._fresh.update(f[0] for f in files)
         for sql, values in (
             ("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", files),
             ("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows),
-            ("INSERT OR REPLACE INTO facts VALUES (?, ?, ?, ?, ?, ?)", fact_rows),
+            ("INSERT OR REPLACE INTO facts VALUES (?, ?, ?, ?, ?, ?, ?)", fact_rows),
             ("INSERT INTO refs VALUES (?, ?, ?, ?, ?)", refs),
         ):
             if values:
@@ -573,6 +574,17 @@ class LedgerIndex:
                     moment = datetime.fromisoformat(at + "+00:00")
                     found[value] = (*rank, Recorded(path, image, digest, version, commit, moment, by))
         return {value: held[2] for value, held in found.items()}
+
+    def verdicts(self, paths: Iterable[str]) -> dict[str, str]:
+        """record path -> what its image said of its source, judged at record time (kind "source")."""
+        wanted = list(dict.fromkeys(paths))
+        found: dict[str, str] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT record_path, verdict FROM facts WHERE kind='source' AND record_path IN ({marks})"
+            found.update(self._db.execute(sql, chunk).fetchall())
+        return found
 
     def tag_holders(self, image: str, tag: str) -> list[TagHolder]:
         """Every build of `image` that carries `tag`, with when it was given (recorded, or added later)."""

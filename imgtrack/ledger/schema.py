@@ -31,7 +31,9 @@ SCHEMA = 2
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 # A record or fact file larger than this is refused before it is parsed (a record is ~1 KiB).
 MAX_FILE_BYTES = 1024 * 1024
-FACT_KINDS = ("push", "promote", "tag", "deploy", "seen", "bad")
+FACT_KINDS = ("push", "promote", "tag", "deploy", "seen", "bad", "source")
+# What the image said about its own source, against the commit recorded (kind "source"; docs/ledger.md).
+VERDICTS = ("corroborated", "uncorroborated", "accepted-mismatch")
 ENV_KINDS = ("deploy", "seen", "bad")  # facts about an environment (docs/release.md)
 FACT_NAME_RE = re.compile(r"(?P<kind>[a-z]+)-(?P<id>[0-9a-f]{16})\.toml")
 FACT_ID_LEN = 16
@@ -95,7 +97,9 @@ class Fact:
     kind "tag": the build was given `tag` after it was recorded;
     kind "deploy": the build was rolled out to environment `env` (from `repository`, when known);
     kind "seen": `audit --env` saw the build running in `env`;
-    kind "bad": the build was marked bad in `env` (a rollback never goes back to it).
+    kind "bad": the build was marked bad in `env` (a rollback never goes back to it);
+    kind "source": what the image says about its own source (`said`: one "where: revision" each),
+    judged against the record's commit at record time (`verdict`, one of VERDICTS).
     """
 
     kind: str
@@ -107,11 +111,15 @@ class Fact:
     tags: tuple[str, ...] = ()
     tag: str = ""
     env: str = ""
+    verdict: str = ""
+    said: tuple[str, ...] = ()
 
     def identity(self) -> tuple[str, ...]:
         """What makes two facts the same one: written again, it adds nothing (who and when aside)."""
         if self.kind == "tag":
             return (self.kind, self.tag)
+        if self.kind == "source":  # judged once, when the build was recorded
+            return (self.kind,)
         if self.kind in ENV_KINDS:  # events: a redeploy after a rollback is a rollout of its own
             return (self.kind, self.env, self.repository, self.at.isoformat())
         # A promotion is a push made from a registry: the same landing either way.
@@ -129,6 +137,9 @@ class Fact:
             data["by"] = self.by
         if self.kind == "tag":
             data["tag"] = self.tag
+        elif self.kind == "source":
+            data["verdict"] = self.verdict
+            data["said"] = list(self.said)
         elif self.kind in ENV_KINDS:
             data["env"] = self.env
             if self.repository:
@@ -237,6 +248,13 @@ class Build:
     def ordered_facts(self) -> list[Fact]:
         return sorted(self.facts, key=lambda f: (f.at, f.kind, f.file_name()))
 
+    @property
+    def corroboration(self) -> tuple[str, tuple[str, ...]]:
+        """(verdict, what said it) of the image's own word on its source; "uncorroborated" when it said
+        nothing (no fact is written for that)."""
+        found = [f for f in self.facts if f.kind == "source"]
+        return (found[0].verdict, found[0].said) if found else ("uncorroborated", ())
+
     def has_fact(self, fact: Fact) -> bool:
         return any(f.identity() == fact.identity() for f in self.facts)
 
@@ -253,6 +271,8 @@ class Build:
                 entry["promoted"] = True
             pushes.append(entry)
         data["pushes"] = pushes
+        verdict, said = self.corroboration
+        data["corroboration"] = {"verdict": verdict, "said": list(said)}
         data["facts"] = [f.to_json() for f in self.ordered_facts()]
         return data
 
@@ -451,6 +471,8 @@ def parse_fact(data: bytes, path: Path | str) -> Fact:
     }
     if kind == "tag":
         return Fact(**common, tag=f.get("tag", str))
+    if kind == "source":
+        return Fact(**common, verdict=f.get("verdict", str, lambda v: v in VERDICTS), said=f.strings("said"))
     if kind in ENV_KINDS:
         from imgtrack.config import IMAGE_NAME_RE
 

@@ -236,6 +236,7 @@ def _registries(config: Config | None, a: Args, progress: BlobProgress) -> Regis
         jobs=getattr(a, "jobs", 4),
         timeout=a.timeout,
         progress=progress,
+        carry_referrers=not getattr(a, "no_referrers", False),
     )
 
 
@@ -633,6 +634,11 @@ def _registry_options(p: _Parser, credentials: bool = False, transfer: bool = Fa
         p.add_argument("--password-stdin", action="store_true", help="Read the registry password from stdin.")
     if transfer:
         p.add_argument("--quiet", "-q", action="store_true", help="No progress on stderr.")
+        p.add_argument(
+            "--no-referrers",
+            action="store_true",
+            help="Leave the image's referrers (signatures, SBOMs, attestations) behind; its record is still attached.",
+        )
 
 
 def build_parser() -> _Parser:

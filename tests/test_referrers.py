@@ -8,8 +8,14 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
+import pytest
+
+from testkit.referrers_registry import referrers_registry
 from testkit.registries import Registry
 from tests.conftest import LayoutFactory, run
 
@@ -73,21 +79,41 @@ def test_push_attaches_the_record_under_the_fallback_tag(
     assert [m["digest"] for m in skopeo_raw(f"{repo}:sha256-{digest[7:]}")["manifests"]] == [entry["digest"]]
 
 
-def test_push_to_a_layout_lists_the_record_beside_the_image(
+def test_push_to_a_layout_keeps_the_record_beside_the_image(
     project: Path, layouts: LayoutFactory, tmp_path: Path
 ) -> None:
     layout, digest = layouts()
     target = tmp_path / "out"
     pushed = run(["push", str(layout), "--image", "api", "--to", f"oci:{target}", "--json", "-q"], project)
     assert pushed.code == 0, pushed.err
-    entries = json.loads((target / "index.json").read_text())["manifests"]
-    artifacts = [e for e in entries if e.get("artifactType") == RECORD_TYPE]
-    assert len(artifacts) == 1 and "org.opencontainers.image.ref.name" not in artifacts[0].get("annotations", {})
-    manifest = json.loads((target / "blobs" / "sha256" / artifacts[0]["digest"][7:]).read_text())
+    index = json.loads((target / "index.json").read_text())
+    # index.json lists the image alone (under each of its tags), so other tools read the layout as before...
+    assert {e["digest"] for e in index["manifests"]} == {digest}
+    proc = subprocess.run(
+        ["skopeo", "inspect", "--raw", f"oci:{target}:{pushed.json()['tags'][0]}"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    # ...and its annotation names the list of referrers, where the record is.
+    listed = json.loads((target / "blobs" / "sha256" / index["annotations"]["vnd.imgtrack.referrers"][7:]).read_text())
+    [artifact] = listed["referrers"][digest]
+    assert artifact["artifactType"] == RECORD_TYPE
+    manifest = json.loads((target / "blobs" / "sha256" / artifact["digest"][7:]).read_text())
     assert manifest["subject"]["digest"] == digest
-    # The layout still reads as one image: pushing from it needs no --ref-name.
+    # The layout still reads as one image: pushing from it needs no --ref-name, and carries the record.
     again = run(["push", str(target), "--to", f"oci:{tmp_path / 'second'}", "-q"], project)
     assert again.code == 0, again.err
+    assert run(["push", str(target), "--to", f"oci:{target}", "-q"], project).code == 0
+    assert (
+        json.loads(
+            (
+                target
+                / "blobs"
+                / "sha256"
+                / json.loads((target / "index.json").read_text())["annotations"]["vnd.imgtrack.referrers"][7:]
+            ).read_text()
+        )
+        == listed
+    )
 
 
 def test_inspect_answers_from_the_registry_alone(
@@ -148,8 +174,6 @@ def test_a_tag_of_the_referrers_shape_is_refused(project: Path, layouts: LayoutF
 def test_verify_remote_reports_an_image_restored_without_its_record(
     project: Path, layouts: LayoutFactory, plain_registry: Registry
 ) -> None:
-    import httpx
-
     layout, digest = layouts()
     repo = plain_registry.repo()
     record = run(["push", str(layout), "--image", "api", "--to", repo, "--json", "-q"], project).json()
@@ -184,3 +208,82 @@ def test_verify_remote_reports_an_image_restored_without_its_record(
     # Pushing it again with imgtrack attaches the record, and verify is clean again.
     assert run(["push", f"api@{record['version']}", "--to", repo, "-q"], project).code == 0
     assert run(["verify", "--remote"], project).code == 0
+
+
+@pytest.fixture(scope="module")
+def api_registry() -> Iterator[tuple[str, Any]]:
+    """A registry with the referrers API (testkit/referrers_registry.py: none is packaged here)."""
+    with referrers_registry() as running:
+        yield running
+
+
+def _put_signature(host: str, path: str, subject: str, size: int) -> str:
+    base = f"http://{host}/v2/{path}"
+    bundle = b'{"signature":"c2ln"}'
+    for blob in (b"{}", bundle):
+        location = httpx.post(f"{base}/blobs/uploads/").headers["Location"]
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        assert httpx.put(f"http://{host}{location}?digest={digest}", content=blob).status_code == 201
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "config": {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": "sha256:" + hashlib.sha256(b"{}").hexdigest(),
+                "size": 2,
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+                    "digest": "sha256:" + hashlib.sha256(bundle).hexdigest(),
+                    "size": len(bundle),
+                }
+            ],
+            "subject": {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": subject, "size": size},
+        }
+    ).encode()
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    response = httpx.put(
+        f"{base}/manifests/{digest}",
+        content=manifest,
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    assert response.status_code == 201 and response.headers["OCI-Subject"] == subject
+    return digest
+
+
+def test_the_referrers_api_is_used_where_the_registry_has_it(
+    project: Path, layouts: LayoutFactory, api_registry: tuple[str, Any], tmp_path: Path
+) -> None:
+    host, store = api_registry
+    layout, digest = layouts(platforms=("linux/amd64", "linux/arm64"))
+    pushed = run(["push", str(layout), "--image", "api", "--to", f"{host}/team/api", "--json", "-q"], project)
+    assert pushed.code == 0, pushed.err
+    # The registry indexed the record itself: no fallback tag was written.
+    assert ("team/api", f"sha256-{digest[7:]}") not in store.manifests
+    [listed] = store.referrers[("team/api", digest)]
+    assert listed["artifactType"] == RECORD_TYPE
+    size = len(store.manifests[("team/api", digest)][0])
+    signature = _put_signature(host, "team/api", digest, size)
+
+    found = run(["inspect", f"{host}/team/api@{digest}", "--json"], tmp_path)
+    assert found.code == 0, found.err
+    assert {r["artifact_type"] for r in found.json()["referrers"]} == {
+        RECORD_TYPE,
+        "application/vnd.dev.sigstore.bundle.v0.3+json",
+    }
+    assert found.json()["record"]["version"] == pushed.json()["version"]
+    assert any("last=1" in r for r in store.requests), "the Link header's next page was followed"
+
+    assert run(["verify", "--remote"], project).code == 0
+    assert any(
+        r.startswith("GET") and "artifactType=application%2Fvnd.imgtrack.record.v1%2Bjson" in r for r in store.requests
+    )
+
+    # Promoted within the registry, the signature goes along, indexed by the API again.
+    promoted = run(["promote", f"api@{pushed.json()['version']}", "--to", f"{host}/prod/api", "-q"], project)
+    assert promoted.code == 0, promoted.err
+    assert {d["digest"] for d in store.referrers[("prod/api", digest)]} == {listed["digest"], signature}
+    assert ("prod/api", f"sha256-{digest[7:]}") not in store.manifests

@@ -8,6 +8,7 @@ from pathlib import Path
 from imgtrack.errors import InvalidReference, PolicyViolation
 from imgtrack.fsutil import check_output
 from imgtrack.ledger.schema import Build
+from imgtrack.oci.carry import carry_to_layout
 from imgtrack.oci.copy import CopyStats, copy_blobs
 from imgtrack.oci.layout import REF_NAME, Descriptor, LayoutWriter, describe, open_layout
 from imgtrack.oci.pool import Registries
@@ -71,6 +72,8 @@ def pull_image(project: Project | None, source: str, destination: Path, registri
                 annotations={REF_NAME: name} if name else {},
             )
         )
+        if registries.carry_referrers:  # the layout keeps them, so that a push from it carries them on
+            carry_to_layout(layout, description, writer, jobs=registries.jobs, progress=registries.progress)
     finally:
         layout.close()
     return PullResult(record, layout.name, destination, stats, description.digest)

@@ -15,6 +15,7 @@ from imgtrack.commands.record import RecordRequest, image_statements, record_ima
 from imgtrack.errors import PolicyViolation, UsageError
 from imgtrack.fsutil import check_output
 from imgtrack.ledger.schema import Build, Fact, now
+from imgtrack.oci.carry import carry_to_layout, carry_to_registry
 from imgtrack.oci.copy import CopyStats, copy_blobs
 from imgtrack.oci.layout import REF_NAME, Descriptor, ImageDescription, Layout, LayoutWriter, describe
 from imgtrack.oci.pool import Registries
@@ -198,7 +199,9 @@ def _push_one(
                 for tag in tags or ("",)
             )
         )
-        attach_to_layout(writer, record_artifact(record.record, description.size, source_url))
+        attach_to_layout(writer, record_artifact(record.record, description.size, source_url), record.digest)
+        if registries.carry_referrers:
+            carry_to_layout(layout, description, writer, jobs=registries.jobs, progress=registries.progress)
     else:
         from imgtrack.oci.remote import push_to_registry
 
@@ -220,6 +223,10 @@ def _push_one(
             progress=registries.progress,
         )
         subject_size = description.size
+        if registries.carry_referrers:
+            carry_to_registry(
+                layout, description, registries.referrers(ref), jobs=registries.jobs, progress=registries.progress
+            )
     if not ref.is_layout:
         # The record travels with the image: an artifact whose subject is it (docs/security.md).
         if subject_size is None:

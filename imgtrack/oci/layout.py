@@ -172,8 +172,18 @@ class Layout(ABC):
         if size != desc.size:
             raise LayoutError(f"{self.name}: blob {desc.digest[:19]}… is {size} bytes, its descriptor says {desc.size}")
 
+    def index_annotations(self) -> dict[str, str]:
+        """The annotations of `index.json` itself."""
+        doc = self._index_doc()
+        found = doc.get("annotations")
+        return {k: v for k, v in found.items() if isinstance(v, str)} if isinstance(found, dict) else {}
+
     def entries(self) -> list[Descriptor]:
         """The descriptors `index.json` lists (readers return at most one byte over the limit)."""
+        doc = self._index_doc()
+        return [Descriptor.from_json(d, f"{self.name}: index.json") for d in doc["manifests"]]
+
+    def _index_doc(self) -> dict[str, Any]:
         data = self.read_index_json()
         if len(data) > MAX_MANIFEST_BYTES:
             raise LayoutError(f"{self.name}: index.json is over 4 MiB; refused (an image index is far smaller)")
@@ -183,7 +193,7 @@ class Layout(ABC):
             raise LayoutError(f"{self.name}: index.json is not valid JSON ({exc}); rebuild the layout") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
             raise LayoutError(f"{self.name}: index.json has no manifests list; rebuild the layout")
-        return [Descriptor.from_json(d, f"{self.name}: index.json") for d in doc["manifests"]]
+        return doc
 
 
 class DirLayout(Layout):
@@ -337,10 +347,12 @@ def describe(
     ref_name: str | None = None,
     verify: bool = True,
     digest: str | None = None,
+    entry: Descriptor | None = None,
 ) -> ImageDescription:
-    """Read the image a layout holds (chosen by digest, ref name, or as its only entry): its digests,
-    platforms and blobs, every blob verified."""
-    top = select_entry(layout, ref_name, digest)
+    """Read the image a layout holds (chosen by digest, ref name, or as its only entry; or `entry`, a
+    manifest the layout holds but does not list, such as a referrer): its digests, platforms and blobs,
+    every blob verified."""
+    top = entry or select_entry(layout, ref_name, digest)
     blobs: list[Descriptor] = []
     manifests: list[PlatformManifest] = []
     try:
@@ -535,9 +547,16 @@ class LayoutWriter:
         with source.iter_blob(digest) as chunks:
             self.put_stream(digest, chunks, size)
 
-    def set_index(self, entries: list[Descriptor]) -> None:
-        """Write `index.json` atomically."""
-        doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [d.to_json() for d in entries]}
+    def set_index(self, entries: list[Descriptor], annotations: dict[str, str] | None = None) -> None:
+        """Write `index.json` atomically, keeping its annotations unless given others."""
+        if annotations is None:
+            try:
+                annotations = self.reader.index_annotations() if hasattr(self, "reader") else {}
+            except LayoutError:
+                annotations = {}
+        doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [d.to_json() for d in entries]}
+        if annotations:
+            doc["annotations"] = annotations
         write_atomic(self.path / "index.json", json.dumps(doc, indent=2).encode())
 
     @contextmanager

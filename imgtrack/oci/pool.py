@@ -32,6 +32,8 @@ class Registries:
     progress: BlobProgress = no_progress
     # Blobs above this size upload in resumable chunks of it (the caller reads IMGTRACK_CHUNK_SIZE).
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    # Carry an image's referrers (signatures, SBOMs, attestations, records) with it (--no-referrers: not).
+    carry_referrers: bool = True
     # The registries this command targets: only they get flag or environment credentials.
     targets: set[str] = field(default_factory=set)
     _clients: dict[str, RegistryClient] = field(default_factory=dict)

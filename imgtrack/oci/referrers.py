@@ -163,6 +163,13 @@ class RegistryReferrers:
             return wrote
         return self._add_to_fallback(subject, artifact.descriptor) or wrote
 
+    def register(self, subject: str, descriptor: Descriptor) -> bool:
+        """List a referrer whose manifest is already in this repository (a carried one): the referrers
+        API indexed it on the PUT; else it goes into the fallback tag. False when it was listed already."""
+        if self._knows_api(subject):
+            return False
+        return self._add_to_fallback(subject, descriptor)
+
     def _add_to_fallback(self, subject: str, descriptor: Descriptor) -> bool:
         tag = fallback_tag(subject)
         for attempt in range(1, FALLBACK_TRIES + 1):
@@ -186,24 +193,69 @@ class RegistryReferrers:
 
 # --- a layout ----------------------------------------------------------------------------------
 
+# An OCI layout keeps its referrers beside its images, not among them: `index.json` lists the images
+# alone (so skopeo, umoci and crane read `oci:DIR` as before), and its annotation LAYOUT_REFERRERS names a
+# blob mapping each subject digest to its referrers' descriptors. Referrers listed in `index.json` with an
+# `artifactType` (as other tools write them) are found too.
+LAYOUT_REFERRERS = "vnd.imgtrack.referrers"
+LAYOUT_REFERRERS_TYPE = "application/vnd.imgtrack.layout-referrers.v1+json"
+MAX_LAYOUT_REFERRERS = 4 * 1024 * 1024
 
-def attach_to_layout(writer: LayoutWriter, artifact: Artifact) -> bool:
-    """Write `artifact` into an OCI layout and list it in `index.json` (no tag); False if it was there."""
-    if any(e.digest == artifact.descriptor.digest for e in writer.reader.entries()):
-        return False
+
+def _layout_map(layout: Layout) -> dict[str, list[Descriptor]]:
+    from imgtrack.oci.digest import is_digest
+
+    digest = layout.index_annotations().get(LAYOUT_REFERRERS, "")
+    if not is_digest(digest) or not layout.has_blob(digest):
+        return {}
+    try:
+        doc = json.loads(layout.read_blob(digest, limit=MAX_LAYOUT_REFERRERS))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return {}
+    found: dict[str, list[Descriptor]] = {}
+    for subject, items in (doc.get("referrers") or {}).items() if isinstance(doc, dict) else ():
+        if isinstance(subject, str) and is_digest(subject) and isinstance(items, list):
+            for item in items:
+                try:
+                    found.setdefault(subject, []).append(Descriptor.from_json(item, layout.name))
+                except Exception:
+                    continue
+    return found
+
+
+def add_layout_referrer(writer: LayoutWriter, subject: str, descriptor: Descriptor) -> bool:
+    """List `descriptor` (its manifest and blobs already in the layout) as a referrer of `subject`; False if
+    it was listed already."""
+    with writer.locked():
+        listed = _layout_map(writer.reader)
+        if any(d.digest == descriptor.digest for d in listed.get(subject, [])):
+            return False
+        listed.setdefault(subject, []).append(descriptor)
+        doc = {
+            "mediaType": LAYOUT_REFERRERS_TYPE,
+            "referrers": {k: [d.to_json() for d in v] for k, v in sorted(listed.items())},
+        }
+        digest = writer.put_bytes(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
+        annotations = {**writer.reader.index_annotations(), LAYOUT_REFERRERS: digest}
+        writer.set_index(writer.reader.entries(), annotations)
+    return True
+
+
+def attach_to_layout(writer: LayoutWriter, artifact: Artifact, subject: str) -> bool:
+    """Write `artifact` into an OCI layout as a referrer of `subject`; False if it was there."""
     for layer, data in (*artifact.layers, (EMPTY, EMPTY_BYTES)):
         if not writer.has_blob(layer.digest):
             writer.put_bytes(data, layer.digest.split(":")[0])
     writer.put_bytes(artifact.manifest)
-    writer.add_to_index(artifact.descriptor)
-    return True
+    return add_layout_referrer(writer, subject, artifact.descriptor)
 
 
 def layout_referrers(layout: Layout, subject: str) -> list[Descriptor]:
-    """The artifacts `index.json` lists whose manifest names `subject`."""
-    found = []
+    """The referrers of `subject` a layout keeps: imgtrack's list, then `index.json` entries with an
+    `artifactType` whose manifest names `subject`."""
+    found = list(_layout_map(layout).get(subject, []))
     for entry in layout.entries():
-        if not entry.artifact_type or not layout.has_blob(entry.digest):
+        if not entry.artifact_type or not layout.has_blob(entry.digest) or any(d.digest == entry.digest for d in found):
             continue
         try:
             doc = json.loads(layout.read_blob(entry.digest, media_type=entry.media_type))

@@ -7,9 +7,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from imgtrack.errors import RegistryError
+from imgtrack.errors import LayoutError, RegistryError
 from imgtrack.ledger.schema import Record
-from imgtrack.oci.layout import Descriptor
+from imgtrack.oci.layout import Descriptor, Layout
 from imgtrack.oci.referrers import Artifact, make_artifact
 
 RECORD_ARTIFACT_TYPE = "application/vnd.imgtrack.record.v1+json"
@@ -74,3 +74,26 @@ def parse_payload(data: bytes, where: str, subject: str) -> dict[str, Any]:
             "it was attached to the wrong image"
         )
     return doc
+
+
+def attached_record(
+    layout: Layout, referrers: list[Descriptor], subject: str, where: str
+) -> tuple[dict[str, Any] | None, str]:
+    """The newest imgtrack record among `referrers` (read from `layout`, where they are, and checked),
+    with its artifact's digest; (None, "") when there is none."""
+    ours = [d for d in referrers if d.artifact_type == RECORD_ARTIFACT_TYPE]
+    for desc in reversed(ours):
+        try:
+            manifest = json.loads(layout.read_blob(desc.digest, media_type=desc.media_type))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            error = LayoutError if layout.local else RegistryError
+            raise error(
+                f"{where}: record artifact {desc.digest[:19]}… is not JSON; it was not written by imgtrack"
+            ) from None
+        layers = manifest.get("layers") if isinstance(manifest, dict) else None
+        if not isinstance(layers, list) or not layers:
+            continue
+        layer = Descriptor.from_json(layers[0], f"{where}: record artifact {desc.digest[:19]}…")
+        payload = layout.read_blob(layer.digest, limit=256 * 1024)
+        return parse_payload(payload, f"{where}: record artifact {desc.digest[:19]}…", subject), desc.digest
+    return None, ""

@@ -17,7 +17,7 @@ import pytest
 
 from testkit.referrers_registry import referrers_registry
 from testkit.registries import Registry
-from tests.conftest import LayoutFactory, run
+from tests.conftest import LayoutFactory, commit_file, git, run
 
 RECORD_TYPE = "application/vnd.imgtrack.record.v1+json"
 
@@ -287,3 +287,25 @@ def test_the_referrers_api_is_used_where_the_registry_has_it(
     assert promoted.code == 0, promoted.err
     assert {d["digest"] for d in store.referrers[("prod/api", digest)]} == {listed["digest"], signature}
     assert ("prod/api", f"sha256-{digest[7:]}") not in store.manifests
+
+
+def test_audit_remote_answers_from_the_attached_record(
+    project: Path, layouts: LayoutFactory, plain_registry: Registry, tmp_path: Path
+) -> None:
+    layout, digest = layouts()
+    repo = plain_registry.repo()
+    record = run(["push", str(layout), "--image", "api", "--to", repo, "--json", "-q"], project).json()
+    # Another project's ledger, which never recorded this build.
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "-q")
+    commit_file(other, "x.txt", "x\n")
+    assert run(["init"], other).code == 0
+    line = f"{repo}@{digest}\n"
+    unknown = run(["audit", "-", "--json"], other, stdin=line)
+    assert unknown.code == 1 and unknown.json()[0]["status"] == "unknown"
+    answered = run(["audit", "-", "--json", "--remote"], other, stdin=line)
+    assert answered.code == 0, answered.out
+    [row] = answered.json()
+    assert row["status"] == "attached" and row["version"] == record["version"] and row["commit"] == record["commit"]
+    assert f"the record attached in {repo}" in row["detail"]

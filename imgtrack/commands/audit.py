@@ -19,7 +19,7 @@ from imgtrack.workloads import RunningImage
 if TYPE_CHECKING:
     from imgtrack.oci.pool import Registries
 
-STATUSES = ("ok", "unknown", "unpinned", "latest", "mismatch", "behind", "invalid", "uncorroborated")
+STATUSES = ("ok", "unknown", "unpinned", "latest", "mismatch", "behind", "invalid", "uncorroborated", "attached")
 DEFAULT_FAIL_ON = ("unknown", "latest", "mismatch", "invalid")
 
 
@@ -115,6 +115,15 @@ def audit_images(
                     "tag only: --remote resolves it; deploy by digest (imgtrack resolve)",
                 )
             )
+        elif (
+            record is None
+            and registries is not None
+            and ref is not None
+            and not ref.is_layout
+            and (attached := _attached_record(registries, ref, digest))
+        ):
+            found, said = attached
+            rows.append(AuditRow(image.where, image.reference, "attached", digest, found, said))
         elif record is None:
             rows.append(
                 AuditRow(
@@ -152,6 +161,42 @@ def audit_images(
                 )
                 rows[i] = AuditRow(row.where, row.reference, "uncorroborated", row.digest, row.record, why)
     return rows
+
+
+_ATTACHED: dict[tuple[str, str], tuple[Recorded, str] | None] = {}
+
+
+def _attached_record(registries: Registries, ref: Reference, digest: str) -> tuple[Recorded, str] | None:
+    """`audit --remote`: for a digest this ledger does not know, the record attached to the image in its
+    registry (another repository's ledger, say), as a row's record and detail; None if there is none."""
+    from datetime import UTC, datetime
+
+    from imgtrack.artifact import RECORD_ARTIFACT_TYPE, attached_record
+    from imgtrack.oci.remote import RegistryLayout
+
+    key = (ref.name, digest)
+    if key in _ATTACHED:
+        return _ATTACHED[key]
+    found: tuple[Recorded, str] | None = None
+    try:
+        listed = registries.referrers(ref).of(digest, RECORD_ARTIFACT_TYPE)
+        if listed:
+            layout = RegistryLayout(registries.client(ref.registry), ref.repository, digest)
+            doc, _ = attached_record(layout, listed, digest, ref.name)
+            if doc is not None:
+                try:
+                    at = datetime.fromisoformat(str(doc.get("recorded_at", "")).replace("Z", "+00:00"))
+                except ValueError:
+                    at = datetime.fromtimestamp(0, UTC)
+                record = Recorded(
+                    "", doc["image"], digest, doc["version"], doc["commit"], at, str(doc.get("recorded_by", ""))
+                )
+                said = f"not in this ledger: the record attached in {ref.name} says {doc['image']} {doc['version']} from {doc['commit'][:7]}"
+                found = (record, said)
+    except ImgtrackError:
+        found = None  # an unreadable attachment answers nothing: the digest stays unknown
+    _ATTACHED[key] = found
+    return found
 
 
 def _pinned_digest(image: RunningImage) -> str | None:

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imgtrack.artifact import RECORD_ARTIFACT_TYPE, parse_payload
-from imgtrack.errors import InvalidReference, LayoutError, RegistryError
-from imgtrack.oci.layout import Descriptor, Layout, describe, open_layout, select_entry
+from imgtrack.artifact import attached_record
+from imgtrack.errors import InvalidReference
+from imgtrack.oci.layout import Descriptor, describe, open_layout, select_entry
 from imgtrack.oci.pool import Registries
 from imgtrack.oci.reference import parse_reference
 from imgtrack.oci.referrers import layout_referrers
@@ -40,7 +40,7 @@ def inspect_image(text: str, registries: Registries) -> Inspection:
             top = select_entry(layout, ref.tag, ref.digest)
             image = describe(layout, digest=top.digest, verify=False)
             found = layout_referrers(layout, image.digest)
-            record, artifact = _attached_record(layout, found, image.digest, text)
+            record, artifact = attached_record(layout, found, image.digest, text)
         finally:
             layout.close()
     else:
@@ -50,7 +50,7 @@ def inspect_image(text: str, registries: Registries) -> Inspection:
         try:
             image = describe(layout, verify=False)
             found = registries.referrers(ref).of(image.digest)
-            record, artifact = _attached_record(layout, found, image.digest, text)
+            record, artifact = attached_record(layout, found, image.digest, text)
         finally:
             layout.close()
     return Inspection(
@@ -62,27 +62,3 @@ def inspect_image(text: str, registries: Registries) -> Inspection:
         record_artifact=artifact,
         referrers=found,
     )
-
-
-def _attached_record(
-    layout: Layout, referrers: list[Descriptor], subject: str, where: str
-) -> tuple[dict[str, Any] | None, str]:
-    """The newest imgtrack record among `referrers` (read and checked), with its artifact's digest."""
-    import json
-
-    ours = [d for d in referrers if d.artifact_type == RECORD_ARTIFACT_TYPE]
-    for desc in reversed(ours):
-        try:
-            manifest = json.loads(layout.read_blob(desc.digest, media_type=desc.media_type))
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            error = LayoutError if layout.local else RegistryError
-            raise error(
-                f"{where}: record artifact {desc.digest[:19]}… is not JSON; it was not written by imgtrack"
-            ) from None
-        layers = manifest.get("layers") if isinstance(manifest, dict) else None
-        if not isinstance(layers, list) or not layers:
-            continue
-        layer = Descriptor.from_json(layers[0], f"{where}: record artifact {desc.digest[:19]}…")
-        payload = layout.read_blob(layer.digest, limit=256 * 1024)
-        return parse_payload(payload, f"{where}: record artifact {desc.digest[:19]}…", subject), desc.digest
-    return None, ""

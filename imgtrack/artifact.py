@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from imgtrack.errors import LayoutError, RegistryError
+from imgtrack.errors import ImgtrackError, LayoutError, RegistryError
 from imgtrack.ledger.schema import Record
 from imgtrack.oci.layout import Descriptor, Layout
 from imgtrack.oci.referrers import Artifact, make_artifact
@@ -57,19 +57,20 @@ def record_artifact(record: Record, subject_size: int, source: str = "") -> Arti
     )
 
 
-def parse_payload(data: bytes, where: str, subject: str) -> dict[str, Any]:
-    """An attached record, checked: JSON of the documented shape, about `subject`."""
+def parse_payload(data: bytes, where: str, subject: str, error: type[ImgtrackError] = RegistryError) -> dict[str, Any]:
+    """An attached record, checked: JSON of the documented shape, about `subject` (`error`: what a
+    refusal is, RegistryError from a registry, LayoutError from a layout)."""
     if len(data) > MAX_PAYLOAD_BYTES:
-        raise RegistryError(f"{where}: the attached record is over {MAX_PAYLOAD_BYTES // 1024} KiB; refused")
+        raise error(f"{where}: the attached record is over {MAX_PAYLOAD_BYTES // 1024} KiB; refused")
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise RegistryError(f"{where}: the attached record is not JSON; it was not written by imgtrack") from None
+        raise error(f"{where}: the attached record is not JSON; it was not written by imgtrack") from None
     wanted = {"image": str, "digest": str, "version": str, "commit": str, "tree": str, "tags": list}
     if not isinstance(doc, dict) or any(not isinstance(doc.get(k), t) for k, t in wanted.items()):
-        raise RegistryError(f"{where}: the attached record lacks image, digest, version, commit, tree or tags")
+        raise error(f"{where}: the attached record lacks image, digest, version, commit, tree or tags")
     if doc["digest"] != subject:
-        raise RegistryError(
+        raise error(
             f"{where}: the attached record is about {str(doc['digest'])[:19]}…, not this image {subject[:19]}…; "
             "it was attached to the wrong image"
         )
@@ -95,5 +96,6 @@ def attached_record(
             continue
         layer = Descriptor.from_json(layers[0], f"{where}: record artifact {desc.digest[:19]}…")
         payload = layout.read_blob(layer.digest, limit=256 * 1024)
-        return parse_payload(payload, f"{where}: record artifact {desc.digest[:19]}…", subject), desc.digest
+        error = LayoutError if layout.local else RegistryError
+        return parse_payload(payload, f"{where}: record artifact {desc.digest[:19]}…", subject, error), desc.digest
     return None, ""

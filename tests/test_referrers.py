@@ -309,3 +309,41 @@ def test_audit_remote_answers_from_the_attached_record(
     [row] = answered.json()
     assert row["status"] == "attached" and row["version"] == record["version"] and row["commit"] == record["commit"]
     assert f"the record attached in {repo}" in row["detail"]
+
+
+def test_a_hostile_layout_list_of_referrers_or_record_is_refused_in_one_line(
+    project: Path, layouts: LayoutFactory, tmp_path: Path
+) -> None:
+    layout, digest = layouts()
+    target = tmp_path / "out"
+    assert run(["push", str(layout), "--image", "api", "--to", f"oci:{target}", "-q"], project).code == 0
+    index = json.loads((target / "index.json").read_text())
+    listed_digest = index["annotations"]["vnd.imgtrack.referrers"]
+    listed = json.loads((target / "blobs" / "sha256" / listed_digest[7:]).read_text())
+    [artifact] = listed["referrers"][digest]
+
+    def replace_list(doc: object) -> None:
+        data = json.dumps(doc).encode()
+        new = "sha256:" + hashlib.sha256(data).hexdigest()
+        (target / "blobs" / "sha256" / new[7:]).write_bytes(data)
+        index["annotations"]["vnd.imgtrack.referrers"] = new
+        (target / "index.json").write_text(json.dumps(index))
+
+    replace_list({"referrers": [1, 2, 3]})  # not a map: no referrers, and no crash
+    found = run(["inspect", f"oci:{target}"], tmp_path)
+    assert found.code == 1 and "carries no imgtrack record" in found.err
+    # A record listed under this image that says it is about another one is refused, not shown.
+    other = "sha256:" + "e" * 64
+    manifest = json.loads((target / "blobs" / "sha256" / artifact["digest"][7:]).read_text())
+    payload = json.loads((target / "blobs" / "sha256" / manifest["layers"][0]["digest"][7:]).read_text())
+    forged = json.dumps({**payload, "digest": other}).encode()
+    forged_digest = "sha256:" + hashlib.sha256(forged).hexdigest()
+    (target / "blobs" / "sha256" / forged_digest[7:]).write_bytes(forged)
+    manifest["layers"][0].update(digest=forged_digest, size=len(forged))
+    data = json.dumps(manifest).encode()
+    manifest_digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    (target / "blobs" / "sha256" / manifest_digest[7:]).write_bytes(data)
+    replace_list({"referrers": {digest: [{**artifact, "digest": manifest_digest, "size": len(data)}]}})
+    refused = run(["inspect", f"oci:{target}"], tmp_path)
+    assert refused.code == 2 and refused.err.count("\n") == 1
+    assert "is about sha256:eeeeeeeeeeee" in refused.err and "attached to the wrong image" in refused.err

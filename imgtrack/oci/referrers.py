@@ -5,8 +5,7 @@ it is about. A registry with the referrers API indexes it on its own (it answers
 an `OCI-Subject` header, and `GET /v2/<name>/referrers/<digest>` with an index of the referrers). A
 registry without it gets the spec's fallback: the tag `<alg>-<hex>` of the subject's digest holds an
 index of the referrers, which the writer updates read-modify-write, checks after the write and retries
-when another writer's update replaced its own. An OCI layout lists referrers in `index.json`, with their
-`artifactType`, and never under a tag.
+when another writer's update replaced its own. An OCI layout keeps them beside its images (below).
 """
 
 from __future__ import annotations
@@ -212,8 +211,9 @@ def _layout_map(layout: Layout) -> dict[str, list[Descriptor]]:
         doc = json.loads(layout.read_blob(digest, limit=MAX_LAYOUT_REFERRERS))
     except (ValueError, UnicodeDecodeError, RecursionError):
         return {}
+    listed = doc.get("referrers") if isinstance(doc, dict) else None
     found: dict[str, list[Descriptor]] = {}
-    for subject, items in (doc.get("referrers") or {}).items() if isinstance(doc, dict) else ():
+    for subject, items in listed.items() if isinstance(listed, dict) else ():
         if isinstance(subject, str) and is_digest(subject) and isinstance(items, list):
             for item in items:
                 try:

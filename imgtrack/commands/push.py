@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgtrack.artifact import record_artifact
+from imgtrack.artifact import RECORD_ARTIFACT_TYPE, REVISION, VERSION, record_artifact
 from imgtrack.commands.record import RecordRequest, image_statements, record_image
 from imgtrack.errors import PolicyViolation, UsageError
 from imgtrack.fsutil import check_output
@@ -20,7 +20,7 @@ from imgtrack.oci.copy import CopyStats, copy_blobs
 from imgtrack.oci.layout import REF_NAME, Descriptor, ImageDescription, Layout, LayoutWriter, describe
 from imgtrack.oci.pool import Registries
 from imgtrack.oci.reference import Reference, parse_reference, parse_repository
-from imgtrack.oci.referrers import attach_to_layout
+from imgtrack.oci.referrers import RegistryReferrers, attach_to_layout
 from imgtrack.policy import TagKind, TagRules, latest_alias, tag_kind
 from imgtrack.project import Project
 from imgtrack.sources import read_source, recorded_copy
@@ -169,6 +169,15 @@ def _check_destination_tags(
         raise PolicyViolation("\n".join(problems))
 
 
+def _carries_record(here: RegistryReferrers, record: Build) -> bool:
+    """Whether the image already carries its record here: an imgtrack record referrer naming its commit
+    and version."""
+    return any(
+        d.annotations.get(REVISION) == record.commit and d.annotations.get(VERSION) == record.version
+        for d in here.of(record.digest, RECORD_ARTIFACT_TYPE)
+    )
+
+
 def _push_one(
     project: Project,
     source: _Source,
@@ -228,10 +237,14 @@ def _push_one(
                 layout, description, registries.referrers(ref), jobs=registries.jobs, progress=registries.progress
             )
     if not ref.is_layout:
-        # The record travels with the image: an artifact whose subject is it (docs/security.md).
-        if subject_size is None:
-            subject_size = registries.client(ref.registry).manifest_size(ref.repository, record.digest)
-        registries.referrers(ref).attach(record.digest, record_artifact(record.record, subject_size, source_url))
+        # The record travels with the image: an artifact whose subject is it (docs/security.md). A push
+        # that moved nothing first asks whether the image carries it already (by the referrers' annotations,
+        # two requests), so that a no-op re-push stays cheap.
+        here = registries.referrers(ref)
+        if subject_size is not None or not _carries_record(here, record):
+            if subject_size is None:
+                subject_size = registries.client(ref.registry).manifest_size(ref.repository, record.digest)
+            here.attach(record.digest, record_artifact(record.record, subject_size, source_url))
     # Only now, with every blob, manifest, tag and the record in place, does the ledger say it was pushed. The same
     # push recorded before (decided under the ledger lock) adds nothing.
     appended = project.ledger.add_fact(

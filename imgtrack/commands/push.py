@@ -15,12 +15,11 @@ from imgtrack.commands.record import RecordRequest, image_statements, record_ima
 from imgtrack.errors import PolicyViolation, UsageError
 from imgtrack.fsutil import check_output
 from imgtrack.ledger.schema import Build, Fact, now
-from imgtrack.oci.carry import carry_to_layout, carry_to_registry
-from imgtrack.oci.copy import CopyStats, copy_blobs
-from imgtrack.oci.layout import REF_NAME, Descriptor, ImageDescription, Layout, LayoutWriter, describe
+from imgtrack.oci.copy import CopyStats
+from imgtrack.oci.destination import Destination
+from imgtrack.oci.layout import ImageDescription, Layout, describe
 from imgtrack.oci.pool import Registries
 from imgtrack.oci.reference import Reference, parse_reference, parse_repository
-from imgtrack.oci.referrers import RegistryReferrers, attach_to_layout
 from imgtrack.policy import TagKind, TagRules, latest_alias, tag_kind
 from imgtrack.project import Project
 from imgtrack.sources import read_source, recorded_copy
@@ -169,12 +168,12 @@ def _check_destination_tags(
         raise PolicyViolation("\n".join(problems))
 
 
-def _carries_record(here: RegistryReferrers, record: Build) -> bool:
-    """Whether the image already carries its record here: an imgtrack record referrer naming its commit
-    and version."""
+def _carries_record(dest: Destination, record: Build) -> bool:
+    """Whether the image already carries its record there: an imgtrack record referrer naming its commit
+    and version (read from the referrers' annotations: no blob is fetched)."""
     return any(
         d.annotations.get(REVISION) == record.commit and d.annotations.get(VERSION) == record.version
-        for d in here.of(record.digest, RECORD_ARTIFACT_TYPE)
+        for d in dest.referrers(record.digest, RECORD_ARTIFACT_TYPE)
     )
 
 
@@ -188,32 +187,13 @@ def _push_one(
     registries: Registries,
     promote: bool = False,
 ) -> PushResult:
+    dest = registries.destination(ref)
     source_url = project.config.images[record.image].source if record.image in project.config.images else ""
     subject_size = None
-    if not ref.is_layout and tags and all(existing.get(t) == record.digest for t in tags):
+    if tags and all(existing.get(t) == record.digest for t in tags):
         # Every tag already names this manifest, so it and all it references are there: nothing to read.
         stats = CopyStats(copied=0, skipped=len(record.all_digests()), bytes_copied=0)
-    elif ref.is_layout:
-        layout, description = source.get()
-        writer = LayoutWriter(Path(ref.repository))
-        stats = copy_blobs(layout, description, writer, jobs=registries.jobs, progress=registries.progress)
-        writer.add_to_index(
-            *(
-                Descriptor(
-                    description.media_type,
-                    description.digest,
-                    description.size,
-                    annotations={REF_NAME: tag} if tag else {},
-                )
-                for tag in tags or ("",)
-            )
-        )
-        attach_to_layout(writer, record_artifact(record.record, description.size, source_url), record.digest)
-        if registries.carry_referrers:
-            carry_to_layout(layout, description, writer, jobs=registries.jobs, progress=registries.progress)
     else:
-        from imgtrack.oci.remote import push_to_registry
-
         # The ledger knows this image's blobs in every repository of this registry it was pushed to.
         same_registry = tuple(
             other.repository
@@ -221,30 +201,18 @@ def _push_one(
             if not (other := parse_reference(p.repository)).is_layout and other.registry == ref.registry
         )
         layout, description = source.get()
-        stats = push_to_registry(
-            registries.client(ref.registry),
-            ref.repository,
-            layout,
-            description,
-            tags,
-            jobs=registries.jobs,
-            mount_from=same_registry,
-            progress=registries.progress,
+        stats = dest.write_image(
+            layout, description, tags, jobs=registries.jobs, progress=registries.progress, mount_from=same_registry
         )
         subject_size = description.size
         if registries.carry_referrers:
-            carry_to_registry(
-                layout, description, registries.referrers(ref), jobs=registries.jobs, progress=registries.progress
-            )
-    if not ref.is_layout:
-        # The record travels with the image: an artifact whose subject is it (docs/security.md). A push
-        # that moved nothing first asks whether the image carries it already (by the referrers' annotations,
-        # two requests), so that a no-op re-push stays cheap.
-        here = registries.referrers(ref)
-        if subject_size is not None or not _carries_record(here, record):
-            if subject_size is None:
-                subject_size = registries.client(ref.registry).manifest_size(ref.repository, record.digest)
-            here.attach(record.digest, record_artifact(record.record, subject_size, source_url))
+            dest.carry(layout, description, jobs=registries.jobs, progress=registries.progress)
+    # The record travels with the image: an artifact whose subject is it (docs/security.md). A push that
+    # moved nothing first asks whether the image carries it already (by the referrers' annotations), so
+    # that a no-op re-push stays cheap.
+    if subject_size is not None or not _carries_record(dest, record):
+        size = subject_size if subject_size is not None else dest.subject_size(record.digest)
+        dest.attach(record.digest, record_artifact(record.record, size, source_url))
     # Only now, with every blob, manifest, tag and the record in place, does the ledger say it was pushed. The same
     # push recorded before (decided under the ledger lock) adds nothing.
     appended = project.ledger.add_fact(

@@ -5,12 +5,10 @@ the environment pulls it from (registries garbage-collect what no tag holds)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from imgtrack.errors import ImgtrackError, NotFound
 from imgtrack.ledger.ledger import current_runs
 from imgtrack.ledger.schema import Build
-from imgtrack.oci.layout import open_layout
 from imgtrack.oci.pool import Registries
 from imgtrack.oci.reference import parse_reference
 from imgtrack.project import Project
@@ -64,13 +62,7 @@ def _locate(build: Build, repositories: list[str], registries: Registries) -> tu
     for text in repositories:
         try:
             ref = parse_reference(text)
-            if ref.is_layout:
-                layout_dir = Path(ref.repository)
-                present = (layout_dir / "index.json").exists() and any(
-                    d.digest == build.digest for d in open_layout(layout_dir).entries()
-                )
-            else:
-                present = registries.tags_at(ref, (build.digest,)).get(build.digest) == build.digest
+            present = registries.destination(ref).holds(build.digest)
         except ImgtrackError as exc:
             why = f"{text} could not be asked ({exc})"
             continue

@@ -6,13 +6,12 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from imgtrack.errors import ImgtrackError, InvalidTag
 from imgtrack.ledger.schema import Build, Push
-from imgtrack.oci.layout import open_layout
+from imgtrack.oci.destination import Destination
 from imgtrack.oci.pool import Registries
-from imgtrack.oci.reference import Reference, parse_reference
+from imgtrack.oci.reference import parse_reference
 from imgtrack.policy import TagHolder, TagKind, check_tags, floating_moves_backwards, tag_kind
 from imgtrack.project import Project
 from imgtrack.versions import (
@@ -181,18 +180,15 @@ def verify_pushes(project: Project, registries: Registries) -> list[Finding]:
         for push in newest.values():
             where = f"{record.image}@{record.version} in {push.repository}"
             try:
-                ref = parse_reference(push.repository)
-                existing = registries.tags_at(ref, (*push.tags, record.digest))
+                dest = registries.destination(parse_reference(push.repository))
+                existing = dest.tags(push.tags)
+                present = record.digest in existing.values() or dest.holds(record.digest)
             except ImgtrackError as exc:
                 findings.append(Finding(where, f"cannot be checked: {exc}"))
                 continue
-            if ref.is_layout:
-                present = record.digest in existing.values() or _layout_lists(ref, record.digest)
-            else:
-                present = existing.get(record.digest) == record.digest
             if not present:
                 findings.append(Finding(where, f"manifest {record.digest[:19]}… no longer exists there"))
-            elif not _carries_record(ref, record, registries):
+            elif not _carries_record(dest, record):
                 findings.append(
                     Finding(
                         where,
@@ -224,24 +220,11 @@ def verify_pushes(project: Project, registries: Registries) -> list[Finding]:
     return findings
 
 
-def _carries_record(ref: Reference, record: Build, registries: Registries) -> bool:
-    """Whether the image at `ref` has a record artifact naming the record's commit (read from the
-    referrers' annotations: no blob is fetched)."""
+def _carries_record(dest: Destination, record: Build) -> bool:
+    """Whether the image has a record artifact naming the record's commit (read from the referrers'
+    annotations: no blob is fetched)."""
     from imgtrack.artifact import RECORD_ARTIFACT_TYPE, REVISION
 
-    if ref.is_layout:
-        from imgtrack.oci.referrers import layout_referrers
-
-        layout = open_layout(Path(ref.repository))
-        try:
-            found = [d for d in layout_referrers(layout, record.digest) if d.artifact_type == RECORD_ARTIFACT_TYPE]
-        finally:
-            layout.close()
-    else:
-        found = registries.referrers(ref).of(record.digest, RECORD_ARTIFACT_TYPE)
-    return any(d.annotations.get(REVISION) == record.commit for d in found)
-
-
-def _layout_lists(ref: Reference, digest: str) -> bool:
-    layout_dir = Path(ref.repository)
-    return (layout_dir / "index.json").exists() and any(d.digest == digest for d in open_layout(layout_dir).entries())
+    return any(
+        d.annotations.get(REVISION) == record.commit for d in dest.referrers(record.digest, RECORD_ARTIFACT_TYPE)
+    )

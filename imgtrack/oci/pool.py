@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgtrack.oci.copy import BlobProgress, no_progress
-from imgtrack.oci.layout import REF_NAME, Layout, open_layout
+from imgtrack.oci.layout import Layout
 from imgtrack.oci.reference import Reference
 
 if TYPE_CHECKING:  # httpx is imported only by commands that talk to a registry
+    from imgtrack.oci.destination import Destination
     from imgtrack.oci.referrers import RegistryReferrers
     from imgtrack.oci.registry import RegistryClient
 
@@ -37,7 +38,7 @@ class Registries:
     # The registries this command targets: only they get flag or environment credentials.
     targets: set[str] = field(default_factory=set)
     _clients: dict[str, RegistryClient] = field(default_factory=dict)
-    _referrers: dict[tuple[str, str], RegistryReferrers] = field(default_factory=dict)
+    _destinations: dict[str, Destination] = field(default_factory=dict)
 
     def client(self, registry: str) -> RegistryClient:
         from imgtrack.oci.auth import find_credentials
@@ -55,14 +56,25 @@ class Registries:
             )
         return self._clients[registry]
 
-    def referrers(self, ref: Reference) -> RegistryReferrers:
-        """Referrers of images in one repository; whether it has the referrers API is learnt once a command."""
-        from imgtrack.oci.referrers import RegistryReferrers
+    def destination(self, ref: Reference) -> Destination:
+        """Where `ref` (a registry repository or a layout) is written and checked, one a command."""
+        from imgtrack.oci.destination import LayoutDestination, RegistryDestination
 
-        key = (ref.registry, ref.repository)
-        if key not in self._referrers:
-            self._referrers[key] = RegistryReferrers(self.client(ref.registry), ref.repository)
-        return self._referrers[key]
+        if ref.name not in self._destinations:
+            self._destinations[ref.name] = (
+                LayoutDestination(Path(ref.repository))
+                if ref.is_layout
+                else RegistryDestination(self.client(ref.registry), ref.repository)
+            )
+        return self._destinations[ref.name]
+
+    def referrers(self, ref: Reference) -> RegistryReferrers:
+        """Referrers of images in one registry repository; whether it has the referrers API is learnt once."""
+        from imgtrack.oci.destination import RegistryDestination
+
+        dest = self.destination(ref)
+        assert isinstance(dest, RegistryDestination), ref
+        return dest.lister
 
     def open(self, ref: Reference, reference: str) -> Layout:
         from imgtrack.oci.remote import RegistryLayout
@@ -71,14 +83,7 @@ class Registries:
 
     def tags_at(self, ref: Reference, tags: tuple[str, ...]) -> dict[str, str]:
         """What each of `tags` names at `ref` now (tags naming nothing are left out)."""
-        if not ref.is_layout:
-            client = self.client(ref.registry)
-            return {t: d for t in tags if (d := client.manifest_digest(ref.repository, t))}
-        layout_dir = Path(ref.repository)
-        if not (layout_dir / "index.json").exists():
-            return {}
-        entries = open_layout(layout_dir).entries()
-        return {d.annotations[REF_NAME]: d.digest for d in entries if REF_NAME in d.annotations}
+        return self.destination(ref).tags(tags)
 
     def close(self) -> None:
         for client in self._clients.values():

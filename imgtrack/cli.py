@@ -373,9 +373,9 @@ def inspect(a: Args) -> int:
 def login(a: Args) -> None:
     """Check credentials against the registry and save them as `docker login` does."""
     from imgtrack import output
-    from imgtrack.oci.auth import Credentials, store_credentials
     from imgtrack.oci.reference import check_registry_host
-    from imgtrack.oci.registry import RegistryClient
+    from imgtrack.oci.remote.auth import Credentials, store_credentials
+    from imgtrack.oci.remote.registry import RegistryClient
 
     if not a.password_stdin:
         raise UsageError(
@@ -394,8 +394,8 @@ def login(a: Args) -> None:
 def logout(a: Args) -> None:
     """Forget the saved credentials for a registry."""
     from imgtrack import output
-    from imgtrack.oci.auth import erase_credentials
     from imgtrack.oci.reference import check_registry_host
+    from imgtrack.oci.remote.auth import erase_credentials
 
     output.logged_out(a.registry, erase_credentials(check_registry_host(a.registry)))
 

@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from imgtrack.errors import RegistryError
-from imgtrack.oci.auth import Credentials, find_credentials
-from imgtrack.oci.authflow import RegistryAuth
 from imgtrack.oci.pool import Registries
+from imgtrack.oci.remote.auth import Credentials, find_credentials
+from imgtrack.oci.remote.authflow import RegistryAuth
 
 SECRET = "s3ntinel-not-for-logs"
 
@@ -42,8 +42,8 @@ def test_explicit_credentials_go_only_to_the_commands_targets(tmp_path: Path, mo
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     registries = Registries(targets={"target.example.com"})
     try:
-        target = registries.client("target.example.com")._http.auth
-        source = registries.client("source.example.com")._http.auth
+        target = registries.client("target.example.com").transport.http.auth
+        source = registries.client("source.example.com").transport.http.auth
         assert isinstance(target, RegistryAuth) and target.credentials == Credentials("ci", SECRET)
         assert isinstance(source, RegistryAuth) and source.credentials is None
         assert SECRET not in repr(target.credentials)
@@ -51,8 +51,8 @@ def test_explicit_credentials_go_only_to_the_commands_targets(tmp_path: Path, mo
         registries.close()
     flags = Registries(username="flag-user", password=SECRET, targets={"target.example.com"})
     try:
-        assert flags.client("target.example.com")._http.auth.credentials == Credentials("flag-user", SECRET)  # type: ignore[union-attr]
-        assert flags.client("source.example.com")._http.auth.credentials is None  # type: ignore[union-attr]
+        assert flags.client("target.example.com").transport.http.auth.credentials == Credentials("flag-user", SECRET)  # type: ignore[union-attr]
+        assert flags.client("source.example.com").transport.http.auth.credentials is None  # type: ignore[union-attr]
     finally:
         flags.close()
 

@@ -345,7 +345,7 @@ def test_promote_within_a_registry_and_to_another(
 def test_blob_downloads_leave_proxied_registries_to_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
     import ssl
 
-    from imgtrack.oci.fastpath import FastPath
+    from imgtrack.oci.remote.transport import FastPath
 
     context = ssl.create_default_context()
     monkeypatch.delenv("HTTPS_PROXY", raising=False)

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from imgtrack.oci.tls import speaks_tls
+from imgtrack.oci.remote.tls import speaks_tls
 from testkit.registries import Registry, free_port
 
 

@@ -172,7 +172,7 @@ def _attached_record(registries: Registries, ref: Reference, digest: str) -> tup
     from datetime import UTC, datetime
 
     from imgtrack.artifact import RECORD_ARTIFACT_TYPE, attached_record
-    from imgtrack.oci.remote import RegistryLayout
+    from imgtrack.oci.remote.images import RegistryLayout
 
     key = (ref.name, digest)
     if key in _ATTACHED:

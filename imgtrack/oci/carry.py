@@ -13,7 +13,7 @@ from imgtrack.oci.referrers import RegistryReferrers, add_layout_referrer, layou
 def referrers_at(source: Layout, subjects: Iterable[str]) -> list[tuple[str, Descriptor]]:
     """(subject, referrer) for every referrer of each of `subjects` where `source` is (a layout or a
     registry repository read as one)."""
-    from imgtrack.oci.remote import RegistryLayout
+    from imgtrack.oci.remote.images import RegistryLayout
 
     found: list[tuple[str, Descriptor]] = []
     lister = RegistryReferrers(source.client, source.repo) if isinstance(source, RegistryLayout) else None
@@ -25,7 +25,7 @@ def referrers_at(source: Layout, subjects: Iterable[str]) -> list[tuple[str, Des
 
 def _open(source: Layout, digest: str) -> Layout:
     """`source` for reading the manifest `digest` as an image (a registry layout is opened at it)."""
-    from imgtrack.oci.remote import RegistryLayout
+    from imgtrack.oci.remote.images import RegistryLayout
 
     if isinstance(source, RegistryLayout):
         return RegistryLayout(source.client, source.repo, digest)
@@ -63,7 +63,7 @@ def carry_to_registry(
 ) -> CopyStats:
     """Copy every referrer of `image` at `source` to the destination repository and list it there (the
     referrers API, or the fallback tag)."""
-    from imgtrack.oci.remote import push_to_registry
+    from imgtrack.oci.remote.images import push_to_registry
 
     copied = skipped = size = 0
     for subject, ref in referrers_at(source, subjects_of(image)):

@@ -13,7 +13,7 @@ from imgtrack.oci.layout import REF_NAME, Descriptor, ImageDescription, Layout, 
 from imgtrack.oci.referrers import Artifact, RegistryReferrers, attach_to_layout, layout_referrers
 
 if TYPE_CHECKING:
-    from imgtrack.oci.registry import RegistryClient
+    from imgtrack.oci.remote.registry import RegistryClient
 
 
 class Destination(ABC):
@@ -149,7 +149,7 @@ class RegistryDestination(Destination):
         progress: BlobProgress = no_progress,
         mount_from: tuple[str, ...] = (),
     ) -> CopyStats:
-        from imgtrack.oci.remote import push_to_registry
+        from imgtrack.oci.remote.images import push_to_registry
 
         return push_to_registry(
             self.client, self.repo, source, image, tags, jobs=jobs, mount_from=mount_from, progress=progress

@@ -14,7 +14,7 @@ from imgtrack.oci.reference import Reference
 if TYPE_CHECKING:  # httpx is imported only by commands that talk to a registry
     from imgtrack.oci.destination import Destination
     from imgtrack.oci.referrers import RegistryReferrers
-    from imgtrack.oci.registry import RegistryClient
+    from imgtrack.oci.remote.registry import RegistryClient
 
 DEFAULT_CHUNK_SIZE = 128 * 1024 * 1024
 
@@ -41,8 +41,8 @@ class Registries:
     _destinations: dict[str, Destination] = field(default_factory=dict)
 
     def client(self, registry: str) -> RegistryClient:
-        from imgtrack.oci.auth import find_credentials
-        from imgtrack.oci.registry import RegistryClient
+        from imgtrack.oci.remote.auth import find_credentials
+        from imgtrack.oci.remote.registry import RegistryClient
 
         if registry not in self._clients:
             self._clients[registry] = RegistryClient(
@@ -77,7 +77,7 @@ class Registries:
         return dest.lister
 
     def open(self, ref: Reference, reference: str) -> Layout:
-        from imgtrack.oci.remote import RegistryLayout
+        from imgtrack.oci.remote.images import RegistryLayout
 
         return RegistryLayout(self.client(ref.registry), ref.repository, reference)
 

@@ -24,7 +24,7 @@ from imgtrack.oci.mediatypes import MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST
 
 
 class RegistryAPI(Protocol):
-    """What attaching and listing referrers asks of a registry client (oci/registry.py's)."""
+    """What attaching and listing referrers asks of a registry client (oci/remote/registry.py's)."""
 
     registry: str
 

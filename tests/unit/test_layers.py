@@ -136,3 +136,24 @@ def test_a_command_imports_no_other_command() -> None:
                 b for a, b in COMMAND_EDGES_ALLOWED if a == module
             }
             assert not others, (module, others)
+
+
+def _caught_names(handler: ast.ExceptHandler) -> set[str]:
+    """The dotted names an `except` clause catches (`httpx.TransportError`, `http.client.HTTPException`)."""
+    names = set()
+    for node in ast.walk(handler.type) if handler.type is not None else ():
+        if isinstance(node, ast.Attribute):
+            names.add(ast.unparse(node))
+    return names
+
+
+def test_network_errors_are_translated_in_the_transport_alone() -> None:
+    """What httpx or http.client raise becomes an imgtrack error in one module, for both roads to a registry."""
+    catching = set()
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ExceptHandler) and any(
+                n.startswith(("httpx.", "http.client.")) for n in _caught_names(node)
+            ):
+                catching.add(name)
+    assert catching == {"imgtrack.oci.remote.transport"}

@@ -14,7 +14,7 @@ from imgtrack.oci.copy import BLOB_TRIES, BlobProgress, CopyStats, no_progress
 from imgtrack.oci.digest import digest_bytes, is_digest
 from imgtrack.oci.layout import REF_NAME, Descriptor, ImageDescription, Layout
 from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES, MAX_MANIFEST_BYTES, OCI_MANIFEST
-from imgtrack.oci.registry import RegistryClient
+from imgtrack.oci.remote.registry import RegistryClient
 
 
 class RegistryLayout(Layout):

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlencode, urlparse, urlsplit
 import httpx
 
 from imgtrack.errors import RegistryError
-from imgtrack.oci.auth import Credentials, is_loopback
+from imgtrack.oci.remote.auth import Credentials, is_loopback
 
 MAX_TOKEN_BYTES = 1024 * 1024
 _CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')

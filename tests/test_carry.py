@@ -129,3 +129,30 @@ def test_promote_and_pull_carry_every_referrer(
     plain = tmp_path / "plain"
     assert run(["pull", f"{prod}@{digest}", "--to", str(plain), "--no-referrers", "-q"], tmp_path).code == 0
     assert run(["inspect", f"oci:{plain}", "--json"], tmp_path).json()["referrers"] == []
+
+
+def test_a_push_whose_tags_are_in_place_still_carries_the_layouts_referrers(
+    project: Path, layouts: LayoutFactory, plain_registry: Registry, tmp_path: Path
+) -> None:
+    layout, digest = layouts(platforms=("linux/amd64",))
+    first = plain_registry.repo("carry-first")
+    assert run(["push", str(layout), "--image", "api", "--to", first, "-q"], project).code == 0
+    host, _, path = first.partition("/")
+    accept = {"Accept": "application/vnd.oci.image.index.v1+json"}
+    size = len(httpx.get(f"http://{host}/v2/{path}/manifests/{digest}", headers=accept).content)
+    signature = attach_signature(first, digest, size)
+    pulled = tmp_path / "pulled"
+    assert run(["pull", f"{first}@{digest}", "--to", str(pulled), "-q"], tmp_path).code == 0
+
+    # The image and its tags reach a second repository without the signature (a copy that drops referrers).
+    second = plain_registry.repo("carry-second")
+    assert run(["push", str(layout), "--to", second, "--no-referrers", "-q"], project).code == 0
+    assert {r["artifactType"] for r in _referrers(second, digest)} == {RECORD_TYPE}
+
+    # Pushing the pulled layout there moves no image (every tag is in place) but carries what is missing.
+    again = run(["push", str(pulled), "--to", second, "--json", "-q"], project)
+    assert again.code == 0, again.err
+    assert {r["digest"] for r in _referrers(second, digest)} >= {signature}
+    assert len(_referrers(second, digest)) == 2  # nothing listed twice
+    assert run(["push", str(pulled), "--to", second, "-q"], project).code == 0
+    assert len(_referrers(second, digest)) == 2

@@ -8,7 +8,7 @@ from pathlib import Path
 from imgtrack.errors import InvalidReference, PolicyViolation
 from imgtrack.fsutil import check_output
 from imgtrack.ledger.schema import Build
-from imgtrack.oci.carry import carry_to_layout
+from imgtrack.oci.carry import carry_to_layout, referrers_at, subjects_of
 from imgtrack.oci.copy import CopyStats, copy_blobs
 from imgtrack.oci.layout import REF_NAME, Descriptor, LayoutWriter, describe, open_layout
 from imgtrack.oci.pool import Registries
@@ -73,7 +73,8 @@ def pull_image(project: Project | None, source: str, destination: Path, registri
             )
         )
         if registries.carry_referrers:  # the layout keeps them, so that a push from it carries them on
-            carry_to_layout(layout, description, writer, jobs=registries.jobs, progress=registries.progress)
+            found = referrers_at(layout, subjects_of(description))
+            carry_to_layout(layout, found, writer, jobs=registries.jobs, progress=registries.progress)
     finally:
         layout.close()
     return PullResult(record, layout.name, destination, stats, description.digest)

@@ -49,8 +49,9 @@ def _destination(text: str) -> Reference:
 class _Source:
     """The layout and image a push reads from, opened only when a destination needs its bytes."""
 
-    def __init__(self, opener: Callable[[], tuple[Layout, ImageDescription]]) -> None:
+    def __init__(self, opener: Callable[[], tuple[Layout, ImageDescription]], local: bool = False) -> None:
         self._opener = opener
+        self.local = local  # a layout on this machine: its referrers are listed without a request
         self._opened: tuple[Layout, ImageDescription] | None = None
 
     def get(self) -> tuple[Layout, ImageDescription]:
@@ -125,7 +126,7 @@ def _push_source(
         except BaseException:
             layout.close()
             raise
-        return record, _Source(lambda: (layout, description))
+        return record, _Source(lambda: (layout, description), local=True)
     record = project.ledger.find_one(source)
 
     def open_recorded() -> tuple[Layout, ImageDescription]:
@@ -193,6 +194,11 @@ def _push_one(
     if tags and all(existing.get(t) == record.digest for t in tags):
         # Every tag already names this manifest, so it and all it references are there: nothing to read.
         stats = CopyStats(copied=0, skipped=len(record.all_digests()), bytes_copied=0)
+        if registries.carry_referrers and source.local:
+            # Its referrers may not be: a layout's are listed for free, and only a subject that has some is
+            # asked about at the destination.
+            layout, description = source.get()
+            dest.carry(layout, description, jobs=registries.jobs, progress=registries.progress)
     else:
         # The ledger knows this image's blobs in every repository of this registry it was pushed to.
         same_registry = tuple(

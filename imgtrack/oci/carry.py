@@ -38,12 +38,16 @@ def subjects_of(image: ImageDescription) -> list[str]:
 
 
 def carry_to_layout(
-    source: Layout, image: ImageDescription, writer: LayoutWriter, jobs: int = 1, progress: BlobProgress = no_progress
+    source: Layout,
+    found: list[tuple[str, Descriptor]],
+    writer: LayoutWriter,
+    jobs: int = 1,
+    progress: BlobProgress = no_progress,
 ) -> int:
-    """Copy every referrer of `image` at `source` into the layout, listed beside its images (the number
-    newly listed)."""
+    """Copy each (subject, referrer) of `found` at `source` into the layout, listed beside its images (the
+    number newly listed)."""
     count = 0
-    for subject, ref in referrers_at(source, subjects_of(image)):
+    for subject, ref in found:
         reader = _open(source, ref.digest)
         try:
             copy_blobs(reader, describe(reader, verify=False, entry=ref), writer, jobs=jobs, progress=progress)
@@ -56,17 +60,17 @@ def carry_to_layout(
 
 def carry_to_registry(
     source: Layout,
-    image: ImageDescription,
+    found: list[tuple[str, Descriptor]],
     dest: RegistryReferrers,
     jobs: int = 1,
     progress: BlobProgress = no_progress,
 ) -> CopyStats:
-    """Copy every referrer of `image` at `source` to the destination repository and list it there (the
-    referrers API, or the fallback tag)."""
+    """Copy each (subject, referrer) of `found` at `source` to the destination repository and list it there
+    (the referrers API, or the fallback tag)."""
     from imgtrack.oci.remote.images import push_to_registry
 
     copied = skipped = size = 0
-    for subject, ref in referrers_at(source, subjects_of(image)):
+    for subject, ref in found:
         reader = _open(source, ref.digest)
         try:
             described = describe(reader, verify=reader.local, entry=ref)

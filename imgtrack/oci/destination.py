@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imgtrack.oci.carry import carry_to_layout, carry_to_registry
+from imgtrack.oci.carry import carry_to_layout, carry_to_registry, referrers_at, subjects_of
 from imgtrack.oci.copy import BlobProgress, CopyStats, copy_blobs, no_progress
 from imgtrack.oci.layout import REF_NAME, Descriptor, ImageDescription, Layout, LayoutWriter, open_layout
 from imgtrack.oci.referrers import Artifact, RegistryReferrers, attach_to_layout, layout_referrers
@@ -53,11 +53,25 @@ class Destination(ABC):
     def referrers(self, subject: str, artifact_type: str | None = None) -> list[Descriptor]:
         """The referrers of `subject` here (of one artifact type if given)."""
 
-    @abstractmethod
     def carry(
         self, source: Layout, image: ImageDescription, jobs: int = 4, progress: BlobProgress = no_progress
-    ) -> None:
-        """Copy every referrer `image` has at `source` here, and list it."""
+    ) -> int:
+        """Copy every referrer `image` has at `source` that is not listed here yet, and list it (the number
+        carried). Only subjects that have referrers at `source` are asked about here."""
+        listed: dict[str, set[str]] = {}
+        missing: list[tuple[str, Descriptor]] = []
+        for subject, ref in referrers_at(source, subjects_of(image)):
+            if subject not in listed:
+                listed[subject] = {d.digest for d in self.referrers(subject)}
+            if ref.digest not in listed[subject]:
+                missing.append((subject, ref))
+        if missing:
+            self._carry(source, missing, jobs, progress)
+        return len(missing)
+
+    @abstractmethod
+    def _carry(self, source: Layout, found: list[tuple[str, Descriptor]], jobs: int, progress: BlobProgress) -> None:
+        """Copy each (subject, referrer) of `found` at `source` here, and list it."""
 
 
 class LayoutDestination(Destination):
@@ -120,10 +134,8 @@ class LayoutDestination(Destination):
             layout.close()
         return [d for d in found if artifact_type is None or d.artifact_type == artifact_type]
 
-    def carry(
-        self, source: Layout, image: ImageDescription, jobs: int = 4, progress: BlobProgress = no_progress
-    ) -> None:
-        carry_to_layout(source, image, self.writer, jobs=jobs, progress=progress)
+    def _carry(self, source: Layout, found: list[tuple[str, Descriptor]], jobs: int, progress: BlobProgress) -> None:
+        carry_to_layout(source, found, self.writer, jobs=jobs, progress=progress)
 
 
 class RegistryDestination(Destination):
@@ -164,7 +176,5 @@ class RegistryDestination(Destination):
     def referrers(self, subject: str, artifact_type: str | None = None) -> list[Descriptor]:
         return self.lister.of(subject, artifact_type)
 
-    def carry(
-        self, source: Layout, image: ImageDescription, jobs: int = 4, progress: BlobProgress = no_progress
-    ) -> None:
-        carry_to_registry(source, image, self.lister, jobs=jobs, progress=progress)
+    def _carry(self, source: Layout, found: list[tuple[str, Descriptor]], jobs: int, progress: BlobProgress) -> None:
+        carry_to_registry(source, found, self.lister, jobs=jobs, progress=progress)

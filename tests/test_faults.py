@@ -424,3 +424,21 @@ def test_a_registry_restarted_during_a_chunked_upload_loses_nothing(
     finally:
         registry.terminate()
         registry.wait(10)
+
+
+def test_a_re_push_asks_each_question_once_and_a_failed_head_is_retried(
+    project: Path, layouts: LayoutFactory, faulty: FaultProxy
+) -> None:
+    """What a HEAD or GET finds missing (404) is the answer on the first road taken: a re-push that
+    moves nothing asks nothing twice; a HEAD answered 503 is asked again and the push still lands."""
+    path, _ = layouts()
+    repo = f"{faulty.host}/test/once"
+    first = run(["push", str(path), "--image", "api", "--to", repo, "--json", "-q"], project).json()
+    faulty.forwarded.clear()
+    faulty.faults = [Fault("HEAD", r"/manifests/", "503", times=1)]
+    again = run(["push", f"api@{first['version']}", "--to", repo, "-q"], project)
+    assert again.code == 0, again.err
+    asked = [(method, p) for method, p, status, _ in faulty.forwarded if status != 503]
+    assert len(faulty.fired) == 1 and asked, faulty.forwarded
+    assert len(asked) == len(set(asked)), asked  # the referrers API's 404 included: asked once
+    assert all(method in ("HEAD", "GET") for method, _ in asked), asked  # nothing written on a no-op

@@ -63,7 +63,11 @@ class RegistryClient:
             raise self.transport.fail(response, "the API root /v2/")
 
     def has_blob(self, repo: str, digest: str) -> bool:
-        response = self.transport.send("HEAD", f"{self.base}/v2/{repo}/blobs/{digest}", ok=(200, 404))
+        url = f"{self.base}/v2/{repo}/blobs/{digest}"
+        fast = self.transport.fast_head(url)
+        if fast is not None:
+            return fast[0] == 200
+        response = self.transport.send("HEAD", url, ok=(200, 404))
         if response.status_code == 200:
             return True
         if response.status_code == 404:
@@ -72,6 +76,10 @@ class RegistryClient:
 
     def manifest_digest(self, repo: str, reference: str) -> str | None:
         """The digest a tag (or digest) names in `repo`, by HEAD; None if it names nothing."""
+        url = f"{self.base}/v2/{repo}/manifests/{reference}"
+        fast = self.transport.fast_head(url, {"Accept": ACCEPT_MANIFESTS})
+        if fast is not None:
+            return (fast[1].get("docker-content-digest") or None) if fast[0] == 200 else None
         response = self.transport.send(
             "HEAD", f"{self.base}/v2/{repo}/manifests/{reference}", headers={"Accept": ACCEPT_MANIFESTS}, ok=(200, 404)
         )
@@ -85,12 +93,15 @@ class RegistryClient:
     def manifest_size(self, repo: str, digest: str) -> int:
         """The size of the manifest `digest` in `repo`, by HEAD (what a descriptor of it needs)."""
         what = f"manifest {digest[:19]}… of {repo}"
-        response = self.transport.send(
-            "HEAD", f"{self.base}/v2/{repo}/manifests/{digest}", headers={"Accept": ACCEPT_MANIFESTS}, ok=(200,)
-        )
-        if response.status_code != 200:
-            raise self.transport.fail(response, what)
-        length = response.headers.get("Content-Length", "")
+        url = f"{self.base}/v2/{repo}/manifests/{digest}"
+        fast = self.transport.fast_head(url, {"Accept": ACCEPT_MANIFESTS})
+        if fast is not None and fast[0] == 200:
+            length = fast[1].get("content-length") or ""
+        else:
+            response = self.transport.send("HEAD", url, headers={"Accept": ACCEPT_MANIFESTS}, ok=(200,))
+            if response.status_code != 200:
+                raise self.transport.fail(response, what)
+            length = response.headers.get("Content-Length") or ""
         if not length.isdigit() or int(length) > MAX_MANIFEST_BYTES:
             raise RegistryError(f"{self.registry}: {what} has no usable Content-Length ({length[:20]!r}); refused")
         return int(length)
@@ -227,26 +238,6 @@ class RegistryClient:
         subject = response.headers.get("OCI-Subject")
         return str(subject) if subject else None
 
-    def get_manifest_if_any(self, repo: str, reference: str) -> tuple[bytes, str] | None:
-        """`get_manifest`, or None when the registry has no such manifest (404)."""
-        url = f"{self.base}/v2/{repo}/manifests/{reference}"
-        response = self.transport.send("GET", url, headers={"Accept": ACCEPT_MANIFESTS}, ok=(200, 404), stream=True)
-        try:
-            if response.status_code == 404:
-                response.read()
-                return None
-            if response.status_code != 200:
-                response.read()
-                raise self.transport.fail(response, f"manifest {reference} of {repo}")
-            return self._read_manifest(
-                response.headers.get("Content-Length"),
-                response.headers.get("Content-Type"),
-                self.transport.read_body(response.iter_bytes(), f"manifest {reference} of {repo}"),
-                f"manifest {reference} of {repo}",
-            )
-        finally:
-            response.close()
-
     def referrers(self, repo: str, digest: str, artifact_type: str | None = None) -> list[Descriptor] | None:
         """The referrers API's answer for `digest` (every page, following `Link`), or None when the
         registry does not implement it (404)."""
@@ -264,33 +255,62 @@ class RegistryClient:
                 raise RegistryError(
                     f"{self.registry}: referrers of {digest[:19]}… in {repo} run past {MAX_REFERRER_PAGES} pages; refused"
                 )
-            response = self.transport.send("GET", url, headers={"Accept": OCI_INDEX}, ok=(200, 404), stream=True)
-            try:
-                if response.status_code == 404:
-                    response.read()
-                    if pages == 1:
-                        return None
-                    raise RegistryError(f"{self.registry}: a page of the referrers of {digest[:19]}… vanished (404)")
-                if response.status_code != 200:
-                    response.read()
-                    raise self.transport.fail(response, f"referrers of {digest[:19]}… in {repo}")
-                what = f"referrers of {digest[:19]}…"
-                chunks = self.transport.read_body(response.iter_bytes(), what)
-                data, _ = self._read_manifest(response.headers.get("Content-Length"), None, chunks, what)
-                link = response.headers.get("Link")
-            finally:
-                response.close()
+            what = f"referrers of {digest[:19]}…"
+            body = self.transport.fast_get(url, {"Accept": OCI_INDEX}, final=(200, 404))
+            if body is not None:
+                try:
+                    if body.status == 404:
+                        if pages == 1:
+                            return None
+                        raise RegistryError(f"{self.registry}: a page of the {what} vanished (404)")
+                    chunks = self.transport.read_body(body.chunks(), what)
+                    data, _ = self._read_manifest(body.header("Content-Length"), None, chunks, what)
+                    link = body.header("Link")
+                finally:
+                    body.close()
+            else:
+                page, link = self._referrers_page(url, pages, what, repo)
+                if page is None:
+                    return None
+                data = page
             found += parse_referrers_index(data, f"{self.registry}: referrers of {digest[:19]}… in {repo}")
             url = _next_link(link, self.base)
         return found
 
+    def _referrers_page(self, url: str, page: int, what: str, repo: str) -> tuple[bytes | None, str | None]:
+        """(body, Link) of one page of referrers through httpx; (None, None) for a 404 first page."""
+        response = self.transport.send("GET", url, headers={"Accept": OCI_INDEX}, ok=(200, 404), stream=True)
+        try:
+            if response.status_code == 404:
+                response.read()
+                if page == 1:
+                    return None, None
+                raise RegistryError(f"{self.registry}: a page of the {what} vanished (404)")
+            if response.status_code != 200:
+                response.read()
+                raise self.transport.fail(response, f"{what} in {repo}")
+            chunks = self.transport.read_body(response.iter_bytes(), what)
+            data, _ = self._read_manifest(response.headers.get("Content-Length"), None, chunks, what)
+            return data, response.headers.get("Link")
+        finally:
+            response.close()
+
     def get_manifest(self, repo: str, reference: str) -> tuple[bytes, str]:
         """A manifest's bytes and media type, refused above 4 MiB."""
+        found = self.get_manifest_if_any(repo, reference)
+        if found is None:
+            raise self.transport.not_found(f"manifest {reference} of {repo}")
+        return found
+
+    def get_manifest_if_any(self, repo: str, reference: str) -> tuple[bytes, str] | None:
+        """`get_manifest`, or None when the registry has no such manifest (404)."""
         url = f"{self.base}/v2/{repo}/manifests/{reference}"
         what = f"manifest {reference} of {repo}"
-        body = self.transport.fast_get(url, {"Accept": ACCEPT_MANIFESTS})
+        body = self.transport.fast_get(url, {"Accept": ACCEPT_MANIFESTS}, final=(200, 404))
         if body is not None:
             try:
+                if body.status == 404:
+                    return None
                 return self._read_manifest(
                     body.header("Content-Length"),
                     body.header("Content-Type"),
@@ -299,8 +319,11 @@ class RegistryClient:
                 )
             finally:
                 body.close()
-        response = self.transport.send("GET", url, headers={"Accept": ACCEPT_MANIFESTS}, stream=True)
+        response = self.transport.send("GET", url, headers={"Accept": ACCEPT_MANIFESTS}, ok=(200, 404), stream=True)
         try:
+            if response.status_code == 404:
+                response.read()
+                return None
             if response.status_code != 200:
                 response.read()
                 raise self.transport.fail(response, what)

@@ -110,8 +110,9 @@ class FastPath:
             conn = http.client.HTTPConnection(parts.netloc, timeout=self.connect_timeout)
         return origin, conn, target
 
-    def open(self, url: str, headers: dict[str, str]) -> FastBody | None:
-        """The 200 response to GET `url`, or None when httpx should make the request instead."""
+    def open(self, url: str, headers: dict[str, str], final: tuple[int, ...] = (200,)) -> FastBody | None:
+        """The response to GET `url` if its status is one of `final` (a 404's small body already read),
+        or None when httpx should make the request instead."""
         if not self.enabled:
             return None
         origin, conn, target = self._connection(url)
@@ -123,12 +124,43 @@ class FastPath:
         except (OSError, http.client.HTTPException):
             conn.close()  # a kept-alive connection the server had closed, or no connection at all
             return None
-        if response.status != 200:
+        if response.status == 404 and 404 in final:
+            try:
+                response.read(64 * 1024)  # an error document: what is left past this closes the connection
+            except (OSError, http.client.HTTPException):
+                pass
+            body = FastBody(self, origin, conn, response)
+            body.close()
+            return body
+        if response.status != 200 or 200 not in final:
             if 300 <= response.status < 400:
                 self.enabled = False
             conn.close()
             return None
         return FastBody(self, origin, conn, response)
+
+    def head(self, url: str, headers: dict[str, str]) -> tuple[int, dict[str, str]] | None:
+        """(status, headers with lower-case names) of the answer to HEAD `url`, or None when no answer
+        came (httpx makes the request instead)."""
+        if not self.enabled:
+            return None
+        origin, conn, target = self._connection(url)
+        try:
+            conn.request("HEAD", target, headers=headers)
+            if conn.sock is not None:
+                conn.sock.settimeout(self.read_timeout)
+            response = conn.getresponse()
+            response.read()  # a HEAD answer has no body: this only marks the response done
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            return None
+        if 300 <= response.status < 400:
+            self.enabled = False
+        if response.will_close:
+            conn.close()
+        else:
+            self.give_back(origin, conn)
+        return response.status, {name.lower(): value for name, value in response.getheaders()}
 
     def put_file(self, url: str, headers: dict[str, str], extent: tuple[Path, int], size: int) -> str | None:
         """PUT `size` bytes of a file from an offset; the registry's Docker-Content-Digest on 201, ""
@@ -177,6 +209,10 @@ class FastBody:
         self, owner: FastPath, origin: str, conn: http.client.HTTPConnection, response: http.client.HTTPResponse
     ) -> None:
         self.owner, self.origin, self.conn, self.response = owner, origin, conn, response
+
+    @property
+    def status(self) -> int:
+        return self.response.status
 
     def header(self, name: str) -> str | None:
         return self.response.getheader(name)
@@ -376,14 +412,26 @@ class Transport:
             headers["Authorization"] = held
         return headers
 
-    def fast_get(self, url: str, extra: dict[str, str] | None = None) -> FastBody | None:
+    def fast_get(
+        self, url: str, extra: dict[str, str] | None = None, final: tuple[int, ...] = (200,)
+    ) -> FastBody | None:
         """The 200 response to a GET over http.client, or None for httpx to make the request. Not tried
         when the registry has asked for credentials and none are held for this request: it would only
         answer 401 again, a round trip for nothing."""
         headers = self._fast_headers("GET", url, extra)
         if "Authorization" not in headers and self._auth is not None and self._auth.challenged:
             return None
-        return self._fast.open(url, headers)
+        return self._fast.open(url, headers, final)
+
+    def fast_head(self, url: str, extra: dict[str, str] | None = None) -> tuple[int, dict[str, str]] | None:
+        """(200 or 404, headers with lower-case names) of a HEAD over http.client, or None for httpx to
+        make the request (any other answer: a challenge, a redirect, a 5xx to retry). A 404 is as final
+        here as through httpx: both send the same Authorization, or none before a challenge."""
+        headers = self._fast_headers("HEAD", url, extra)
+        if "Authorization" not in headers and self._auth is not None and self._auth.challenged:
+            return None
+        answer = self._fast.head(url, headers)
+        return answer if answer is not None and answer[0] in (200, 404) else None
 
     def fast_put_file(self, url: str, extra: dict[str, str], extent: tuple[Path, int], size: int) -> str | None:
         """`FastPath.put_file` with the Authorization held for `url`."""
@@ -411,8 +459,11 @@ class Transport:
         if code == 403:
             return RegistryError(f"{self.registry} denies access to {what} (403); ask for push/pull rights")
         if code == 404:
-            return RegistryError(f"{self.registry}: {what} not found (404); check the repository name and tag")
+            return self.not_found(what)
         return RegistryError(f"{self.registry}: {what} failed: HTTP {code}{error_codes(response)}")
+
+    def not_found(self, what: str) -> RegistryError:
+        return RegistryError(f"{self.registry}: {what} not found (404); check the repository name and tag")
 
     def check_said(self, said: str | None, expected: str, what: str) -> None:
         """Refuse a `Docker-Content-Digest` that is not the digest imgtrack sent."""

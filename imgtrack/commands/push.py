@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgtrack.artifact import RECORD_ARTIFACT_TYPE, REVISION, VERSION, record_artifact
-from imgtrack.commands.record import RecordRequest, image_statements, record_image
 from imgtrack.errors import PolicyViolation, UsageError
 from imgtrack.fsutil import check_output
 from imgtrack.ledger.schema import Build, Fact, now
@@ -113,6 +112,8 @@ def _push_source(
         description, layout = read_source(path)
         if layout is None:
             raise UsageError(f"{source} is build metadata: it names a digest but holds no blobs to push")
+        from imgtrack.commands.record import RecordRequest, image_statements, record_image  # a layout to record
+
         try:
             if image is None:
                 known = [r for r in project.ledger.find(description.digest) if r.digest == description.digest]

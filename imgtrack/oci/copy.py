@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from imgtrack.errors import LayoutError, LocalIOError, RegistryError, TransferInterrupted
@@ -49,6 +48,8 @@ def copy_blobs(
 
     try:
         if jobs > 1 and len(blobs) > 1:
+            from concurrent.futures import ThreadPoolExecutor  # here: a push with nothing to copy never loads it
+
             with ThreadPoolExecutor(max_workers=jobs) as pool:
                 list(pool.map(copy, blobs))
         else:

@@ -11,19 +11,21 @@ import fcntl
 import io
 import json
 import os
-import tarfile
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from imgtrack.errors import LayoutError, RegistryError
 from imgtrack.fsutil import lock_temp, sweep_if_stale, write_atomic
 from imgtrack.oci.digest import check_digest, digest_bytes, hasher, is_digest
 from imgtrack.oci.mediatypes import ALL_MANIFEST_TYPES, INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, OCI_INDEX
+
+if TYPE_CHECKING:
+    from tarfile import TarInfo
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CHUNK = 1024 * 1024
@@ -235,6 +237,8 @@ class TarLayout(Layout):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.name = str(path)
+        import tarfile  # here: most commands never read a tar
+
         try:
             self._tar = tarfile.open(path, "r:*")
             self._members = {}
@@ -248,7 +252,7 @@ class TarLayout(Layout):
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
             raise LayoutError(f"{path} is not a readable tar ({exc}); check the file") from None
 
-    def _member(self, name: str) -> tarfile.TarInfo | None:
+    def _member(self, name: str) -> TarInfo | None:
         m = self._members.get(name)
         return m if m is not None and m.isfile() else None
 
@@ -304,6 +308,8 @@ def open_layout(path: Path) -> Layout:
     """A directory or tar OCI layout at `path`."""
     if path.is_dir():
         return DirLayout(path)
+    import tarfile
+
     if tarfile.is_tarfile(path):
         return TarLayout(path)
     raise LayoutError(

@@ -50,3 +50,23 @@ def test_every_command_help_ends_with_examples() -> None:
                 assert "examples:" in command.format_help(), full
                 seen.add(func)
     assert seen == set(EXAMPLES)
+
+
+def test_the_parser_built_for_one_command_parses_and_helps_as_the_whole_one() -> None:
+    """A run builds only the invoked command's parser; its examples, options and help are the whole one's."""
+    for func, args in _example_commands():
+        whole = build_parser().parse_args(args)
+        assert vars(build_parser(args[0]).parse_args(args)) == vars(whole), args
+    parser = build_parser()
+    for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
+        for name, sub in action.choices.items():
+            alone = build_parser(name)._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+            assert list(alone) == [name] and alone[name].format_help() == sub.format_help(), name
+
+
+def test_a_word_that_is_no_command_is_refused_naming_every_command(tmp_path: Path) -> None:
+    result = run(["pus"], tmp_path)
+    assert (
+        result.code == 2 and "invalid choice: 'pus'" in result.err and "'push'" in result.err and "'hook'" in result.err
+    )
+    assert "\n    promote " in run(["-h"], tmp_path).out

@@ -97,7 +97,7 @@ def show(a: Args) -> None:
 
     ledger = Project.open().ledger
     record_ = show_record(ledger, a.ref)
-    output.shown(record_, ledger.also_naming(a.ref, record_), a.json)
+    output.shown(record_, ledger.also_naming(a.ref, record_, probe=True), a.json)
 
 
 def resolve(a: Args) -> None:

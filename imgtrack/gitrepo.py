@@ -148,6 +148,26 @@ class GitRepo:
         )
         return bool(out.strip())
 
+    def files_containing(self, texts: tuple[str, ...], base: str, sub: str | None = None) -> list[str] | None:
+        """Files under `base` (or its folder `sub`) whose work-tree bytes hold one of `texts`, relative to `base`:
+        tracked, untracked and ignored alike, so nothing the ledger holds is missed; None when git cannot say."""
+        under = f"{base}/{sub}" if sub else base
+        proc = run_git(
+            # -F, -l and --full-name override whatever grep.* configuration says; --untracked with
+            # --no-exclude-standard searches every file under the path.
+            ["grep", "-z", "-l", "-F", "--full-name", "--untracked", "--no-exclude-standard"]
+            + [arg for text in texts for arg in ("-e", text)]
+            + ["--"]
+            + [f":(top,literal){under}"],
+            self.work_tree,
+            check=False,
+        )
+        if proc.returncode == 1:
+            return []
+        if proc.returncode != 0:
+            return None
+        return [p.removeprefix(f"{base}/") for p in proc.stdout.split("\0") if p.startswith(f"{under}/")]
+
     def describe(self, commit: str, match: str) -> Described | None:
         """The nearest tag matching the glob `match` reachable from `commit`, or None."""
         out = self._try("describe", "--tags", "--long", f"--match={match}", commit)

@@ -37,5 +37,6 @@ def open_ledger(repo: GitRepo) -> Ledger:
         index_file=repo.git_dir / "index",
         head_tree=lambda: repo.tree_id("HEAD", rel),
         changed=repo.changed_paths,
+        containing=lambda texts, image: repo.files_containing(texts, rel, image),
     )
     return Ledger(root, repo.git_dir / "imgtrack", view)

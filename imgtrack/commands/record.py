@@ -139,7 +139,8 @@ def _write_new(
 ) -> Record:
     """Check policy against the ledger and write the new record; the caller holds the ledger lock."""
     config, ledger = project.config, project.ledger
-    index = ledger.index()
+    # Policy asks only who holds these tags and this version: on a fresh clone, the files that hold them.
+    index = ledger.index_of(req.image, (*rendered, *req.tags, candidate.version), exact=True)
     holders = {t: index.tag_holders(req.image, t) for t in (*rendered, *req.tags)}
     tags = drop_tags_of_earlier_build(config.rules, candidate, rendered, holders)
     tags += [t for t in req.tags if t not in tags]

@@ -9,7 +9,7 @@ from imgtrack.ledger.schema import Build
 
 def show_record(ledger: Ledger, ref: str) -> Build:
     try:
-        return ledger.find_one(ref)
+        return ledger.find_one(ref, probe=True)
     except InvalidReference as exc:
         if "matches no record" in str(exc):
             raise NotFound(str(exc)) from None

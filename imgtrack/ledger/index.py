@@ -42,6 +42,10 @@ from imgtrack.policy import TagHolder
 from imgtrack.versions import version_numbers
 
 CACHE_SCHEMA = "13"
+# A cache not built yet is built by the first lookup when git's index file is smaller than this (about
+# 10,000 files in the repository: a build well under a second); past it, a lookup of one build probes.
+PROBE_INDEX_BYTES = 1024 * 1024
+PROBE_MAX_FILES = 2000  # a text in more files than this is looked up by building the cache
 RACY_NS = 100_000_000  # Linux file times tick every 10 ms at most
 PARALLEL_MIN = 4000
 
@@ -96,6 +100,9 @@ class GitView:
     index_file: Path  # rewritten by every git command that changes the work tree or HEAD
     head_tree: Callable[[], str | None]  # the ledger's tree at HEAD
     changed: Callable[[str, str], list[str]]  # paths under the ledger that differ between two trees
+    # Files under the ledger (or one image's folder) whose bytes hold a text, as the work tree has them:
+    # tracked, untracked and ignored alike; None when git cannot say.
+    containing: Callable[[tuple[str, ...], str | None], list[str] | None] | None = None
 
 
 INT64_MAX = 2**63 - 1
@@ -750,6 +757,80 @@ class LedgerIndex:
 
     def close(self) -> None:
         self._db.close()
+
+
+class ProbeIndex(LedgerIndex):
+    """An index in memory of the few files that hold one text, for a lookup of one build on a ledger whose
+    cache is not built yet (a fresh clone): `git grep` finds the files, only they are parsed.
+
+    Every lookup by digest (or prefix), version, tag or commit compares a value the matching record or
+    tag fact holds verbatim, so the files holding the text are all the files the answer can come from;
+    each record found brings its facts, and each fact its record."""
+
+    def __init__(self, root: Path, records: list[str], facts: list[str]) -> None:
+        super().__init__(Path(":memory:"), root)
+        self._insert_many(
+            [(rel, *res) for rel, res in zip(records, read_files(root, records, "record"))],  # type: ignore[misc]
+            [(rel, *res) for rel, res in zip(facts, read_files(root, facts, "lookup-fact"))],  # type: ignore[misc]
+            stamped=False,
+        )
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        for stmt in (_DDL + _INDEXES).strip().split(";"):
+            if stmt.strip():
+                db.execute(stmt)
+        return db
+
+    @property
+    def built(self) -> bool:
+        return True
+
+    def refresh(self, full: bool = False, parsed: Mapping[str, Record | Fact] | None = None) -> None:
+        pass  # made from the files a moment ago
+
+    def has_image(self, image: str) -> bool:
+        """From the folders, not the files found: an image whose records do not hold the text still exists."""
+        try:
+            buckets = [e for e in os.scandir(self.root / image) if e.is_dir() and BUCKET_RE.fullmatch(e.name)]
+            return any(RECORD_NAME_RE.fullmatch(f.name) for b in buckets for f in os.scandir(b.path))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+
+def probe(root: Path, git: GitView | None, texts: tuple[str, ...], image: str | None) -> ProbeIndex | None:
+    """A ProbeIndex of the files holding any of `texts`, for a cache of `root` not built yet in a repository
+    large enough for building it to take a while; None when the cache should be built instead."""
+    if git is None or git.containing is None:
+        return None
+    try:
+        if os.stat(git.index_file).st_size < PROBE_INDEX_BYTES:
+            return None
+    except FileNotFoundError:
+        return None
+    hits = git.containing(texts, image)
+    if hits is None or len(hits) > PROBE_MAX_FILES:
+        return None
+    for name in _images(root):
+        for entry in os.scandir(root / name):
+            if is_schema1_name(entry.name):
+                raise Schema1Ledger(schema1_message(root))
+    records: dict[str, None] = {}
+    for rel in hits:
+        kind = classify(rel)
+        if kind == "record":
+            records[rel] = None
+        elif kind == "fact":
+            records[record_rel_of_fact(rel)] = None
+    present = [rel for rel in records if (root / rel).is_file()]
+    facts = []
+    for rel in present:
+        try:
+            entries = list(os.scandir(root / rel[: -len(".toml")]))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        facts += [f"{rel[: -len('.toml')]}/{e.name}" for e in entries]
+    return ProbeIndex(root, present, sorted(f for f in facts if classify(f) == "fact"))
 
 
 def fingerprint(item: Record | Fact | None) -> int | None:

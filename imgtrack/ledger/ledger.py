@@ -13,7 +13,8 @@ from typing import NamedTuple
 import semver
 
 from imgtrack.errors import InvalidReference, LedgerError
-from imgtrack.ledger.index import GitView, LedgerIndex, read_files
+from imgtrack.ledger.index import GitView, LedgerIndex, ProbeIndex, read_files
+from imgtrack.ledger.index import probe as probe_index
 from imgtrack.ledger.schema import ENV_KINDS, Build, Fact, Record, sort_key
 from imgtrack.ledger.store import Store, record_rel
 from imgtrack.oci.digest import DIGEST_PREFIX_RE, is_digest
@@ -63,6 +64,7 @@ class Ledger:
         self.store = Store(root, cache_dir)
         self._index: LedgerIndex | None = None
         self._refreshed = False
+        self._probes: dict[tuple[str | None, tuple[str, ...], bool], ProbeIndex] = {}
 
     # --- files -----------------------------------------------------------------------------------
 
@@ -84,7 +86,7 @@ class Ledger:
     def write(self, record: Record) -> str:
         """Write a new record; the caller holds `locked()`. Returns its path relative to the root."""
         rel = self.store.write_record(record)
-        self.index(refresh=False, healthy=False).note_written(rel, record)
+        self._note_written(rel, record)
         return rel
 
     def add_fact(self, fact: Fact) -> bool:
@@ -95,8 +97,17 @@ class Ledger:
     def add_fact_locked(self, fact: Fact) -> bool:
         rel = self.store.write_fact(fact)
         if rel is not None:
-            self.index(refresh=False, healthy=False).note_written(rel, fact)
+            self._note_written(rel, fact)
         return rel is not None
+
+    def _note_written(self, rel: str, item: Record | Fact) -> None:
+        if self._index is None and self._probes:
+            cache = LedgerIndex(self.cache_dir / "cache.sqlite", self.root, self.git)
+            built = cache.built
+            cache.close()
+            if not built:  # a command that probed: the first to build the cache reads this file with the rest
+                return
+        self.index(refresh=False, healthy=False).note_written(rel, item)
 
     # --- lookups ---------------------------------------------------------------------------------
 
@@ -169,20 +180,50 @@ class Ledger:
         ]
         return sorted(found, key=lambda e: (e[0].at, e[0].kind, e[1].digest))
 
-    def require_image(self, image: str) -> None:
+    def require_image(self, image: str, idx: LedgerIndex | None = None) -> None:
         """Refuse an image the ledger holds no record of, saying where to look."""
-        if not self.index().has_image(image):
+        if not (idx or self.index()).has_image(image):
             raise InvalidReference(
                 f"no records of image {image!r} in the ledger; see `imgtrack log` for what is recorded"
             )
 
-    def find(self, text: str) -> list[Build]:
+    def index_of(self, image: str | None, texts: tuple[str, ...], exact: bool = False) -> LedgerIndex:
+        """An index that answers every lookup of the values `texts` (in `image`'s records, or all): the cache;
+        or, while the cache is not built and building it would take a while (a fresh clone of a large
+        repository), an index in memory of only the files that hold one of them (docs/ledger.md).
+
+        A text is matched as the start of a TOML string value (`"1.4.0` finds `"1.4.0+build.2"` too), or
+        with `exact` as the whole value."""
+        if self._index is not None or not texts:
+            return self.index()
+        key = (image, texts, exact)
+        if key not in self._probes:
+            cache = LedgerIndex(self.cache_dir / "cache.sqlite", self.root, self.git)
+            needles = tuple(f"{q}{t}{q if exact else ''}" for t in texts for q in "\"'")
+            found = None if cache.built else probe_index(self.root, self.git, needles, image)
+            if found is None:
+                self._index = cache
+                return self.index()
+            cache.close()
+            self._probes[key] = found
+        probe = self._probes[key]
+        probe.check_healthy()
+        return probe
+
+    def _lookup_index(self, ref: Ref, probe: bool) -> LedgerIndex:
+        if not probe or not ref.ref:
+            return self.index()
+        value = ref.ref  # matched as a prefix: a digest, version, tag or commit starts with it
+        texts = (value, f"sha256:{value}") if _HEX_RE.fullmatch(value) else (value,)
+        return self.index_of(ref.image, texts)
+
+    def find(self, text: str, probe: bool = False) -> list[Build]:
         """Records a `show` reference names: digest (prefix), version, tag, or commit (prefix)."""
         ref = Ref.parse(text)
-        idx = self.index()
         value, image = ref.ref, ref.image
+        idx = self._lookup_index(ref, probe)
         if image is not None:
-            self.require_image(image)
+            self.require_image(image, idx)
         if not value:
             raise InvalidReference(f"{text!r} names nothing; give a digest, version, tag or commit")
         if is_digest(value):
@@ -201,18 +242,18 @@ class Ledger:
                 paths = idx.paths_by_commit_prefix(value, image) or idx.paths_by_digest_prefix(f"sha256:{value}", image)
         return [self.read(p) for p in dict.fromkeys(paths)]
 
-    def also_naming(self, text: str, found: Build) -> list[Build]:
+    def also_naming(self, text: str, found: Build, probe: bool = False) -> list[Build]:
         """Other records a full digest in `text` names as a platform manifest or config, when `found`
         is the record whose own digest it is (`show` lists them after it: the own record wins)."""
         ref = Ref.parse(text)
         if not is_digest(ref.ref) or ref.ref != found.digest:
             return []
-        paths = self.index().paths_by_digest(ref.ref, ref.image)
+        paths = self._lookup_index(ref, probe).paths_by_digest(ref.ref, ref.image)
         return [self.read(p) for p in paths if not p.endswith(ref.ref.replace(":", "-", 1) + ".toml")]
 
-    def find_one(self, text: str) -> Build:
+    def find_one(self, text: str, probe: bool = False) -> Build:
         """The single record `text` names, or a clear error for none or several."""
-        found = self.find(text)
+        found = self.find(text, probe)
         if not found:
             raise InvalidReference(
                 f"{text!r} matches no record (tried digest, version, tag and commit); see `imgtrack log`"

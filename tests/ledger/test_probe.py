@@ -1,0 +1,111 @@
+"""A fresh clone of a large repository answers `show` from the few files that hold what was asked, and
+gives the answers the built cache gives (real git, real processes)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LayoutFactory, commit_file, git, run
+
+
+def _grow(repo: Path) -> None:
+    """Make git's index over a megabyte, as a repository of some 10,000 files has it: past that a lookup
+    on a cache not built yet probes instead of building the cache."""
+    bulk = repo / "vendor" / ("deep-" * 20)
+    bulk.mkdir(parents=True)
+    for i in range(5200):
+        (bulk / f"{'module-' * 12}{i:05d}.txt").write_text(f"{i}\n")
+    git(repo, "add", "vendor")
+    git(repo, "commit", "-q", "-m", "vendor")
+    assert (repo / ".git" / "index").stat().st_size > 1024 * 1024
+
+
+def _cache_built(repo: Path) -> bool:
+    db = repo / ".git" / "imgtrack" / "cache.sqlite"
+    if not db.exists():
+        return False
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT value FROM meta WHERE key='built'").fetchone()
+    return row is not None and row[0] == "1"
+
+
+@pytest.fixture
+def big(project: Path, layouts: LayoutFactory, tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    """The project with three builds (one multi-platform, pushed and tagged later), its clone, and refs."""
+    _grow(project)
+    git(project, "tag", "v1.0.0")
+    multi, multi_digest = layouts(platforms=("linux/amd64", "linux/arm64/v8"))
+    assert run(["push", str(multi), "--image", "api", "--to", f"oci:{tmp_path / 'out'}", "-q"], project).code == 0
+    assert run(["record", str(multi), "--image", "api", "--tag", "qa-approved"], project).code == 0
+    commit_file(project)
+    second, _ = layouts()
+    assert run(["record", str(second), "--image", "api"], project).code == 0
+    third, _ = layouts()
+    assert run(["record", str(third), "--image", "web"], project).code == 0
+    assert run(["ledger", "commit"], project).code == 0
+    shown = run(["show", multi_digest, "--json"], project).json()
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(project), str(bare))
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(bare), str(clone))
+    refs = {
+        "platform": shown["manifests"][1]["digest"],
+        "own": multi_digest,
+        "prefix": multi_digest[:19],
+        "version": "api@1.0.0",
+        "tag": "qa-approved",
+        "commit": shown["commit"][:10],
+    }
+    return project, clone, refs
+
+
+def test_a_fresh_clone_shows_what_the_built_cache_shows_without_building_it(
+    big: tuple[Path, Path, dict[str, str]],
+) -> None:
+    project, clone, refs = big
+    for what, ref in refs.items():
+        here = run(["show", ref, "--json"], project)
+        there = run(["show", ref, "--json"], clone)
+        assert (there.code, there.json()) == (here.code, here.json()), what
+    assert len(run(["show", refs["own"], "--json"], clone).json()["pushes"]) == 1  # its facts came with it
+    assert "qa-approved" in run(["show", refs["platform"], "--json"], clone).json()["tags"]
+    assert not _cache_built(clone), "each show read only the files holding its reference"
+    missing = run(["show", "no-such-tag"], clone)
+    assert missing.code == 1 and "matches no record" in missing.err
+    assert not _cache_built(clone)
+    assert run(["log", "-n", "1"], clone).code == 0 and _cache_built(clone)  # a command needing them all builds it
+
+
+def test_a_build_recorded_in_the_clone_and_not_committed_is_found_by_the_probe(
+    big: tuple[Path, Path, dict[str, str]], layouts: LayoutFactory
+) -> None:
+    _, clone, refs = big
+    fresh, digest = layouts(seed=99)
+    assert run(["record", str(fresh), "--image", "web", "--version", "2.0.0"], clone).code == 0
+    (clone / ".git" / "imgtrack").joinpath("cache.sqlite").unlink()
+    assert run(["show", digest, "--json"], clone).json()["version"] == "2.0.0"
+    assert run(["show", "web@2.0.0", "--json"], clone).json()["digest"] == digest
+    assert not _cache_built(clone)
+    unknown = run(["show", "nope@2.0.0"], clone)
+    assert unknown.code == 2 and "no records of image 'nope'" in unknown.err
+
+
+def test_record_on_a_fresh_clone_checks_policy_against_the_files_holding_its_tags_and_version(
+    big: tuple[Path, Path, dict[str, str]], layouts: LayoutFactory
+) -> None:
+    project, clone, _ = big
+    other, _ = layouts(seed=77)
+    again = ["record", str(other), "--image", "api", "--version", "1.0.0", "--commit", "v1.0.0"]
+    here, there = run(again, project), run(again, clone)
+    assert here.code == there.code == 1 and there.err == here.err and "1.0.0" in there.err
+    assert not _cache_built(clone)
+    newer, digest = layouts(seed=78)
+    for repo in (project, clone):
+        assert run(["record", str(newer), "--image", "api", "--version", "1.0.1"], repo).code == 0
+    tags = [run(["show", digest, "--json"], repo).json()["tags"] for repo in (project, clone)]
+    assert tags[0] == tags[1] and "1.0" in tags[1]
+    assert not _cache_built(clone), "the record was checked and written without reading the whole ledger"
+    assert run(["log", "--json"], clone).json()[0]["digest"] == digest  # the cache built later has it

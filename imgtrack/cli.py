@@ -650,7 +650,7 @@ class _Skipped:
 
 class _Only:
     """The sub-parsers action, adding only the parser of the invoked command (all of them when `only` is
-    None): building all 27 is ~8 ms of every run, a twentieth of a no-op re-push."""
+    None): building all 31 is ~8 ms of every run, a twentieth of a no-op re-push."""
 
     def __init__(self, action: Any, only: str | None) -> None:
         self.action, self.only, self.added = action, only, False

@@ -81,6 +81,7 @@ class Ledger:
     def locked(self) -> Iterator[None]:
         with self.store.locked():
             self._refreshed = False  # another writer may have written before we got the lock: look again
+            self._probes.clear()
             yield
 
     def write(self, record: Record) -> str:
@@ -101,11 +102,11 @@ class Ledger:
         return rel is not None
 
     def _note_written(self, rel: str, item: Record | Fact) -> None:
-        if self._index is None and self._probes:
+        if self._index is None:
             cache = LedgerIndex(self.cache_dir / "cache.sqlite", self.root, self.git)
             built = cache.built
             cache.close()
-            if not built:  # a command that probed: the first to build the cache reads this file with the rest
+            if not built:  # (a command that probed) the first to build the cache reads this file with the rest
                 return
         self.index(refresh=False, healthy=False).note_written(rel, item)
 

@@ -4,6 +4,7 @@ gives the answers the built cache gives (real git, real processes)."""
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,19 @@ def test_record_on_a_fresh_clone_checks_policy_against_the_files_holding_its_tag
     assert tags[0] == tags[1] and "1.0" in tags[1]
     assert not _cache_built(clone), "the record was checked and written without reading the whole ledger"
     assert run(["log", "--json"], clone).json()[0]["digest"] == digest  # the cache built later has it
+
+
+def test_concurrent_records_on_a_fresh_clone_still_take_one_version_once(
+    big: tuple[Path, Path, dict[str, str]], layouts: LayoutFactory
+) -> None:
+    """Each writer probes under the ledger lock, so it sees what the writer before it wrote (untracked)."""
+    _, clone, _ = big
+    builds = [layouts(seed=200 + i)[0] for i in range(4)]
+    with ThreadPoolExecutor(len(builds)) as pool:
+        results = list(
+            pool.map(lambda b: run(["record", str(b), "--image", "web", "--version", "3.0.0"], clone), builds)
+        )
+    assert sorted(r.code for r in results) == [0, 1, 1, 1], [r.err for r in results]
+    assert all("3.0.0" in r.err for r in results if r.code == 1)
+    assert not _cache_built(clone)
+    assert len(run(["log", "web", "--json"], clone).json()) == 2  # the build from the origin, and the one winner

@@ -244,13 +244,20 @@ class LedgerIndex:
         with _transaction(self._db):
             for path in gone:
                 self._forget_prefix(path)
+            new_records: list[str] = []
+            new_facts: list[str] = []
             for rel, mtime in changed_buckets:
                 stored = mtime if scan_start - mtime > RACY_NS else -1
                 if rel.count("/") == 1:
                     # Files are compared by (mtime, size) only where imgtrack itself wrote moments ago
                     # (an edit in place right after a write); elsewhere new names are what changed.
-                    self._rescan_bucket(rel, scan_start, racy=known.get(rel) == -1)
+                    self._rescan_bucket(rel, scan_start, new_records, new_facts, racy=known.get(rel) == -1)
                 self._db.execute("INSERT OR REPLACE INTO dirs VALUES (?, ?)", (rel, stored))
+            # Read and indexed at once, not a bucket at a time: a pull spreads its records over many buckets.
+            self._insert_many(
+                [(rel, *res) for rel, res in zip(new_records, read_files(self.root, new_records, "record"))],  # type: ignore[misc]
+                [(rel, *res) for rel, res in zip(new_facts, read_files(self.root, new_facts, "lookup-fact"))],  # type: ignore[misc]
+            )
             if git_moved:
                 self._follow_git(stamp)
 
@@ -313,22 +320,20 @@ class LedgerIndex:
             fact, error = read_fact_file(self.root, rel, strict=False)
             self._insert_many([], [(rel, fact, error)])
 
-    def _rescan_bucket(self, bucket: str, scan_start: int, racy: bool = True) -> None:
-        cached: dict[str, list[str]] = {}  # record path or fact folder -> cached paths under it
-        stamps: dict[str, tuple[int | None, int | None]] = {}
-        for rel, m, size in self._db.execute("SELECT path, mtime_ns, size FROM files WHERE bucket=?", (bucket,)):
-            stamps[rel] = (m, size)
-            cached.setdefault(
-                rel if rel.endswith(".toml") and rel.count("/") == 2 else rel.rsplit("/", 1)[0], []
-            ).append(rel)
+    def _rescan_bucket(
+        self, bucket: str, scan_start: int, new_records: list[str], new_facts: list[str], racy: bool = True
+    ) -> None:
+        """Forget what `bucket` no longer holds, and add to `new_records` and `new_facts` what is to be read."""
+        rows = self._db.execute("SELECT path, mtime_ns, size FROM files WHERE bucket=?", (bucket,)).fetchall()
+        stamps: dict[str, tuple[int | None, int | None]] = {rel: (m, size) for rel, m, size in rows}
+        unchanged_dirs: set[str] = set()  # fact folders whose cached files are all still there
         fact_dirs = dict(
             self._db.execute(
                 "SELECT path, mtime_ns FROM dirs WHERE path>? AND path<?", (bucket + "/", bucket + "0")
             ).fetchall()
         )
         present: set[str] = set()
-        new_records: list[str] = []
-        new_facts: list[str] = []
+        first_new = len(new_records), len(new_facts)
         try:
             entries = list(os.scandir(self.root / bucket))
         except FileNotFoundError:
@@ -351,9 +356,8 @@ class LedgerIndex:
             elif FACT_DIR_RE.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
                 seen_dirs.add(rel)
                 mtime = entry.stat(follow_symlinks=False).st_mtime_ns
-                known = cached.get(rel, [])
                 if fact_dirs.get(rel) == mtime:
-                    present.update(known)
+                    unchanged_dirs.add(rel)
                     continue
                 for fact_entry in os.scandir(entry.path):
                     fact_rel = f"{rel}/{fact_entry.name}"
@@ -370,17 +374,12 @@ class LedgerIndex:
                 sweep_if_stale(entry)
         for rel in set(fact_dirs) - seen_dirs:
             self._db.execute("DELETE FROM dirs WHERE path=?", (rel,))
-        for paths in cached.values():
-            for rel in paths:
-                if rel not in present:
-                    self._delete(rel)
-        for rel in (*new_records, *new_facts):
+        for rel in stamps:  # what the cache holds and the folder no longer does
+            if rel not in present and (rel.count("/") == 2 or rel.rsplit("/", 1)[0] not in unchanged_dirs):
+                self._delete(rel)
+        for rel in (*new_records[first_new[0] :], *new_facts[first_new[1] :]):
             if rel in stamps:
                 self._delete(rel)
-        self._insert_many(
-            [(rel, *res) for rel, res in zip(new_records, read_files(self.root, new_records, "record"))],  # type: ignore[misc]
-            [(rel, *res) for rel, res in zip(new_facts, read_files(self.root, new_facts, "lookup-fact"))],  # type: ignore[misc]
-        )
 
     def _build(self, parsed: Mapping[str, Record | Fact]) -> None:
         """Fill the cache from every file: a fresh clone's first command, or `verify`."""

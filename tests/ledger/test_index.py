@@ -144,3 +144,27 @@ def test_current_runs_from_the_newest_event_back_agree_with_the_whole_history(pr
         }
         tail = {env: (e.record, since, how) for env, (e, since, how) in ledger.current_runs("api").items()}
         assert tail == whole and whole
+
+
+def test_a_record_removed_by_hand_is_forgotten_and_an_unchanged_fact_folder_kept(
+    project: Path, layouts: LayoutFactory, tmp_path: Path
+) -> None:
+    git(project, "tag", "v1.0.0")
+    first, first_digest = layouts()
+    assert run(["push", str(first), "--image", "api", "--to", f"oci:{tmp_path / 'one'}", "-q"], project).code == 0
+    second, second_digest = layouts()
+    assert run(["record", str(second), "--image", "web"], project).code == 0
+    time.sleep(0.3)  # past the cache's racy window: only a folder that changed is looked into again
+    assert len(show(project, first_digest)["pushes"]) == 1 and show(project, second_digest)["image"] == "web"
+    record = next((project / ".imgtrack" / "ledger" / "web").glob("*/*.toml"))
+    record.unlink()  # no git command: only the folder's mtime says something changed
+    assert run(["show", second_digest], project).code == 1
+    # A folder looked into again keeps what its unchanged fact folders hold: the tag given later.
+    assert run(["record", str(first), "--image", "api", "--tag", "qa-approved"], project).code == 0
+    time.sleep(0.3)
+    assert show(project, "qa-approved")["digest"] == first_digest
+    (fact,) = (project / ".imgtrack" / "ledger" / "api").glob("*/*/push-*.toml")
+    stray = fact.parent.parent / "notes.txt"  # say an editor's file, come and gone: the bucket changed
+    stray.write_text("x")
+    stray.unlink()
+    assert show(project, "qa-approved")["digest"] == first_digest

@@ -13,13 +13,14 @@ imgtrack command line, so its errors, one line each, and its exit codes are the 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from imgtrack.errors import ImgtrackError
 
 INPUTS = ("source", "digest", "image", "push_to", "version", "commit", "tags", "commit_ledger")
 
@@ -32,10 +33,13 @@ def inputs(environ: Mapping[str, str]) -> dict[str, str]:
     return found
 
 
-class JobError(Exception):
+class JobError(ImgtrackError):
+    """The job stopped: a bad input (exit 2), or an imgtrack step that failed, whose own stderr already
+    said why (no message, its exit status)."""
+
     def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(f"ci job: {message}" if message else "")
+        self.exit_code = code
 
 
 def _imgtrack(args: list[str]) -> Any:
@@ -108,7 +112,8 @@ def summary(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def publish(result: Mapping[str, Any], environ: Mapping[str, str], cwd: Path) -> None:
+def publish(result: Mapping[str, Any], environ: Mapping[str, str], cwd: Path) -> str | None:
+    """Hand the results to the CI system; the summary to print on stdout where it has no summary file."""
     record = result["record"]
     if environ.get("GITHUB_OUTPUT"):
         _github_outputs(Path(environ["GITHUB_OUTPUT"]), record)
@@ -121,22 +126,15 @@ def publish(result: Mapping[str, Any], environ: Mapping[str, str], cwd: Path) ->
             f"IMGTRACK_RECORDED_TAGS={','.join(record['tags'])}\n"
         )
         (cwd / "imgtrack.env").write_text(dotenv, encoding="utf-8")
-    if not environ.get("GITHUB_STEP_SUMMARY"):
-        sys.stdout.write(summary(result))
+    return None if environ.get("GITHUB_STEP_SUMMARY") else summary(result)
 
 
-def main() -> None:
-    try:
-        result = run_job(os.environ)
-        publish(result, os.environ, Path.cwd())
-    except JobError as exc:
-        if str(exc):
-            print(f"imgtrack: ci job: {exc}", file=sys.stderr)
-        sys.exit(exc.code)
-    except OSError as exc:
-        print(f"imgtrack: ci job: {exc.filename or 'an output file'}: {exc.strerror}; check the path", file=sys.stderr)
-        sys.exit(74)
+def job(environ: Mapping[str, str], cwd: Path) -> str | None:
+    """The whole job: what to print on stdout, if anything."""
+    return publish(run_job(environ), environ, cwd)
 
 
 if __name__ == "__main__":
-    main()
+    from imgtrack.cli import run_ci_job
+
+    run_ci_job(job)

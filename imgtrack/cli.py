@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -896,6 +896,23 @@ def _dispatch(args: list[str]) -> int | None:
         parser.print_help()
         return 0
     return parsed.func(parsed)  # type: ignore[no-any-return]
+
+
+def run_ci_job(job: Callable[[Mapping[str, str], Path], str | None]) -> NoReturn:
+    """Entry point of `python -m imgtrack.ci_job` (action.yml, ci/gitlab/imgtrack.yml), which hands its
+    job in: the job's outcome becomes its exit status here, as every command's does."""
+    import os
+
+    from imgtrack.exits import run_main
+
+    def call(_args: list[str]) -> None:
+        from imgtrack import output
+
+        shown = job(os.environ, Path.cwd())
+        if shown:
+            output.emit(shown)
+
+    sys.exit(run_main(call, sys.argv[1:]))
 
 
 def main(argv: list[str] | None = None) -> None:

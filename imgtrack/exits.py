@@ -1,7 +1,8 @@
 """The one place an outcome becomes the process's exit status (README, docs/ledger.md): 0 ok, 1 a check
 failed, 2 bad usage or input, 3 registry or network failure, 74 the local file system failed, 70 an
-internal error. Both entry points, the command line (`cli.main`) and the installed hook
-(`cli_hook.main`), run their work through `run_main`; no traceback reaches a user without --debug."""
+internal error. Every entry point, the command line (`cli.main`), the installed hook (`cli_hook.main`)
+and the CI job (`cli.run_ci_job`), runs its work through `run_main`; no traceback reaches a user
+without --debug."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def run_guarded(call: Callable[[], int | None], debug: bool) -> int:
     try:
         status = call()
     except ImgtrackError as exc:
-        error(str(exc))
+        if str(exc):  # empty: whatever failed has said why already (a step of the CI job)
+            error(str(exc))
         if debug:
             import traceback
 

@@ -389,3 +389,20 @@ def test_a_credential_helper_that_knows_nothing_falls_through(
         assert anonymous.code == 3 and "credentials" in anonymous.err, anonymous
     finally:
         config.unlink()
+
+
+def test_a_kept_alive_connection_is_lent_to_one_request_at_a_time(plain_registry: Registry) -> None:
+    """A 404 answered on the fast path gives its connection back once, however often its body is closed:
+    lent twice, two threads of a push wrote on one socket and one found it closed under it (exit 70)."""
+    import ssl
+
+    from imgtrack.oci.remote.transport import FastPath
+
+    fast = FastPath(ssl.create_default_context(), 5, 5)
+    body = fast.open(f"http://{plain_registry.host}/v2/none/manifests/latest", {}, final=(200, 404))
+    assert body is not None and body.status == 404
+    body.close()  # as every caller does, after open already gave the connection back
+    first = fast._connection(f"http://{plain_registry.host}/v2/")[1]
+    second = fast._connection(f"http://{plain_registry.host}/v2/")[1]
+    assert first is not second
+    fast.close()

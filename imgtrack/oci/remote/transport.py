@@ -173,7 +173,9 @@ class FastPath:
             for name, value in {**headers, "Content-Length": str(size)}.items():
                 conn.putheader(name, value)
             conn.endheaders()
-            assert conn.sock is not None
+            if conn.sock is None:  # closed under us: nothing was sent whole, httpx uploads instead
+                conn.close()
+                return None
             conn.sock.settimeout(self.read_timeout)
             with open(extent[0], "rb") as f:
                 conn.sock.sendfile(f, extent[1], size)
@@ -209,6 +211,7 @@ class FastBody:
         self, owner: FastPath, origin: str, conn: http.client.HTTPConnection, response: http.client.HTTPResponse
     ) -> None:
         self.owner, self.origin, self.conn, self.response = owner, origin, conn, response
+        self._closed = False
 
     @property
     def status(self) -> int:
@@ -225,6 +228,11 @@ class FastBody:
             raise http.client.IncompleteRead(b"", self.response.length)
 
     def close(self) -> None:
+        """Give the connection back if the body was read whole, else close it; once, however often called
+        (a connection given back twice is lent to two threads at once)."""
+        if self._closed:
+            return
+        self._closed = True
         if self.response.isclosed() and not self.response.will_close:
             self.owner.give_back(self.origin, self.conn)
         else:

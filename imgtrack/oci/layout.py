@@ -380,10 +380,15 @@ def describe(
     )
 
 
+PARALLEL_HASH_BYTES = 16 << 20
+
+
 def _verify_all(layout: Layout, blobs: list[Descriptor]) -> None:
     """Hash every blob (manifests were checked as they were read). A directory's blobs are hashed in
-    parallel threads (hashlib releases the GIL); a tar's share one file position, so one at a time."""
-    if isinstance(layout, DirLayout) and len(blobs) > 1:
+    parallel threads (hashlib releases the GIL) once they are big enough to repay the pool's import,
+    which alone takes longer than hashing a small image; a tar's share one file position, so one at a
+    time."""
+    if isinstance(layout, DirLayout) and len(blobs) > 1 and sum(b.size for b in blobs) > PARALLEL_HASH_BYTES:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:

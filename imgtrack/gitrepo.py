@@ -369,27 +369,46 @@ class GitRepo:
 
     # --- committing and pushing the ledger (`imgtrack ledger commit`) -----------------------------
 
-    def stage_all(self, path: str) -> None:
-        """Stage every change under `path` (new, changed and removed files), and nothing else."""
-        proc = run_git(["add", "-A", "--", path], self.work_tree, check=False)
+    def changes_under(self, path: str) -> list[str]:
+        """Every file under `path` whose work-tree state differs from HEAD's or the index's (new, changed,
+        removed, staged or not; ignored files are left out, as `git add` leaves them), relative to the top."""
+        out = run_git(
+            ["--no-optional-locks", "status", "--porcelain", "-z", "--untracked-files=all", "--no-renames"]
+            + ["--", f":(top,literal){path}"],
+            self.work_tree,
+        ).stdout
+        return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
+
+    def stage_exactly(self, paths: Iterable[str]) -> None:
+        """Stage `paths` as the work tree has them (a file gone is staged as removed), and nothing else:
+        git reads and writes its index once, and looks at no other file."""
+        listed = "".join(f"{p}\0" for p in paths)
+        if not listed:
+            return
+        proc = run_git(
+            ["update-index", "--add", "--remove", "-z", "--stdin"], self.work_tree, stdin=listed, check=False
+        )
         if proc.returncode != 0:
             raise GitStateError(
-                f"git add of {path} failed: {git_said(proc)}; if another git command is running, wait for it "
-                "and run the command again"
+                f"staging the ledger's changes failed: {git_said(proc)}; if another git command is running, wait "
+                "for it and run the command again"
             )
 
-    def staged_changes(self, path: str) -> list[tuple[str, str]]:
-        """(status letter, path) of what the index holds under `path` that HEAD does not."""
+    def staged_changes(self) -> list[tuple[str, str]]:
+        """(status letter, path) of everything the index holds that HEAD does not."""
         head = self._try("rev-parse", "--verify", "--quiet", "HEAD")
         base = head if head else "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # the empty tree
-        out = self._run("diff", "--cached", "--no-renames", "--name-status", "-z", base, "--", path)
+        out = self._run("diff", "--cached", "--no-renames", "--name-status", "-z", base)
         fields = [f for f in out.split("\0") if f]
         return list(zip(fields[0::2], fields[1::2]))
 
-    def commit_only(self, message: str, path: str) -> str:
-        """Commit the changes under `path` alone (other staged files stay staged); the new commit."""
+    def commit_index(self, message: str, only: str | None = None) -> str:
+        """Commit what the index holds, or with `only`, the changes under that path alone (other staged files
+        stay staged: git builds a second index for it, which costs a read of every file's state); the new
+        commit."""
         self._head = None  # HEAD moves
-        proc = run_git(["commit", "-q", "--only", "-F", "-", "--", path], self.work_tree, stdin=message, check=False)
+        args = ["commit", "-q", "-F", "-"] + (["--only", "--", only] if only else [])
+        proc = run_git(args, self.work_tree, stdin=message, check=False)
         if proc.returncode != 0:
             why = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
             raise GitStateError(

@@ -78,9 +78,14 @@ def commit_ledger(project: Project, message: str | None, push: bool, remote: str
                 "HEAD is detached, so there is no branch to push; check out the branch the ledger "
                 "belongs to (git switch BRANCH) first"
             )
-    project.ledger.index()  # a malformed or schema-1 ledger is refused (one line) before anything is committed
-    repo.stage_all(CONFIG_DIR)
-    changes = repo.staged_changes(CONFIG_DIR)
+    # Only what this commit would change is read: the files git lists under .imgtrack/ (a malformed or
+    # schema-1 ledger is refused, in one line, before anything is staged).
+    changed = repo.changes_under(CONFIG_DIR)
+    project.ledger.check_files(p.removeprefix(LEDGER_PREFIX) for p in changed if p.startswith(LEDGER_PREFIX))
+    repo.stage_exactly(changed)
+    staged = repo.staged_changes()
+    changes = [(status, path) for status, path in staged if path.startswith(f"{CONFIG_DIR}/")]
+    others = len(changes) < len(staged)  # files staged outside .imgtrack/ stay staged, uncommitted
     result = CommitResult(commit=None)
     if changes:
         result.summary = describe_changes(project, changes)
@@ -88,7 +93,7 @@ def commit_ledger(project: Project, message: str | None, push: bool, remote: str
         if len(subject) > 72 and not message:
             subject = f"imgtrack: {len(result.summary)} ledger changes ({result.summary[0]}, …)"
         body = "\n".join(f"* {line}" for line in result.summary)
-        result.commit = repo.commit_only(f"{subject}\n\n{body}\n", CONFIG_DIR)
+        result.commit = repo.commit_index(f"{subject}\n\n{body}\n", only=CONFIG_DIR if others else None)
     if push:
         result.pushed_to, result.attempts = _push(project, remote)
     return result

@@ -810,10 +810,7 @@ def probe(root: Path, git: GitView | None, texts: tuple[str, ...], image: str | 
     hits = git.containing(texts, image)
     if hits is None or len(hits) > PROBE_MAX_FILES:
         return None
-    for name in _images(root):
-        for entry in os.scandir(root / name):
-            if is_schema1_name(entry.name):
-                raise Schema1Ledger(schema1_message(root))
+    refuse_schema1(root)
     records: dict[str, None] = {}
     for rel in hits:
         kind = classify(rel)
@@ -837,6 +834,14 @@ def fingerprint(item: Record | Fact | None) -> int | None:
     if item is None:
         return None
     return zlib.crc32(repr(item).encode())
+
+
+def refuse_schema1(root: Path) -> None:
+    """Refuse a ledger holding schema-1 records (a look at each image's folder, not at its records)."""
+    for name in _images(root):
+        for entry in os.scandir(root / name):
+            if is_schema1_name(entry.name):
+                raise Schema1Ledger(schema1_message(root))
 
 
 def schema1_message(root: Path) -> str:

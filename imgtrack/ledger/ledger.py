@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,10 +13,10 @@ from typing import NamedTuple
 import semver
 
 from imgtrack.errors import InvalidReference, LedgerError
-from imgtrack.ledger.index import GitView, LedgerIndex, ProbeIndex, read_files
+from imgtrack.ledger.index import GitView, LedgerIndex, ProbeIndex, read_files, refuse_schema1
 from imgtrack.ledger.index import probe as probe_index
 from imgtrack.ledger.schema import ENV_KINDS, Build, Fact, Record, sort_key
-from imgtrack.ledger.store import Store, record_rel
+from imgtrack.ledger.store import Store, classify, read_fact_file, read_record_file, record_rel
 from imgtrack.oci.digest import DIGEST_PREFIX_RE, is_digest
 from imgtrack.versions import VersionRange, is_version, semver_of
 
@@ -132,6 +132,21 @@ class Ledger:
         if healthy:
             self._index.check_healthy()
         return self._index
+
+    def check_files(self, rels: Iterable[str]) -> None:
+        """Refuse (one line) a schema-1 ledger, or a malformed record or fact among `rels` (paths relative to
+        the root; other files are not the ledger's to judge), reading only those files."""
+        refuse_schema1(self.root)
+        for rel in sorted(rels):
+            kind = classify(rel)
+            if kind is None or not (self.root / rel).exists():
+                continue
+            if kind == "record":
+                _, error = read_record_file(self.root, rel)
+            else:
+                _, error = read_fact_file(self.root, rel, strict=False)
+            if error:
+                raise LedgerError(error)
 
     def refresh_cache(self, loaded: LoadedLedger) -> None:
         """Make an existing cache agree with every file just read (`verify`), so in-place edits are seen

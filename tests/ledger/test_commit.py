@@ -138,3 +138,26 @@ def test_a_malformed_ledger_is_not_committed(project: Path, layouts: LayoutFacto
     result = run(["ledger", "commit"], project)
     assert result.code == 2 and "not UTF-8" in result.err and len(result.err.strip().splitlines()) == 1, result
     assert git(project, "rev-parse", "HEAD") == head
+    assert git(project, "diff", "--cached", "--name-only") == "", "nothing staged either"
+
+
+def test_a_config_change_and_a_removed_file_are_committed_with_the_records(
+    project: Path, layouts: LayoutFactory
+) -> None:
+    path, _ = layouts()
+    first = run(["record", str(path), "--image", "api", "--json"], project).json()
+    assert run(["ledger", "commit"], project).code == 0
+    path, _ = layouts()
+    second = run(["record", str(path), "--image", "api", "--version", "2.0.0-rc.1", "--json"], project).json()
+    config = project / ".imgtrack" / "config.toml"
+    config.write_text(config.read_text() + "\n# reviewed\n")
+    first_rel, second_rel = (
+        Path(r["path"]).resolve().relative_to(project.resolve()).as_posix() for r in (first, second)
+    )
+    (project / first_rel).unlink()  # removed by hand: git add -A would stage the removal too
+    result = run(["ledger", "commit", "--json"], project)
+    assert result.code == 0, result.err
+    assert sorted(git(project, "show", "--no-renames", "--name-status", "--format=", "HEAD").splitlines()) == sorted(
+        [f"D\t{first_rel}", "M\t.imgtrack/config.toml", f"A\t{second_rel}"]
+    )
+    assert git(project, "status", "--porcelain", "--untracked-files=all") == ""

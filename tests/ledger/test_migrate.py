@@ -73,6 +73,11 @@ def test_migrate_keeps_every_answer_and_is_idempotent(schema1: Path) -> None:
     again = run(["ledger", "migrate"], schema1)
     assert again.code == 0 and "nothing to migrate" in again.out
     assert git(schema1, "status", "--porcelain", "--untracked-files=all").splitlines() == changed
+    committed = run(["ledger", "commit", "--json"], schema1)  # the migration, removals and all
+    assert committed.code == 0, committed.err
+    assert git(schema1, "status", "--porcelain", "--untracked-files=all") == ""
+    assert len(git(schema1, "show", "--no-renames", "--name-only", "--format=", "HEAD").splitlines()) == len(changed)
+    assert run(["verify"], schema1).code == 0
 
 
 def write_schema1(repo: Path, count: int) -> None:

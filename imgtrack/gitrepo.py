@@ -37,10 +37,18 @@ def run_git(
             input=stdin,
             capture_output=True,
             text=True,
-            env={**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0", **(env or {})},
+            env=_git_env(env),
         )
     except FileNotFoundError:
         raise GitStateError("git is not installed or not on PATH; install git") from None
+    return _checked(args, proc, check)
+
+
+def _git_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0", **(env or {})}
+
+
+def _checked(args: list[str], proc: subprocess.CompletedProcess[str], check: bool) -> subprocess.CompletedProcess[str]:
     if check and proc.returncode != 0:
         raise GitError(f"git {' '.join(args[:3])} failed: {git_said(proc)}; fix what git names, then run again")
     return proc
@@ -81,6 +89,7 @@ class GitRepo:
         self._head = lines[4] if proc.returncode == 0 and len(lines) == 5 else None
         if lines[0] == "true" or len(lines) < 4:
             raise NotAGitRepository(f"{start} is a bare repository or a git dir; run imgtrack from a work tree")
+        self._started: dict[tuple[str, ...], subprocess.Popen[str]] = {}
         self.work_tree = Path(lines[1])
         self.git_dir = Path(lines[2])
         common = Path(lines[3])
@@ -104,10 +113,56 @@ class GitRepo:
         repo = cls.__new__(cls)
         repo.work_tree = repo.git_dir = repo.common_dir = Path(lines[1])
         repo._head = None
+        repo._started = {}
         return repo
 
+    # --- git processes started early ---------------------------------------------------------------
+    # A command that will ask git several things it can know in advance (record: is the tree dirty, the
+    # release tags, the committer) starts them at once: they run on another core while it reads the
+    # image and the ledger, and the first question asked waits for its answer instead of starting git.
+
+    def prefetch_dirty(self, paths: Iterable[str] = ()) -> None:
+        self._start(self._dirty_args(".imgtrack", paths))
+
+    def prefetch_tags(self, prefix: str) -> None:
+        self._start(self._tags_args(prefix))
+
+    def prefetch_identity(self) -> None:
+        self._start(("var", "GIT_COMMITTER_IDENT"))
+
+    def _start(self, args: tuple[str, ...]) -> None:
+        if args in self._started:
+            return
+        try:
+            self._started[args] = subprocess.Popen(
+                ["git", *args],
+                cwd=self.work_tree,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=_git_env(),
+            )
+        except OSError:
+            pass  # asked later, the same git runs in the foreground and says what is wrong
+
+    def drop_prefetched(self) -> None:
+        """Wait for whatever was started and not asked for (a command that stopped early)."""
+        for proc in self._started.values():
+            proc.communicate()
+        self._started.clear()
+
+    def _git(
+        self, args: tuple[str, ...], stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        started = self._started.pop(args, None) if stdin is None else None
+        if started is None:
+            return run_git(list(args), self.work_tree, stdin=stdin, check=check)
+        out, err = started.communicate()
+        return _checked(list(args), subprocess.CompletedProcess(["git", *args], started.returncode, out, err), check)
+
     def _run(self, *args: str, stdin: str | None = None) -> str:
-        return run_git(list(args), self.work_tree, stdin=stdin).stdout.rstrip("\n")
+        return self._git(args, stdin=stdin).stdout.rstrip("\n")
 
     def _diff_trees(self, *args: str) -> str:
         """`git diff-tree ARGS` without reading git's index, which it reads for nothing when comparing two
@@ -117,7 +172,7 @@ class GitRepo:
         ).stdout.rstrip("\n")
 
     def _try(self, *args: str) -> str | None:
-        proc = run_git(list(args), self.work_tree, check=False)
+        proc = self._git(args, check=False)
         return proc.stdout.rstrip("\n") if proc.returncode == 0 else None
 
     def head_commit(self) -> str:
@@ -147,13 +202,22 @@ class GitRepo:
     def is_dirty(self, ignore: str = ".imgtrack", paths: Iterable[str] = ()) -> bool:
         """Tracked changes (staged or not) outside `ignore`, under `paths` (none: anywhere); untracked files
         do not count, as in `git describe --dirty`."""
+        return bool(self._run(*self._dirty_args(ignore, paths)).strip())
+
+    @staticmethod
+    def _dirty_args(ignore: str, paths: Iterable[str]) -> tuple[str, ...]:
         # --no-optional-locks: status does not rewrite git's index (1.3 MB every 10,000 ledger files) to
         # remember fresher stat data, which would also tell the ledger's cache that git moved.
         where = [f":(top,literal){p}" for p in paths] or ["."]
-        out = self._run(
-            "--no-optional-locks", "status", "--porcelain", "--untracked-files=no", "--", *where, f":(exclude){ignore}"
+        return (
+            "--no-optional-locks",
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            *where,
+            f":(exclude){ignore}",
         )
-        return bool(out.strip())
 
     def files_containing(self, texts: tuple[str, ...], base: str, sub: str | None = None) -> list[str] | None:
         """Files under `base` (or its folder `sub`) whose work-tree bytes hold one of `texts`, relative to `base`:
@@ -195,17 +259,21 @@ class GitRepo:
 
     def tag_commits(self, prefix: str) -> dict[str, str]:
         """Every tag whose name starts with `prefix`, mapped to the commit it names (annotated tags peeled)."""
-        out = self._run(
-            "for-each-ref",
-            "--format=%(refname:strip=2) %(objectname) %(*objectname)",
-            f"refs/tags/{glob_escape(prefix)}*",
-        )
+        out = self._run(*self._tags_args(prefix))
         result: dict[str, str] = {}
         for line in out.splitlines():
             parts = line.split()
             if len(parts) >= 2 and parts[0].startswith(prefix):
                 result[parts[0]] = parts[2] if len(parts) == 3 else parts[1]
         return result
+
+    @staticmethod
+    def _tags_args(prefix: str) -> tuple[str, ...]:
+        return (
+            "for-each-ref",
+            "--format=%(refname:strip=2) %(objectname) %(*objectname)",
+            f"refs/tags/{glob_escape(prefix)}*",
+        )
 
     def identity(self) -> str:
         """`Name <email>` as git would put it on a commit (`git var GIT_COMMITTER_IDENT`)."""

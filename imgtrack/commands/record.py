@@ -77,9 +77,28 @@ def record_image(
     A digest names one build forever, so recording it again (say, after the ledger commit moved HEAD)
     returns its record; only a --commit or --version that contradicts it is refused. New --tags are added.
     """
-    config, repo, ledger = project.config, project.repo, project.ledger
+    config, repo = project.config, project.repo
     config.image(req.image, project.config_path)
     head = repo.head_commit()
+    if req.commit is None:  # what git will be asked, answered while the image and the ledger are read
+        repo.prefetch_dirty(config.paths_of(req.image))
+    if req.version is not None:
+        repo.prefetch_tags(config.prefix_of(req.image))
+    repo.prefetch_identity()
+    try:
+        return _record(project, req, head, description, said)
+    finally:
+        repo.drop_prefetched()
+
+
+def _record(
+    project: Project,
+    req: RecordRequest,
+    head: str,
+    description: ImageDescription | None,
+    said: list[Statement] | None,
+) -> RecordResult:
+    config, repo, ledger = project.config, project.repo, project.ledger
     if description is None:
         description, said = describe_request(req)
     existing = ledger.get(req.image, description.digest)  # writes are atomic: reading needs no lock
@@ -87,6 +106,7 @@ def record_image(
         return _record_again(project, req, existing)
     if req.commit is None:
         _refuse_test_merge(head)
+    ledger.warm()  # while git, started earlier, looks at the work tree
     commit = repo.resolve_commit(req.commit) if req.commit else head
     paths = config.paths_of(req.image)
     dirty = commit == head and repo.is_dirty(paths=paths)

@@ -148,6 +148,17 @@ class Ledger:
             if error:
                 raise LedgerError(error)
 
+    def warm(self) -> None:
+        """Bring a built cache up to date now, before the lock, so that the lookups made under it find
+        little left to read; a cache not built yet is left alone (a lookup then probes, or builds it)."""
+        if self._index is None:
+            cache = LedgerIndex(self.cache_dir / "cache.sqlite", self.root, self.git)
+            if not cache.built:
+                cache.close()
+                return
+            self._index = cache
+        self.index(healthy=False)
+
     def refresh_cache(self, loaded: LoadedLedger) -> None:
         """Make an existing cache agree with every file just read (`verify`), so in-place edits are seen
         from here on. A cache not built yet is left to the next lookup."""

@@ -10,7 +10,8 @@ process of imgtrack installed with pip, as a user or hook runs it; the table giv
 * first lookups: on the clone with imgtrack's cache removed (what a fresh `git clone` has);
 * after pull: another clone pushes 10 new records, this clone `git pull`s them, then one command;
 * warm: the same commands again;
-* git: `git add .imgtrack && git commit` of one new record, and `git push` of it.
+* git: `git add .imgtrack && git commit` of one new record, and `git push` of it; then
+  `imgtrack ledger commit` of one new record, the documented way (same target as git's own commit).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ TARGETS = {
     "record": 0.10,
     "git add+commit of one record": 0.25,
     "git push of it": 0.15,
+    "ledger commit of one record": 0.25,
     "verify": 10.0,
 }
 
@@ -130,6 +132,11 @@ def main() -> None:
                 subprocess.run(["git", "commit", "-q", "-m", "one record"], cwd=clone, check=True)
                 results["git add+commit of one record"].append(time.perf_counter() - t0)
                 results["git push of it"].append(wall(["git", "push", "-q", "origin", "main"], clone))
+            for r in range(opts.runs):
+                layout = base / f"two-{r}"
+                build_layout(layout, seed=6000 + r, layers=1, layer_size=512)
+                timed(["record", str(layout), "--image", "api", "--version", f"9.4.{r}"], clone)
+                results["ledger commit of one record"].append(timed(["ledger", "commit"], clone))
             results["verify"] = [timed(["verify"], clone, check=False) for _ in range(max(1, opts.runs // 2))]
             findings = subprocess.run([IMGTRACK, "verify"], cwd=clone, capture_output=True, text=True).stdout
             if findings:

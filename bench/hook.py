@@ -5,7 +5,9 @@
 
 A repository with --records committed records is pushed to a local bare remote; then one new record is
 committed, and the installed hook script (`.git/hooks/pre-push`, what `git push` runs) is timed on that
-push's stdin line, --runs times. Target: <= 0.3 s at 100,000 records (0.12 s for ledger schema 2).
+push's stdin line: once before any command built imgtrack's cache (as after a fresh clone, since `record`
+reads only the files it needs; target 1 s, as for the first lookups), then --runs times once `log` built
+it. Target: <= 0.12 s at 100,000 records.
 
 The server row: the bare remote gets `imgtrack hooks install --server` (which builds its mirror and
 cache once), the new commit is pushed to it under a side ref, and its pre-receive hook script is timed on
@@ -59,6 +61,13 @@ def main() -> None:
         hook = Path(sh("git", "rev-parse", "--git-path", "hooks", cwd=repo))
         hook = (repo / hook if not hook.is_absolute() else hook) / "pre-push"
         line = f"refs/heads/main {tip} refs/heads/main {base}\n"
+        # The first push finds no cache built: `record` read only the files it needed, as on a fresh clone.
+        t0 = time.perf_counter()
+        proc = subprocess.run([str(hook), "origin", str(remote)], cwd=repo, input=line, capture_output=True, text=True)
+        first = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"the hook refused a clean push: {proc.stderr.strip()}")
+        subprocess.run([IMGTRACK, "log", "-n", "1"], cwd=repo, check=True, capture_output=True)  # build it
         times = []
         for _ in range(opts.runs):
             t0 = time.perf_counter()
@@ -73,7 +82,12 @@ def main() -> None:
         server = _server_times(repo, remote, base, tip, opts.runs)
     print(f"imgtrack hook benchmark: {opts.records} committed records, push adding one record")
     print(f"{'hook':<22} {'runs':>5} {'median s':>9} {'min s':>7} {'max s':>7} {'target s':>9}  ok")
-    for name, found, target in (("pre-push (client)", times, 0.3), ("pre-receive (server)", server, 0.2)):
+    rows = (
+        ("pre-push, no cache yet", [first], 1.0),
+        ("pre-push (client)", times, 0.12),
+        ("pre-receive (server)", server, 0.2),
+    )
+    for name, found, target in rows:
         median = statistics.median(found)
         print(
             f"{name:<22} {len(found):>5} {median:>9.3f} {min(found):>7.3f} {max(found):>7.3f} {target:>9}  "

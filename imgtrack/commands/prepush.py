@@ -1,7 +1,9 @@
 """`imgtrack hook pre-push`: what the installed hook runs. Refuses a push that makes an image untraceable.
 
 It reads only what the push touches — the ledger files changed in the pushed commits and the pushed
-tags — and looks up everything else in the ledger's cache, so its cost does not grow with the ledger.
+tags — and looks up everything else in the ledger's cache, so its cost does not grow with the ledger. On
+a fresh clone whose cache is not built yet, it asks only the files holding the tags, versions and commits
+it looks up, as `record` does (docs/ledger.md).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import TextIO
 from imgtrack.config import CONFIG_DIR, LEDGER_DIR, config_path
 from imgtrack.errors import ImgtrackError, InvalidTag
 from imgtrack.gitrepo import GitRepo
+from imgtrack.ledger.index import LedgerIndex
 from imgtrack.ledger.schema import Build, Fact, Record, parse_fact, parse_record
 from imgtrack.ledger.store import check_fact_placement, check_record_placement, classify, record_rel
 from imgtrack.policy import check_tags, check_version_unique
@@ -88,7 +91,7 @@ def check_push(project: Project, remote: str, refs: list[PushedRef], known: tupl
     or, given `known` (a server knows its own refs: `--all`), those not reachable from `known`."""
     problems: list[str] = []
     repo = project.repo
-    project.ledger.index()  # a schema-1 or malformed ledger is refused before anything is judged by it
+    project.ledger.ready()  # a schema-1 (or, cache built, malformed) ledger is refused before anything is judged
     release_tags = ReleaseTags(repo, project.config.prefixes(), project.config_path)  # each prefix read once
     for ref in refs:
         if ref.remote_ref.startswith("refs/tags/"):
@@ -111,10 +114,18 @@ def check_push(project: Project, remote: str, refs: list[PushedRef], known: tupl
         changed = repo.changed_blobs(revs, LEDGER_PATH)
         contents = repo.read_blobs(changed.values())
         pushed_records = {path.removeprefix(LEDGER_PATH + "/") for path in changed}
-        for path, blob in changed.items():
-            problems += _check_ledger_file(
-                project, tip, path, contents.get(blob), ref.remote_ref, pushed_records, release_tags
-            )
+        files = [
+            (path, *_parse_ledger_file(path, contents.get(blob), ref.remote_ref)) for path, blob in changed.items()
+        ]
+        lookups = _lookup_values([item for _, item, _ in files])
+        index = project.ledger.index_of(None, lookups, exact=True) if lookups else None
+        for path, item, problem in files:
+            if problem:
+                problems.append(problem)
+            elif isinstance(item, Record) and index is not None:  # its version is always looked up
+                problems += [f"{path}: {p}" for p in _check_record(project, index, tip, item, release_tags)]
+            elif isinstance(item, Fact):
+                problems += [f"{path}: {p}" for p in _check_fact(project, index, item, pushed_records)]
         if dropped is not None:
             problems += _check_rewrite(project, tip, dropped(), ref.remote_ref, set(changed))
     return list(dict.fromkeys(problems))
@@ -127,7 +138,7 @@ def _check_rewrite(project: Project, tip: str, dropped: list[str], remote_ref: s
     follows the rewrite, not the ledger."""
     if not dropped:
         return []
-    index = project.ledger.index()
+    index = project.ledger.index_of(None, tuple(dropped), exact=True)  # a record holds its commit whole
     candidates = {f"{LEDGER_PATH}/{rel}": commit for commit in dropped for rel in index.paths_by_commit_prefix(commit)}
     kept = project.repo.paths_in_tree(tip, [p for p in candidates if p not in checked])
     problems = []
@@ -184,41 +195,43 @@ def _check_tag(project: Project, ref: PushedRef, release_tags: ReleaseTags) -> l
 def _commits_bound_to(project: Project, version: str) -> list[Build]:
     """Records of this release, with or without build metadata."""
     ledger = project.ledger
-    return [ledger.read(path) for path in ledger.index().paths_by_release(version)]
+    # `"1.4.0` starts every value of this release, `"1.4.0+build.2"` included
+    return [ledger.read(path) for path in ledger.index_of(None, (version,)).paths_by_release(version)]
 
 
-def _check_ledger_file(
-    project: Project,
-    tip: str,
-    path: str,
-    data: bytes | None,
-    remote_ref: str,
-    pushed: set[str],
-    release_tags: ReleaseTags,
-) -> list[str]:
+def _parse_ledger_file(path: str, data: bytes | None, remote_ref: str) -> tuple[Record | Fact | None, str | None]:
+    """A pushed ledger file read and placed: (record or fact, None), (None, the problem), or (None, None)
+    for a file that is not the ledger's to judge."""
     rel = path.removeprefix(LEDGER_PATH + "/")
     kind = classify(rel)
     if kind is None or data is None:
-        return []
+        return None, None
+    item: Record | Fact
     try:
         if kind == "record":
-            record = parse_record(data, path)
-            problem = check_record_placement(record, rel, path)
-            return (
-                [f"{problem} (pushed in {remote_ref})"]
-                if problem
-                else [f"{path}: {p}" for p in _check_record(project, tip, record, release_tags)]
-            )
-        fact = parse_fact(data, path)
+            item = parse_record(data, path)
+            problem = check_record_placement(item, rel, path)
+        else:
+            item = parse_fact(data, path)
+            problem = check_fact_placement(item, data, rel, path)
     except ImgtrackError as exc:
-        return [f"{exc} (pushed in {remote_ref})"]
-    problem = check_fact_placement(fact, data, rel, path)
-    if problem:
-        return [f"{problem} (pushed in {remote_ref})"]
-    return [f"{path}: {p}" for p in _check_fact(project, fact, pushed)]
+        return None, f"{exc} (pushed in {remote_ref})"
+    return (None, f"{problem} (pushed in {remote_ref})") if problem else (item, None)
 
 
-def _check_fact(project: Project, fact: Fact, pushed: set[str]) -> list[str]:
+def _lookup_values(items: list[Record | Fact | None]) -> tuple[str, ...]:
+    """Every value the checks of these files look up in the ledger: each record's tags and version, each
+    tag fact's tag. On a fresh clone the files holding them are all the checks need to read."""
+    values: dict[str, None] = {}
+    for item in items:
+        if isinstance(item, Record):
+            values.update(dict.fromkeys((*item.tags, item.version)))
+        elif isinstance(item, Fact) and item.kind == "tag":
+            values[item.tag] = None
+    return tuple(values)
+
+
+def _check_fact(project: Project, index: LedgerIndex | None, fact: Fact, pushed: set[str]) -> list[str]:
     """A fact names a record the remote will have, and a tag it adds obeys the policy."""
     owner = record_rel(fact.image, fact.record)
     build = project.ledger.get(fact.image, fact.record)
@@ -227,9 +240,8 @@ def _check_fact(project: Project, fact: Fact, pushed: set[str]) -> list[str]:
             f"names record {fact.record[:19]}… of {fact.image}, which is in neither the pushed history nor "
             "the ledger; push the record too"
         ]
-    if fact.kind != "tag" or build is None:
+    if fact.kind != "tag" or build is None or index is None:
         return []
-    index = project.ledger.index()
     candidate = build.candidate()
     try:
         return check_tags(
@@ -243,7 +255,9 @@ def _check_fact(project: Project, fact: Fact, pushed: set[str]) -> list[str]:
         return [str(exc)]
 
 
-def _check_record(project: Project, tip: str, record: Record, release_tags: ReleaseTags) -> list[str]:
+def _check_record(
+    project: Project, index: LedgerIndex, tip: str, record: Record, release_tags: ReleaseTags
+) -> list[str]:
     repo, config = project.repo, project.config
     problems: list[str] = []
     if not repo.is_ancestor(record.commit, tip):
@@ -262,7 +276,6 @@ def _check_record(project: Project, tip: str, record: Record, release_tags: Rele
         released_elsewhere_message(record.version, record.commit, tag, commit) + "; record it with another version"
         for tag, commit in elsewhere
     ]
-    index = project.ledger.index()
     candidate = record.candidate()
     holders = {t: index.tag_holders(record.image, t) for t in record.tags}
     try:

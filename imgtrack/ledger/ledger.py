@@ -148,6 +148,14 @@ class Ledger:
             if error:
                 raise LedgerError(error)
 
+    def ready(self) -> None:
+        """Refuse a schema-1 ledger and, once the cache is built, a malformed file anywhere in it (as every
+        lookup of the cache does); a cache not built yet is left alone: lookups then probe (`index_of`)."""
+        refuse_schema1(self.root)
+        self.warm()
+        if self._index is not None:
+            self._index.check_healthy()
+
     def warm(self) -> None:
         """Bring a built cache up to date now, before the lock, so that the lookups made under it find
         little left to read; a cache not built yet is left alone (a lookup then probes, or builds it)."""

@@ -4,12 +4,13 @@ gives the answers the built cache gives (real git, real processes)."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import LayoutFactory, commit_file, git, run
+from tests.conftest import LayoutFactory, commit_file, git, record_file, run, smuggle_tag
 
 
 def _grow(repo: Path) -> None:
@@ -126,3 +127,54 @@ def test_concurrent_records_on_a_fresh_clone_still_take_one_version_once(
     assert all("3.0.0" in r.err for r in results if r.code == 1)
     assert not _cache_built(clone)
     assert len(run(["log", "web", "--json"], clone).json()) == 2  # the build from the origin, and the one winner
+
+
+def _push(repo: Path) -> subprocess.CompletedProcess[str]:
+    """A real `git push` to the clone's origin, which runs the installed pre-push hook."""
+    result = subprocess.run(["git", "push", "origin", "main"], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def test_the_pre_push_hook_of_a_fresh_clone_reads_only_the_files_holding_what_it_checks(
+    big: tuple[Path, Path, dict[str, str]], layouts: LayoutFactory
+) -> None:
+    """The first push of a fresh clone is judged as a built cache judges it, without building the cache."""
+    _, clone, _ = big
+    assert run(["hooks", "install"], clone).code == 0
+    fine, _ = layouts(seed=301)
+    assert run(["record", str(fine), "--image", "api", "--version", "1.0.1"], clone).code == 0
+    assert run(["ledger", "commit"], clone).code == 0
+    result = _push(clone)
+    assert result.returncode == 0, result.stderr
+    assert not _cache_built(clone), "the hook read only the files holding the pushed record's tags and version"
+
+    commit_file(clone)
+    taken, _ = layouts(seed=302)
+    shown = run(["record", str(taken), "--image", "api", "--json"], clone)
+    assert shown.code == 0, shown.err
+    smuggle_tag(record_file(clone, shown.json()), "qa-approved")  # held by a build from the origin
+    git(clone, "add", ".imgtrack")
+    git(clone, "commit", "-q", "-m", "a record claiming a taken tag")
+    tip = git(clone, "rev-parse", "origin/main")
+    refused = _push(clone)
+    assert refused.returncode != 0 and "qa-approved" in refused.stderr and "immutable tags never move" in refused.stderr
+    assert not _cache_built(clone)
+    assert git(clone, "rev-parse", "origin/main") == tip
+    assert run(["log", "-n", "1"], clone).code == 0 and _cache_built(clone)
+    again = _push(clone)  # the same push, judged by the cache now built: the same reasons
+    assert again.returncode != 0
+    reasons = [line for line in refused.stderr.splitlines() if "qa-approved" in line]
+    assert reasons == [line for line in again.stderr.splitlines() if "qa-approved" in line]
+
+
+def test_a_release_tag_moved_from_a_fresh_clone_is_refused_without_building_the_cache(
+    big: tuple[Path, Path, dict[str, str]],
+) -> None:
+    _, clone, _ = big
+    assert run(["hooks", "install"], clone).code == 0
+    commit_file(clone)
+    git(clone, "tag", "-f", "v1.0.0")
+    moved = subprocess.run(["git", "push", "-f", "origin", "v1.0.0"], cwd=clone, capture_output=True, text=True)
+    assert moved.returncode != 0 and "moving release tag v1.0.0" in moved.stderr and "api 1.0.0" in moved.stderr
+    assert not _cache_built(clone)

@@ -437,15 +437,16 @@ class GitRepo:
 
     # --- committing and pushing the ledger (`imgtrack ledger commit`) -----------------------------
 
-    def changes_under(self, path: str) -> list[str]:
-        """Every file under `path` whose work-tree state differs from HEAD's or the index's (new, changed,
-        removed, staged or not; ignored files are left out, as `git add` leaves them), relative to the top."""
+    def changes_under(self, path: str) -> list[tuple[str, str]]:
+        """(git's two status letters, path) of every file under `path` whose work-tree state differs from
+        HEAD's or the index's (new, changed, removed, staged or not; `??` for a file git does not track;
+        ignored files are left out, as `git add` leaves them), relative to the top."""
         out = run_git(
             ["--no-optional-locks", "status", "--porcelain", "-z", "--untracked-files=all", "--no-renames"]
             + ["--", f":(top,literal){path}"],
             self.work_tree,
         ).stdout
-        return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
+        return [(entry[:2], entry[3:]) for entry in out.split("\0") if len(entry) > 3]
 
     def stage_exactly(self, paths: Iterable[str]) -> None:
         """Stage `paths` as the work tree has them (a file gone is staged as removed), and nothing else:

@@ -80,15 +80,30 @@ def commit_ledger(project: Project, message: str | None, push: bool, remote: str
             )
     # Only what this commit would change is read: the files git lists under .imgtrack/ (a malformed or
     # schema-1 ledger is refused, in one line, before anything is staged).
-    changed = repo.changes_under(CONFIG_DIR)
+    listed = repo.changes_under(CONFIG_DIR)
+    changed = [path for _, path in listed]
     project.ledger.check_files(p.removeprefix(LEDGER_PREFIX) for p in changed if p.startswith(LEDGER_PREFIX))
+    # Records and facts no commit holds yet go into segments of their buckets (docs/ledger.md, "Segments"):
+    # described first, from their own files, then packed; a file git tracks never moves.
+    loose = [
+        path
+        for status, path in listed
+        if status == "??"
+        and path.startswith(LEDGER_PREFIX)
+        and classify(path.removeprefix(LEDGER_PREFIX)) in ("record", "fact")
+    ]
+    described = describe_changes(project, [("A", path) for path in loose])
+    packed = project.ledger.pack(p.removeprefix(LEDGER_PREFIX) for p in loose)
+    moved = {LEDGER_PREFIX + rel for rel in (*packed.written, *packed.removed)}
+    changed = [p for p in changed if p not in loose and p not in moved] + sorted(moved)
     repo.stage_exactly(changed)
     staged = repo.staged_changes()
     changes = [(status, path) for status, path in staged if path.startswith(f"{CONFIG_DIR}/")]
     others = len(changes) < len(staged)  # files staged outside .imgtrack/ stay staged, uncommitted
     result = CommitResult(commit=None)
     if changes:
-        result.summary = describe_changes(project, changes)
+        rest = [(status, path) for status, path in changes if path not in moved]
+        result.summary = described + describe_changes(project, rest)
         subject = message or "imgtrack: " + "; ".join(result.summary)
         if len(subject) > 72 and not message:
             subject = f"imgtrack: {len(result.summary)} ledger changes ({result.summary[0]}, …)"

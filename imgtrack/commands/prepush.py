@@ -17,7 +17,14 @@ from imgtrack.errors import ImgtrackError, InvalidTag
 from imgtrack.gitrepo import GitRepo
 from imgtrack.ledger.index import LedgerIndex
 from imgtrack.ledger.schema import Build, Fact, Record, parse_fact, parse_record
-from imgtrack.ledger.store import check_fact_placement, check_record_placement, classify, record_rel
+from imgtrack.ledger.segment import decode, segment_name
+from imgtrack.ledger.store import (
+    bucket_of_rel,
+    check_fact_placement,
+    check_record_placement,
+    classify,
+    record_rel,
+)
 from imgtrack.policy import check_tags, check_version_unique
 from imgtrack.project import Project
 from imgtrack.versions import (
@@ -113,10 +120,10 @@ def check_push(project: Project, remote: str, refs: list[PushedRef], known: tupl
             dropped = repo.start_dropped_commits(old, tip)  # runs beside the diff below
         changed = repo.changed_blobs(revs, LEDGER_PATH)
         contents = repo.read_blobs(changed.values())
-        pushed_records = {path.removeprefix(LEDGER_PATH + "/") for path in changed}
-        files = [
-            (path, *_parse_ledger_file(path, contents.get(blob), ref.remote_ref)) for path, blob in changed.items()
-        ]
+        pushed, unreadable = _expand_segments({path: contents.get(blob) for path, blob in changed.items()})
+        problems += [f"{problem} (pushed in {ref.remote_ref})" for problem in unreadable]
+        pushed_records = {path.removeprefix(LEDGER_PATH + "/") for path in pushed}
+        files = [(path, *_parse_ledger_file(path, data, ref.remote_ref)) for path, data in pushed.items()]
         lookups = _lookup_values([item for _, item, _ in files])
         index = project.ledger.index_of(None, lookups, exact=True) if lookups else None
         for path, item, problem in files:
@@ -204,7 +211,7 @@ def _parse_ledger_file(path: str, data: bytes | None, remote_ref: str) -> tuple[
     for a file that is not the ledger's to judge."""
     rel = path.removeprefix(LEDGER_PATH + "/")
     kind = classify(rel)
-    if kind is None or data is None:
+    if kind not in ("record", "fact") or data is None:
         return None, None
     item: Record | Fact
     try:
@@ -217,6 +224,32 @@ def _parse_ledger_file(path: str, data: bytes | None, remote_ref: str) -> tuple[
     except ImgtrackError as exc:
         return None, f"{exc} (pushed in {remote_ref})"
     return (None, f"{problem} (pushed in {remote_ref})") if problem else (item, None)
+
+
+def _expand_segments(files: dict[str, bytes | None]) -> tuple[dict[str, bytes | None], list[str]]:
+    """The pushed ledger files with each segment replaced by its entries (checked as files the push adds),
+    and what is wrong with the segments that cannot be read so."""
+    out: dict[str, bytes | None] = {}
+    problems: list[str] = []
+    for path, data in files.items():
+        rel = path.removeprefix(LEDGER_PATH + "/")
+        if classify(rel) != "segment" or data is None:
+            out.setdefault(path, data)
+            continue
+        try:
+            entries = decode(data, path)
+        except ImgtrackError as exc:
+            problems.append(str(exc))
+            continue
+        if segment_name(data) != rel.rsplit("/", 1)[1]:
+            problems.append(f"{path}: the digest in the name does not match the segment's bytes; restore it from git")
+        bucket = bucket_of_rel(rel)
+        for entry, entry_data in entries.items():
+            if bucket_of_rel(entry) != bucket or classify(entry) not in ("record", "fact"):
+                problems.append(f"{path}: holds {entry!r}, which is not a record or fact of its bucket {bucket}")
+            else:
+                out.setdefault(f"{LEDGER_PATH}/{entry}", entry_data)
+    return out, problems
 
 
 def _lookup_values(items: list[Record | Fact | None]) -> tuple[str, ...]:

@@ -31,6 +31,7 @@ from imgtrack.fsutil import write_atomic
 from imgtrack.gitrepo import GitRepo
 from imgtrack.ledger.index import GitView
 from imgtrack.ledger.ledger import Ledger
+from imgtrack.ledger.segment import MAX_SEGMENT_BYTES
 from imgtrack.ledger.store import classify
 from imgtrack.project import Project
 
@@ -167,7 +168,8 @@ class Mirror:
                 _remove(base, path)
         for oid, path in wanted:
             data = blobs.get(oid)
-            if data is None or len(data) > MAX_MIRRORED_BYTES:
+            limit = MAX_SEGMENT_BYTES if path.endswith(".seg") else MAX_MIRRORED_BYTES
+            if data is None or len(data) > limit:
                 _remove(base, path)
                 continue
             target = base / path

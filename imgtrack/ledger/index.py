@@ -28,14 +28,19 @@ from pathlib import Path
 from imgtrack.errors import LedgerError
 from imgtrack.fsutil import sweep_if_stale
 from imgtrack.ledger.schema import Fact, Record, sort_key
+from imgtrack.ledger.segment import SEGMENT_NAME_RE
 from imgtrack.ledger.store import (
     BUCKET_RE,
     FACT_DIR_RE,
     RECORD_NAME_RE,
+    bucket_entries,
+    bucket_of_rel,
     classify,
+    entry_exists,
     is_schema1_name,
     read_fact_file,
     read_record_file,
+    read_segment,
     record_rel_of_fact,
 )
 from imgtrack.policy import TagHolder
@@ -301,7 +306,7 @@ class LedgerIndex:
         # What imgtrack wrote and no commit holds yet (a HEAD diff that adds it re-indexes it as committed)
         # may have been discarded: `git stash`, `git checkout -- .imgtrack`, `git reset --hard`.
         for (rel,) in list(self._db.execute("SELECT path FROM files WHERE overlay=1")):
-            if not (self.root / rel).exists():
+            if not entry_exists(self.root, rel):
                 self._delete(rel)
         self._set_meta("head_tree", tree)
         self._set_meta("index_stamp", stamp)
@@ -310,8 +315,19 @@ class LedgerIndex:
         kind = classify(rel)
         if kind is None or rel in self._fresh:  # read by this very refresh's folder scan already
             return
+        if kind == "segment":  # what it holds, and what a segment gone held, is its bucket's to say
+            bucket = bucket_of_rel(rel)
+            if bucket not in self._fresh:
+                new_records: list[str] = []
+                new_facts: list[str] = []
+                self._rescan_bucket(bucket, time.time_ns(), new_records, new_facts, racy=False)
+                self._insert_many(
+                    [(r, *res) for r, res in zip(new_records, read_files(self.root, new_records, "record"))],  # type: ignore[misc]
+                    [(r, *res) for r, res in zip(new_facts, read_files(self.root, new_facts, "lookup-fact"))],  # type: ignore[misc]
+                )
+            return
         self._delete(rel)
-        if not (self.root / rel).exists():
+        if not entry_exists(self.root, rel):
             return
         if kind == "record":
             record, error = read_record_file(self.root, rel)
@@ -339,9 +355,14 @@ class LedgerIndex:
         except FileNotFoundError:
             entries = []
         seen_dirs = set()
+        self._fresh.add(bucket)
+        segments = []
         for entry in entries:
             rel = f"{bucket}/{entry.name}"
-            if RECORD_NAME_RE.fullmatch(entry.name):
+            if SEGMENT_NAME_RE.fullmatch(entry.name):
+                present.add(rel)
+                segments.append(rel)
+            elif RECORD_NAME_RE.fullmatch(entry.name):
                 present.add(rel)
                 if rel not in stamps:
                     new_records.append(rel)
@@ -372,6 +393,8 @@ class LedgerIndex:
                 self._db.execute("INSERT OR REPLACE INTO dirs VALUES (?, ?)", (rel, stored))
             else:
                 sweep_if_stale(entry)
+        for rel in segments:
+            self._index_segment(rel, stamps, present, new_records, new_facts)
         for rel in set(fact_dirs) - seen_dirs:
             self._db.execute("DELETE FROM dirs WHERE path=?", (rel,))
         for rel in stamps:  # what the cache holds and the folder no longer does
@@ -380,6 +403,35 @@ class LedgerIndex:
         for rel in (*new_records[first_new[0] :], *new_facts[first_new[1] :]):
             if rel in stamps:
                 self._delete(rel)
+
+    def _index_segment(
+        self,
+        rel: str,
+        stamps: Mapping[str, tuple[int | None, int | None]],
+        present: set[str],
+        new_records: list[str],
+        new_facts: list[str],
+    ) -> None:
+        """Note a segment of a bucket being rescanned: its entries are present, those the cache lacks are to
+        be read; a segment that cannot be read is a malformed file (lookups refuse it until it is fixed)."""
+        error = None
+        try:
+            entries = read_segment(self.root, rel)
+        except LedgerError as exc:
+            entries, error = {}, str(exc)
+        except FileNotFoundError:
+            present.discard(rel)
+            return
+        except OSError as exc:
+            entries, error = {}, f"{self.root / rel}: cannot be read ({exc.strerror}); check its permissions"
+        for entry in entries:
+            present.add(entry)
+            if entry not in stamps and entry not in self._fresh:
+                (new_records if classify(entry) == "record" else new_facts).append(entry)
+                self._fresh.add(entry)
+        self._db.execute(
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", (rel, _bucket(rel), -1, -1, error, 0, None)
+        )
 
     def _build(self, parsed: Mapping[str, Record | Fact]) -> None:
         """Fill the cache from every file: a fresh clone's first command, or `verify`."""
@@ -421,6 +473,10 @@ class LedgerIndex:
             for name in _INDEX_NAMES:
                 self._db.execute(f"DROP INDEX IF EXISTS {name}")
             self._insert_many(records, facts, stamped=False)  # type: ignore[arg-type]
+            self._db.executemany(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(rel, _bucket(rel), -1, -1, files.problems.get(rel), 0, None) for rel in files.segments],
+            )
             self._db.executemany("INSERT INTO dirs VALUES (?, ?)", dirs.items())
             for stmt in _INDEXES.strip().split(";"):
                 if stmt.strip():
@@ -442,7 +498,7 @@ class LedgerIndex:
         again, so an edit made in place is seen from here on; nothing else is rewritten."""
         if not self.built:
             return
-        held = dict(self._db.execute("SELECT path, fingerprint FROM files"))
+        held = dict(self._db.execute("SELECT path, fingerprint FROM files WHERE path NOT LIKE '%.seg'"))
         stale = [rel for rel, item in parsed.items() if held.get(rel) != fingerprint(item)]
         stale += [rel for rel in broken if rel not in held or held[rel] is not None]
         gone = [rel for rel in held if rel not in parsed and rel not in broken]
@@ -454,6 +510,10 @@ class LedgerIndex:
             self._insert_many(
                 [(r, parsed.get(r), broken.get(r)) for r in stale if classify(r) == "record"],  # type: ignore[misc]
                 [(r, parsed.get(r), broken.get(r)) for r in stale if classify(r) == "fact"],  # type: ignore[misc]
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r, _bucket(r), -1, -1, broken[r], 0, None) for r in stale if classify(r) == "segment"],
             )
 
     def _forget_prefix(self, prefix: str) -> None:
@@ -555,6 +615,7 @@ class LedgerIndex:
         broken = sorted(self._db.execute("SELECT path FROM files WHERE error IS NOT NULL").fetchall())
         for (rel,) in broken:
             # A broken file is usually being fixed by hand, in place: look again before blaming it.
+            self._fresh = set()
             with _transaction(self._db):
                 self._reread(rel)
             row = self._db.execute("SELECT error FROM files WHERE path=?", (rel,)).fetchone()
@@ -799,25 +860,46 @@ class ProbeIndex(LedgerIndex):
         """From the folders, not the files found: an image whose records do not hold the text still exists."""
         try:
             buckets = [e for e in os.scandir(self.root / image) if e.is_dir() and BUCKET_RE.fullmatch(e.name)]
-            return any(RECORD_NAME_RE.fullmatch(f.name) for b in buckets for f in os.scandir(b.path))
+            return any(
+                RECORD_NAME_RE.fullmatch(f.name) or SEGMENT_NAME_RE.fullmatch(f.name)
+                for b in buckets
+                for f in os.scandir(b.path)
+            )
         except (FileNotFoundError, NotADirectoryError):
             return False
 
 
 def probe(root: Path, git: GitView | None, texts: tuple[str, ...], image: str | None) -> ProbeIndex | None:
     """A ProbeIndex of the files holding any of `texts`, for a cache of `root` not built yet in a repository
-    large enough for building it to take a while; None when the cache should be built instead."""
+    large enough for building it to take a while; None when the cache should be built instead.
+
+    Loose files are found by `git grep`; segments, being compressed, are searched here, entry by entry."""
     if git is None or git.containing is None:
         return None
     try:
-        if os.stat(git.index_file).st_size < PROBE_INDEX_BYTES:
-            return None
+        weight = os.stat(git.index_file).st_size
     except FileNotFoundError:
         return None
+    segments = _segments(root, image)
+    # A record costs git's index ~160 bytes loose, and a segment ~120 compressed: weigh them alike.
+    weight += sum(size for _, size in segments) * 4 // 3
+    if weight < PROBE_INDEX_BYTES:
+        return None
     hits = git.containing(texts, image)
-    if hits is None or len(hits) > PROBE_MAX_FILES:
+    if hits is None:
         return None
     refuse_schema1(root)
+    needles = [t.encode() for t in texts]
+    for rel, _ in segments:
+        try:
+            held = read_segment(root, rel)
+        except (LedgerError, OSError):
+            return None  # the build reads it, and refuses what it must
+        hits += [entry for entry, data in held.items() if any(n in data for n in needles)]
+        if len(hits) > PROBE_MAX_FILES:
+            return None
+    if len(hits) > PROBE_MAX_FILES:
+        return None
     records: dict[str, None] = {}
     for rel in hits:
         kind = classify(rel)
@@ -825,15 +907,34 @@ def probe(root: Path, git: GitView | None, texts: tuple[str, ...], image: str | 
             records[rel] = None
         elif kind == "fact":
             records[record_rel_of_fact(rel)] = None
-    present = [rel for rel in records if (root / rel).is_file()]
+    present = [rel for rel in records if entry_exists(root, rel)]
     facts = []
     for rel in present:
+        folder = rel[: -len(".toml")]
         try:
-            entries = list(os.scandir(root / rel[: -len(".toml")]))
+            facts += [f"{folder}/{e.name}" for e in os.scandir(root / folder)]
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        try:
+            facts += [e for e in bucket_entries(root, bucket_of_rel(rel)) if e.startswith(folder + "/")]
+        except LedgerError:
+            return None
+    return ProbeIndex(root, present, sorted({f for f in facts if classify(f) == "fact"}))
+
+
+def _segments(root: Path, image: str | None) -> list[tuple[str, int]]:
+    """(path, size) of every segment of `image` (or of all images)."""
+    out = []
+    for name in [image] if image is not None else _images(root):
+        try:
+            buckets = [e for e in os.scandir(root / name) if e.is_dir(follow_symlinks=False)]
         except (FileNotFoundError, NotADirectoryError):
             continue
-        facts += [f"{rel[: -len('.toml')]}/{e.name}" for e in entries]
-    return ProbeIndex(root, present, sorted(f for f in facts if classify(f) == "fact"))
+        for bucket in buckets:
+            for entry in os.scandir(bucket.path):
+                if SEGMENT_NAME_RE.fullmatch(entry.name):
+                    out.append((f"{name}/{bucket.name}/{entry.name}", entry.stat(follow_symlinks=False).st_size))
+    return out
 
 
 def fingerprint(item: Record | Fact | None) -> int | None:

@@ -16,7 +16,15 @@ from imgtrack.errors import InvalidReference, LedgerError
 from imgtrack.ledger.index import GitView, LedgerIndex, ProbeIndex, read_files, refuse_schema1
 from imgtrack.ledger.index import probe as probe_index
 from imgtrack.ledger.schema import ENV_KINDS, Build, Fact, Record, sort_key
-from imgtrack.ledger.store import Store, classify, read_fact_file, read_record_file, record_rel
+from imgtrack.ledger.store import (
+    PackResult,
+    Store,
+    classify,
+    read_fact_file,
+    read_record_file,
+    read_segment,
+    record_rel,
+)
 from imgtrack.oci.digest import DIGEST_PREFIX_RE, is_digest
 from imgtrack.versions import VersionRange, is_version, semver_of
 
@@ -90,6 +98,11 @@ class Ledger:
         self._note_written(rel, record)
         return rel
 
+    def pack(self, loose: Iterable[str]) -> PackResult:
+        """Move loose records and facts no commit holds into segments (Store.pack), under the lock."""
+        with self.locked():
+            return self.store.pack(loose)
+
     def add_fact(self, fact: Fact) -> bool:
         """Write `fact` under the lock unless the same fact is there; True if it was written."""
         with self.locked():
@@ -140,6 +153,14 @@ class Ledger:
         for rel in sorted(rels):
             kind = classify(rel)
             if kind is None or not (self.root / rel).exists():
+                continue
+            if kind == "segment":
+                try:
+                    read_segment(self.root, rel)
+                except OSError as exc:
+                    raise LedgerError(
+                        f"{self.root / rel}: cannot be read ({exc.strerror}); check its permissions"
+                    ) from None
                 continue
             if kind == "record":
                 _, error = read_record_file(self.root, rel)
@@ -345,6 +366,8 @@ class Ledger:
                 )
             else:
                 facts.append((rel, fact))
+        errors += list(files.problems.values())
+        broken.update({rel: why for rel, why in files.problems.items() if classify(rel) == "segment"})
         for rel in files.strays:
             errors.append(
                 f"{self.root / rel}: is neither a record nor a fact (records are <image>/<xx>/<digest>.toml, "

@@ -2,9 +2,12 @@
 
     .imgtrack/ledger/<image>/<xx>/<algo>-<hex>.toml               a record (xx: the first two hex digits)
     .imgtrack/ledger/<image>/<xx>/<algo>-<hex>/<kind>-<id>.toml   a fact about it (id: from its bytes)
+    .imgtrack/ledger/<image>/<xx>/segment-<id>.seg                 records and facts of the bucket (segment.py)
 
 The files are the truth; nothing here knows about the lookup cache. Writes go to a temp file in the
-same folder, are fsynced and renamed into place, so a reader or a crash sees a whole file or none.
+same folder, are fsynced and renamed into place, so a reader or a crash sees a whole file or none. A
+record or fact is read from its own file, or from a segment of its bucket that holds it (an "entry"):
+readers ask for it by the path it has either way.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgtrack.errors import LedgerError
@@ -28,6 +31,16 @@ from imgtrack.ledger.schema import (
     fact_file_name,
     parse_fact,
     parse_record,
+)
+from imgtrack.ledger.segment import (
+    MAX_SEGMENT_BYTES,
+    MERGE_FAN_IN,
+    SEGMENT_NAME_RE,
+    decode,
+    encode,
+    merge_is_safe,
+    plan_merge,
+    segment_name,
 )
 from imgtrack.oci.digest import DIGEST_PATTERN, check_digest
 
@@ -53,10 +66,12 @@ def facts_rel(image: str, digest: str) -> str:
 
 
 def classify(rel: str) -> str | None:
-    """ "record", "fact" or None for a path relative to the ledger root (by its shape only)."""
+    """ "record", "fact", "segment" or None for a path relative to the ledger root (by its shape only)."""
     parts = rel.split("/")
     if len(parts) == 3 and BUCKET_RE.fullmatch(parts[1]) and RECORD_NAME_RE.fullmatch(parts[2]):
         return "record"
+    if len(parts) == 3 and BUCKET_RE.fullmatch(parts[1]) and SEGMENT_NAME_RE.fullmatch(parts[2]):
+        return "segment"
     if (
         len(parts) == 4
         and BUCKET_RE.fullmatch(parts[1])
@@ -69,6 +84,82 @@ def classify(rel: str) -> str | None:
 
 def record_rel_of_fact(rel: str) -> str:
     return rel.rsplit("/", 1)[0] + ".toml"
+
+
+def bucket_of_rel(rel: str) -> str:
+    """`<image>/<xx>` of a record, fact or segment path."""
+    return "/".join(rel.split("/", 2)[:2])
+
+
+# Decoded segments of this process, by path and the file's identity: a segment is never changed in place.
+_DECODED: dict[str, tuple[tuple[int, int, int], dict[str, bytes]]] = {}
+
+
+def read_segment(root: Path, rel: str) -> dict[str, bytes]:
+    """The entries of the segment `rel`; a malformed one is one LedgerError line (OSError if unreadable)."""
+    path = root / rel
+    st = os.stat(path)
+    key = (st.st_mtime_ns, st.st_size, st.st_ino)
+    held = _DECODED.get(str(path))
+    if held is not None and held[0] == key:
+        return held[1]
+    with open(path, "rb") as f:
+        data = f.read(st.st_size + 1)
+    entries = decode(data, str(path))
+    bucket = bucket_of_rel(rel)
+    for entry in entries:
+        if bucket_of_rel(entry) != bucket or classify(entry) not in ("record", "fact"):
+            raise LedgerError(
+                f"{path}: holds {entry!r}, which is not a record or fact of its bucket {bucket}; restore it from git"
+            )
+    _DECODED[str(path)] = (key, entries)
+    return entries
+
+
+def bucket_segments(root: Path, bucket: str) -> list[str]:
+    """The segments in a bucket folder (paths relative to the root), by name."""
+    try:
+        names = os.listdir(root / bucket)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [f"{bucket}/{n}" for n in sorted(names) if SEGMENT_NAME_RE.fullmatch(n)]
+
+
+def bucket_entries(root: Path, bucket: str) -> dict[str, bytes]:
+    """Every entry the segments of a bucket hold (the first segment by name wins a path held twice; verify
+    reports two that differ). A segment that cannot be read holds nothing here: verify reports it, and the
+    cache refuses lookups while it is there, but it hides no entry another segment holds."""
+    out: dict[str, bytes] = {}
+    for rel in bucket_segments(root, bucket):
+        try:
+            for entry, data in read_segment(root, rel).items():
+                out.setdefault(entry, data)
+        except (LedgerError, OSError):
+            continue  # malformed, unreadable, or merged away meanwhile (its entries are in its successor)
+    return out
+
+
+def read_entry(root: Path, rel: str) -> bytes:
+    """A record's or fact's bytes: its own file, else the segment of its bucket that holds it.
+
+    FileNotFoundError when neither has it."""
+    try:
+        return _read_limited(root / rel)
+    except FileNotFoundError:
+        data = bucket_entries(root, bucket_of_rel(rel)).get(rel)
+        if data is None:
+            raise
+        return data
+
+
+def entry_exists(root: Path, rel: str) -> bool:
+    """Whether the ledger holds `rel`, as its own file or in a segment of its bucket."""
+    if (root / rel).exists():
+        return True
+    try:
+        return rel in bucket_entries(root, bucket_of_rel(rel))
+    except LedgerError:
+        return False
 
 
 def is_schema1_name(name: str) -> bool:
@@ -109,7 +200,7 @@ def read_record_file(root: Path, rel: str) -> tuple[Record | None, str | None]:
     """(record, None), or (None, one-line error) for the record file `rel`."""
     path = root / rel
     try:
-        data = _read_limited(path)
+        data = read_entry(root, rel)
         record = parse_record(data, path)
     except LedgerError as exc:
         return None, str(exc)
@@ -124,7 +215,7 @@ def read_fact_file(root: Path, rel: str, strict: bool = True) -> tuple[Fact | No
     unless `strict` (verify), so that lookups go on past it."""
     path = root / rel
     try:
-        data = _read_limited(path)
+        data = read_entry(root, rel)
         fact = parse_fact(data, path)
     except UnknownFactKind as exc:
         return None, (str(exc) if strict else None)
@@ -136,21 +227,58 @@ def read_fact_file(root: Path, rel: str, strict: bool = True) -> tuple[Fact | No
     return (None, problem) if problem else (fact, None)
 
 
-def _read_limited(path: Path) -> bytes:
+def _read_limited(path: Path, limit: int | None = None) -> bytes:
     from imgtrack.ledger.schema import MAX_FILE_BYTES
 
     with open(path, "rb") as f:
-        return f.read(MAX_FILE_BYTES + 1)
+        return f.read((MAX_FILE_BYTES if limit is None else limit) + 1)
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return _read_limited(path)
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
 class LedgerFiles:
     """Every file of a ledger by kind, as paths relative to its root."""
 
-    records: list[str]
+    records: list[str]  # in their own files or in segments
     facts: list[str]
     strays: list[str]  # files in the ledger that are neither (reported by verify)
     schema1: list[str]
+    segments: list[str] = field(default_factory=list)
+    problems: dict[str, str] = field(default_factory=dict)  # a segment -> what is wrong with it (verify)
+
+
+@dataclass
+class PackResult:
+    """What `Store.pack` did: the entries it moved, the segments it wrote and the segments it merged away
+    (paths relative to the root; a segment written and merged away in one pack is in neither list)."""
+
+    entries: list[str]
+    written: list[str]
+    removed: list[str]
+
+
+def _unlink_entry(root: Path, rel: str) -> None:
+    """Remove a loose file that a segment now holds, and its fact folder once empty."""
+    (root / rel).unlink(missing_ok=True)
+    if classify(rel) == "fact":
+        try:
+            (root / rel).parent.rmdir()
+        except OSError:
+            pass  # other facts are still in it
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class Store:
@@ -166,21 +294,23 @@ class Store:
     def read_record(self, rel: str) -> Record:
         record, error = read_record_file(self.root, rel)
         if record is None:
-            if not (self.root / rel).exists():
+            if not entry_exists(self.root, rel):
                 raise LedgerError(f"{self.root / rel} vanished while being read; run the command again")
             raise LedgerError(error or f"{rel}: unreadable")
         return record
 
     def get_record(self, image: str, digest: str) -> Record | None:
         rel = record_rel(image, digest)
-        return self.read_record(rel) if (self.root / rel).exists() else None
+        return self.read_record(rel) if entry_exists(self.root, rel) else None
 
     def fact_rels(self, image: str, digest: str) -> list[str]:
         folder = facts_rel(image, digest)
         try:
-            names = os.listdir(self.root / folder)
+            names = set(os.listdir(self.root / folder))
         except (FileNotFoundError, NotADirectoryError):
-            return []
+            names = set()
+        held = bucket_entries(self.root, bucket_of_rel(folder))
+        names.update(e.rsplit("/", 1)[1] for e in held if e.startswith(folder + "/"))
         return [f"{folder}/{n}" for n in sorted(names) if FACT_NAME_RE.fullmatch(n)]
 
     def facts_of(self, image: str, digest: str) -> list[Fact]:
@@ -188,7 +318,7 @@ class Store:
         for rel in self.fact_rels(image, digest):
             fact, error = read_fact_file(self.root, rel, strict=False)
             if fact is None:
-                if error is None or not (self.root / rel).exists():
+                if error is None or not entry_exists(self.root, rel):
                     continue  # a kind a newer imgtrack added, or gone meanwhile
                 raise LedgerError(error)
             facts.append(fact)
@@ -233,7 +363,7 @@ class Store:
         """Write a new record atomically; the caller holds `locked()`. A record is never rewritten."""
         rel = record_rel(record.image, record.digest)
         self._check_folders(rel)
-        if (self.root / rel).exists():
+        if entry_exists(self.root, rel):
             raise LedgerError(f"{self.root / rel} exists already; a record is written once and never changed")
         write_atomic(self.root / rel, record.to_toml())
         return rel
@@ -242,7 +372,7 @@ class Store:
         """Write a fact unless the same one is there already; the caller holds `locked()`.
 
         Returns its path relative to the root, or None when nothing was written."""
-        if not (self.root / record_rel(fact.image, fact.record)).exists():
+        if not entry_exists(self.root, record_rel(fact.image, fact.record)):
             raise LedgerError(
                 f"{self.root / record_rel(fact.image, fact.record)} is not recorded; record the image first"
             )
@@ -254,12 +384,75 @@ class Store:
         write_atomic(self.root / rel, data)
         return rel
 
+    def pack(self, loose: Iterable[str]) -> PackResult:
+        """Move the loose records and facts `loose` (paths relative to the root, which no commit holds: a
+        committed file never moves) into a new segment of their bucket each, then merge each such bucket's
+        small segments (segment.plan_merge). The caller holds `locked()`.
+
+        Every step writes before it removes, so a process killed part way leaves each entry in a whole
+        file at least once (twice is the same bytes, which readers and verify accept)."""
+        by_bucket: dict[str, dict[str, bytes]] = {}
+        for rel in sorted(set(loose)):
+            if classify(rel) in ("record", "fact"):
+                by_bucket.setdefault(bucket_of_rel(rel), {})[rel] = _read_limited(self.root / rel)
+        result = PackResult([], [], [])
+        for bucket, entries in by_bucket.items():
+            held = bucket_entries(self.root, bucket)
+            for rel, data in entries.items():
+                if held.get(rel, data) != data:
+                    raise LedgerError(
+                        f"{self.root / rel}: a segment of its bucket holds other bytes for it; restore it from git"
+                    )
+            fresh = {rel: data for rel, data in entries.items() if rel not in held}
+            if fresh:
+                result.written.append(self._write_segment(bucket, fresh))
+            for rel in entries:
+                _unlink_entry(self.root, rel)
+            _fsync_dir(self.root / bucket)
+            result.entries += sorted(fresh)
+            self._merge_small(bucket, result)
+        return result
+
+    def _write_segment(self, bucket: str, entries: dict[str, bytes]) -> str:
+        data = encode(entries)
+        rel = f"{bucket}/{segment_name(data)}"
+        write_atomic(self.root / rel, data)
+        return rel
+
+    def _merge_small(self, bucket: str, result: PackResult) -> None:
+        """Merge the bucket's smallest segments while segment.plan_merge finds a set git cannot mistake
+        for one renamed file."""
+        while True:
+            sizes = {rel: (self.root / rel).stat().st_size for rel in bucket_segments(self.root, bucket)}
+            plan = plan_merge(sizes)
+            while len(plan) >= MERGE_FAN_IN:
+                union: dict[str, bytes] = {}
+                for rel in plan:
+                    union.update(read_segment(self.root, rel))
+                data = encode(union)
+                if merge_is_safe([sizes[rel] for rel in plan], len(data)):
+                    break
+                plan = plan[:-1]  # compressed together they shrink too much: leave the largest out
+            else:
+                return  # nothing to merge yet: wait until more segments come
+            merged = f"{bucket}/{segment_name(data)}"
+            write_atomic(self.root / merged, data)
+            for rel in plan:
+                if rel != merged:
+                    (self.root / rel).unlink(missing_ok=True)
+            _fsync_dir(self.root / bucket)
+            written_now = set(result.written)
+            result.written = [r for r in result.written if r not in plan] + [merged]
+            result.removed += [r for r in plan if r not in written_now]
+
     def scan(self) -> LedgerFiles:
         """Every file under the root, sorted, by kind (a walk of the folders, not git's view)."""
         records: list[str] = []
         facts: list[str] = []
         strays: list[str] = []
         schema1: list[str] = []
+        segments: list[str] = []
+        problems: dict[str, str] = {}
         if not self.root.is_dir():
             return LedgerFiles(records, facts, strays, schema1)
         for image in sorted(os.scandir(self.root), key=lambda e: e.name):
@@ -275,6 +468,8 @@ class Store:
                 if not bucket.is_dir(follow_symlinks=False):
                     (schema1 if is_schema1_name(bucket.name) else strays).append(rel_b)
                     continue
+                held: dict[str, bytes] = {}  # what the bucket's segments hold
+                loose: set[str] = set()
                 for entry in sorted(os.scandir(bucket.path), key=lambda e: e.name):
                     rel = f"{rel_b}/{entry.name}"
                     if entry.name.startswith("."):
@@ -282,7 +477,50 @@ class Store:
                     if entry.is_dir(follow_symlinks=False):
                         for name in sorted(os.listdir(entry.path)):
                             if not name.startswith("."):
-                                (facts if classify(f"{rel}/{name}") == "fact" else strays).append(f"{rel}/{name}")
+                                is_fact = classify(f"{rel}/{name}") == "fact"
+                                (facts if is_fact else strays).append(f"{rel}/{name}")
+                                if is_fact:
+                                    loose.add(f"{rel}/{name}")
+                    elif classify(rel) == "segment":
+                        segments.append(rel)
+                        self._scan_segment(rel, held, problems)
                     else:
-                        (records if classify(rel) == "record" else strays).append(rel)
-        return LedgerFiles(records, facts, strays, schema1)
+                        is_record = classify(rel) == "record"
+                        (records if is_record else strays).append(rel)
+                        if is_record:
+                            loose.add(rel)
+                for rel, data in held.items():
+                    if rel not in loose:
+                        (records if classify(rel) == "record" else facts).append(rel)
+                    elif _read_or_none(self.root / rel) != data:
+                        problems.setdefault(
+                            rel,
+                            f"{self.root / rel}: a segment of its bucket holds other bytes for it; restore both from git",
+                        )
+        records.sort()
+        facts.sort()
+        return LedgerFiles(records, facts, strays, schema1, segments, problems)
+
+    def _scan_segment(self, rel: str, held: dict[str, bytes], problems: dict[str, str]) -> None:
+        """Add a segment's entries to `held`, noting in `problems` what verify reports of it."""
+        path = self.root / rel
+        try:
+            raw = _read_limited(path, MAX_SEGMENT_BYTES)
+            entries = read_segment(self.root, rel)
+        except LedgerError as exc:
+            problems[rel] = str(exc)
+            return
+        except OSError as exc:
+            problems[rel] = f"{path}: cannot be read ({exc.strerror}); check its permissions"
+            return
+        if segment_name(raw) != rel.rsplit("/", 1)[1]:
+            problems[rel] = (
+                f"{path}: the digest in the name does not match the segment's bytes; it was changed after it "
+                "was written: restore it from git"
+            )
+        for entry, data in entries.items():
+            if held.setdefault(entry, data) != data:
+                problems.setdefault(
+                    entry,
+                    f"{self.root / entry}: two segments of its bucket hold different bytes for it; restore them from git",
+                )

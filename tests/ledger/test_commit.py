@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,15 +36,19 @@ def remote(project: Path, layouts: LayoutFactory, tmp_path: Path) -> tuple[Path,
 def test_commit_lists_what_changed_and_takes_only_the_ledger(project: Path, layouts: LayoutFactory) -> None:
     path, _ = layouts()
     rec = run(["record", str(path), "--image", "api", "--json"], project).json()
+    shown = run(["show", rec["digest"], "--json"], project).json()
     (project / "app.txt").write_text("dirty, not part of the ledger\n")
     (project / "staged.txt").write_text("staged, not part of the ledger\n")
     git(project, "add", "staged.txt")
     result = run(["ledger", "commit", "--json"], project)
     assert result.code == 0, result.err
     assert result.json()["changes"] == [f"record api {rec['version']} ({rec['digest'][:19]}…)"]
-    assert git(project, "show", "--name-only", "--format=", "HEAD").splitlines() == [
-        f".imgtrack/ledger/api/{rec['digest'][7:9]}/{rec['digest'].replace(':', '-')}.toml"
-    ]
+    committed = git(project, "show", "--name-only", "--format=", "HEAD").splitlines()
+    assert len(committed) == 1 and re.fullmatch(
+        rf"\.imgtrack/ledger/api/{rec['digest'][7:9]}/segment-[0-9a-f]{{16}}\.seg", committed[0]
+    ), "the record went into a segment of its bucket, and nothing else was committed"
+    assert not git(project, "status", "--porcelain", "--", ".imgtrack"), "its own file is gone"
+    assert run(["show", rec["digest"], "--json"], project).json() == shown
     assert f"record api {rec['version']}" in git(project, "log", "-1", "--format=%s")
     assert git(project, "diff", "--name-only") == "app.txt", "other changes stay as they were"
     assert git(project, "diff", "--cached", "--name-only") == "staged.txt"
@@ -151,13 +156,15 @@ def test_a_config_change_and_a_removed_file_are_committed_with_the_records(
     second = run(["record", str(path), "--image", "api", "--version", "2.0.0-rc.1", "--json"], project).json()
     config = project / ".imgtrack" / "config.toml"
     config.write_text(config.read_text() + "\n# reviewed\n")
-    first_rel, second_rel = (
-        Path(r["path"]).resolve().relative_to(project.resolve()).as_posix() for r in (first, second)
-    )
-    (project / first_rel).unlink()  # removed by hand: git add -A would stage the removal too
+    (first_segment,) = git(project, "show", "--name-only", "--format=", "HEAD").splitlines()
+    (project / first_segment).unlink()  # removed by hand: git add -A would stage the removal too
     result = run(["ledger", "commit", "--json"], project)
     assert result.code == 0, result.err
-    assert sorted(git(project, "show", "--no-renames", "--name-status", "--format=", "HEAD").splitlines()) == sorted(
-        [f"D\t{first_rel}", "M\t.imgtrack/config.toml", f"A\t{second_rel}"]
-    )
+    lines = git(project, "show", "--no-renames", "--name-status", "--format=", "HEAD").splitlines()
+    committed = dict(reversed(line.split("\t")) for line in lines)
+    added = [path for path, status in committed.items() if status == "A"]
+    assert len(committed) == 3 and committed[first_segment] == "D" and committed[".imgtrack/config.toml"] == "M"
+    assert len(added) == 1 and added[0].startswith(f".imgtrack/ledger/api/{second['digest'][7:9]}/segment-")
+    assert run(["show", first["digest"]], project).code == 1, "the removal was committed"
+    assert run(["show", second["digest"], "--json"], project).json()["version"] == "2.0.0-rc.1"
     assert git(project, "status", "--porcelain", "--untracked-files=all") == ""

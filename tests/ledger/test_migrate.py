@@ -76,7 +76,12 @@ def test_migrate_keeps_every_answer_and_is_idempotent(schema1: Path) -> None:
     committed = run(["ledger", "commit", "--json"], schema1)  # the migration, removals and all
     assert committed.code == 0, committed.err
     assert git(schema1, "status", "--porcelain", "--untracked-files=all") == ""
-    assert len(git(schema1, "show", "--no-renames", "--name-only", "--format=", "HEAD").splitlines()) == len(changed)
+    committed_files = git(schema1, "show", "--no-renames", "--name-status", "--format=", "HEAD").splitlines()
+    assert sum(line.startswith("D\t") for line in committed_files) == 3
+    assert all(line.startswith("D\t") or line.endswith(".seg") for line in committed_files), "migrated into segments"
+    for query, before in expected.items():
+        if query != "log":
+            assert answer(run(["show", query, "--json"], schema1).json()) == answer(before), query
     assert run(["verify"], schema1).code == 0
 
 

@@ -3,6 +3,7 @@ gives the answers the built cache gives (real git, real processes)."""
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -178,3 +179,49 @@ def test_a_release_tag_moved_from_a_fresh_clone_is_refused_without_building_the_
     moved = subprocess.run(["git", "push", "-f", "origin", "v1.0.0"], cwd=clone, capture_output=True, text=True)
     assert moved.returncode != 0 and "moving release tag v1.0.0" in moved.stderr and "api 1.0.0" in moved.stderr
     assert not _cache_built(clone)
+
+
+def test_a_fresh_clone_of_a_ledger_held_in_segments_probes_them(project: Path, tmp_path: Path) -> None:
+    """git's index is small when the ledger is in segments; what they hold still makes the first lookup
+    read only what it needs, and find what is inside them."""
+    from datetime import UTC, datetime, timedelta
+
+    from imgtrack.ledger.schema import PlatformManifest, Record
+    from imgtrack.ledger.segment import encode, segment_name
+    from imgtrack.ledger.store import record_rel
+
+    commit = git(project, "rev-parse", "HEAD")
+    rng = random.Random(5)
+    buckets: dict[str, dict[str, bytes]] = {}
+    for i in range(8000):
+        digest = f"sha256:{rng.getrandbits(256):064x}"
+        rec = Record(
+            image="api",
+            digest=digest,
+            media_type="application/vnd.oci.image.manifest.v1+json",
+            version=f"1.{i // 1000}.{i % 1000}",
+            commit=commit,
+            tree="clean",
+            tags=(f"1.{i // 1000}.{i % 1000}",),
+            recorded_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=i),
+            recorded_by="Bench <bench@example.com>",
+            manifests=(PlatformManifest("linux/amd64", digest, f"sha256:{rng.getrandbits(256):064x}"),),
+        )
+        rel = record_rel("api", digest)
+        buckets.setdefault(rel.rsplit("/", 1)[0], {})[rel] = rec.to_toml()
+    root = project / ".imgtrack" / "ledger"
+    for bucket, entries in buckets.items():
+        data = encode(entries)
+        (root / bucket).mkdir(parents=True, exist_ok=True)
+        (root / bucket / segment_name(data)).write_bytes(data)
+    git(project, "add", ".imgtrack")
+    git(project, "commit", "-q", "-m", "8000 records in segments")
+    assert (project / ".git" / "index").stat().st_size < 1024 * 1024
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(project), str(clone))
+    for ref in (digest, "api@1.7.999", "1.2.345"):
+        there = run(["show", ref, "--json"], clone)
+        assert there.code == 0, there.err
+        assert there.json() == run(["show", ref, "--json"], project).json()
+    assert not _cache_built(clone), "the lookups read only the entries holding what they asked"
+    assert run(["verify"], clone).code == 0

@@ -4,7 +4,8 @@
     python3 bench/ledger.py [--sizes 100000] [--images 1] [--runs 5]
 
 Records are generated as files (not by N CLI calls) in a git repository with 300 real commits and
-committed; a bare remote is made from it and cloned, as CI would. Every command runs as its own
+committed by `imgtrack ledger commit`, which puts them in segments of each bucket as CI's commits do
+(`--loose`: with `git add`, one file a record); a bare remote is made from it and cloned, as CI would. Every command runs as its own
 process of imgtrack installed with pip, as a user or hook runs it; the table gives medians.
 
 * first lookups: on the clone with imgtrack's cache removed (what a fresh `git clone` has);
@@ -62,6 +63,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000")
     parser.add_argument("--images", type=int, default=1)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--loose", action="store_true", help="commit the generated records with git add, not in segments"
+    )
     opts = parser.parse_args()
     rows = []
     for count in (int(s) for s in opts.sizes.split(",")):
@@ -70,8 +74,13 @@ def main() -> None:
             repo = base / "repo"
             commits = make_repo(repo)
             digest, platform, version = generate(repo, commits, count, images=opts.images)
-            sh("git", "add", "-A", cwd=repo)
-            sh("git", "commit", "-q", "-m", f"{count} records", cwd=repo)
+            if opts.loose:
+                sh("git", "add", "-A", cwd=repo)
+                sh("git", "commit", "-q", "-m", f"{count} records", cwd=repo)
+            else:  # as CI commits them: into segments of each bucket
+                t0 = time.perf_counter()
+                sh(IMGTRACK, "ledger", "commit", "-m", f"{count} records", cwd=repo)
+                print(f"(imgtrack ledger commit of {count} new records: {time.perf_counter() - t0:.1f} s)")
             sh("git", "clone", "-q", "--bare", str(repo), str(base / "remote.git"), cwd=base)
             sh("git", "remote", "add", "origin", str(base / "remote.git"), cwd=repo)
             sh("git", "fetch", "-q", "origin", cwd=repo)

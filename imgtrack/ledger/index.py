@@ -28,7 +28,7 @@ from pathlib import Path
 from imgtrack.errors import LedgerError
 from imgtrack.fsutil import sweep_if_stale
 from imgtrack.ledger.schema import Fact, Record, sort_key
-from imgtrack.ledger.segment import SEGMENT_NAME_RE
+from imgtrack.ledger.segment import MAX_SEGMENT_BYTES, SEGMENT_NAME_RE, split, unpack
 from imgtrack.ledger.store import (
     BUCKET_RE,
     FACT_DIR_RE,
@@ -889,15 +889,10 @@ def probe(root: Path, git: GitView | None, texts: tuple[str, ...], image: str | 
     if hits is None:
         return None
     refuse_schema1(root)
-    needles = [t.encode() for t in texts]
-    for rel, _ in segments:
-        try:
-            held = read_segment(root, rel)
-        except (LedgerError, OSError):
-            return None  # the build reads it, and refuses what it must
-        hits += [entry for entry, data in held.items() if any(n in data for n in needles)]
-        if len(hits) > PROBE_MAX_FILES:
-            return None
+    found = _search_segments(root, [rel for rel, _ in segments], [t.encode() for t in texts])
+    if found is None:
+        return None  # a segment that cannot be read: the build reads everything, and refuses what it must
+    hits += found
     if len(hits) > PROBE_MAX_FILES:
         return None
     records: dict[str, None] = {}
@@ -920,6 +915,33 @@ def probe(root: Path, git: GitView | None, texts: tuple[str, ...], image: str | 
         except LedgerError:
             return None
     return ProbeIndex(root, present, sorted({f for f in facts if classify(f) == "fact"}))
+
+
+def _search_segments(root: Path, rels: list[str], needles: list[bytes]) -> list[str] | None:
+    """The entries of these segments that hold one of `needles`, or None if one cannot be read. A segment
+    is unpacked and searched whole, and split into entries only when it holds a needle; zlib lets go of
+    the interpreter while it unpacks, so two threads unpack at once."""
+
+    def search(rel: str) -> list[str] | None:
+        try:
+            with open(root / rel, "rb") as f:
+                text = unpack(f.read(MAX_SEGMENT_BYTES + 1), str(root / rel))
+            if not any(n in text for n in needles):
+                return []
+            return [entry for entry, data in split(text, str(root / rel)).items() if any(n in data for n in needles)]
+        except (LedgerError, OSError):
+            return None
+
+    if len(rels) < 8:
+        results = [search(rel) for rel in rels]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 4)) as pool:
+            results = list(pool.map(search, rels))
+    if any(r is None for r in results):
+        return None
+    return [entry for r in results if r for entry in r]
 
 
 def _segments(root: Path, image: str | None) -> list[tuple[str, int]]:
@@ -975,10 +997,21 @@ def _images(root: Path) -> list[str]:
 
 
 def _read_chunk(root: Path, rels: list[str], kind: str) -> list[tuple[object, str | None]]:
-    """kind: "record", "fact" (for verify: a fact of an unknown kind is an error) or "lookup-fact"."""
+    """kind: "record", "fact" (for verify: a fact of an unknown kind is an error) or "lookup-fact".
+
+    Each bucket's segments are read once for the chunk; an entry they hold is taken from them (a loose
+    copy of it, left by a `ledger commit` killed part way, holds the same bytes, or verify says so)."""
+    held: dict[str, dict[str, bytes]] = {}
+
+    def data_of(rel: str) -> bytes | None:
+        bucket = bucket_of_rel(rel)
+        if bucket not in held:
+            held[bucket] = bucket_entries(root, bucket)
+        return held[bucket].get(rel)
+
     if kind == "record":
-        return [read_record_file(root, rel) for rel in rels]
-    return [read_fact_file(root, rel, strict=kind == "fact") for rel in rels]
+        return [read_record_file(root, rel, data_of(rel)) for rel in rels]
+    return [read_fact_file(root, rel, strict=kind == "fact", data=data_of(rel)) for rel in rels]
 
 
 def _read_chunk_packed(root: Path, rels: list[str], kind: str) -> list[tuple[object, str | None]]:

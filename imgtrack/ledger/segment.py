@@ -49,6 +49,11 @@ def encode(entries: dict[str, bytes]) -> bytes:
 
 def decode(data: bytes, where: str) -> dict[str, bytes]:
     """The entries of a segment's bytes; a malformed segment is one LedgerError line naming `where`."""
+    return split(unpack(data, where), where)
+
+
+def unpack(data: bytes, where: str) -> bytes:
+    """A segment's text (its entries, not yet split); a malformed segment is one LedgerError line."""
     if len(data) > MAX_SEGMENT_BYTES:
         raise LedgerError(f"{where}: a segment of {len(data)} bytes is over the {MAX_SEGMENT_BYTES} imgtrack reads")
     inflater = zlib.decompressobj()
@@ -62,6 +67,11 @@ def decode(data: bytes, where: str) -> dict[str, bytes]:
         raise LedgerError(f"{where}: a segment cut short or with bytes after its end; restore it from git")
     if not text.startswith(MAGIC):
         raise LedgerError(f"{where}: not a ledger segment (no `imgtrack ledger segment 1` line); restore it from git")
+    return text
+
+
+def split(text: bytes, where: str) -> dict[str, bytes]:
+    """The entries of a segment's text (`unpack`)."""
     entries: dict[str, bytes] = {}
     pos = len(MAGIC)
     previous = ""

@@ -196,11 +196,12 @@ def check_fact_placement(fact: Fact, data: bytes, rel: str, where: Path | str) -
     return None
 
 
-def read_record_file(root: Path, rel: str) -> tuple[Record | None, str | None]:
-    """(record, None), or (None, one-line error) for the record file `rel`."""
+def read_record_file(root: Path, rel: str, data: bytes | None = None) -> tuple[Record | None, str | None]:
+    """(record, None), or (None, one-line error) for the record file `rel` (its bytes `data`, when the
+    caller has them already)."""
     path = root / rel
     try:
-        data = read_entry(root, rel)
+        data = read_entry(root, rel) if data is None else data
         record = parse_record(data, path)
     except LedgerError as exc:
         return None, str(exc)
@@ -210,12 +211,14 @@ def read_record_file(root: Path, rel: str) -> tuple[Record | None, str | None]:
     return (None, problem) if problem else (record, None)
 
 
-def read_fact_file(root: Path, rel: str, strict: bool = True) -> tuple[Fact | None, str | None]:
+def read_fact_file(
+    root: Path, rel: str, strict: bool = True, data: bytes | None = None
+) -> tuple[Fact | None, str | None]:
     """(fact, None), or (None, one-line error); a fact of a kind a newer imgtrack added is (None, None)
     unless `strict` (verify), so that lookups go on past it."""
     path = root / rel
     try:
-        data = read_entry(root, rel)
+        data = read_entry(root, rel) if data is None else data
         fact = parse_fact(data, path)
     except UnknownFactKind as exc:
         return None, (str(exc) if strict else None)

@@ -95,7 +95,8 @@ def commit_ledger(project: Project, message: str | None, push: bool, remote: str
     described = describe_changes(project, [("A", path) for path in loose])
     packed = project.ledger.pack(p.removeprefix(LEDGER_PREFIX) for p in loose)
     moved = {LEDGER_PREFIX + rel for rel in (*packed.written, *packed.removed)}
-    changed = [p for p in changed if p not in loose and p not in moved] + sorted(moved)
+    gone = set(loose) | moved
+    changed = [p for p in changed if p not in gone] + sorted(moved)
     repo.stage_exactly(changed)
     staged = repo.staged_changes()
     changes = [(status, path) for status, path in staged if path.startswith(f"{CONFIG_DIR}/")]

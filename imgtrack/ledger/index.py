@@ -46,7 +46,7 @@ from imgtrack.ledger.store import (
 from imgtrack.policy import TagHolder
 from imgtrack.versions import version_numbers
 
-CACHE_SCHEMA = "13"
+CACHE_SCHEMA = "14"
 # A cache not built yet is built by the first lookup when git's index file is smaller than this (about
 # 10,000 files in the repository: a build well under a second); past it, a lookup of one build probes.
 PROBE_INDEX_BYTES = 1024 * 1024
@@ -68,6 +68,7 @@ CREATE INDEX IF NOT EXISTS files_error ON files(error) WHERE error IS NOT NULL;
 CREATE INDEX IF NOT EXISTS files_overlay ON files(overlay) WHERE overlay=1;
 CREATE INDEX IF NOT EXISTS facts_record ON facts(record_path);
 CREATE INDEX IF NOT EXISTS facts_kind ON facts(kind, at);
+CREATE INDEX IF NOT EXISTS held_segment ON held(segment);
 """
 _INDEX_NAMES = [line.split()[5] for line in _INDEXES.strip().splitlines()]
 
@@ -82,6 +83,7 @@ CREATE TABLE records(
 CREATE TABLE facts(path TEXT PRIMARY KEY, record_path TEXT, kind TEXT, at TEXT, env TEXT, repository TEXT,
     verdict TEXT);
 CREATE TABLE refs(path TEXT, kind TEXT, value TEXT, at TEXT, source TEXT);
+CREATE TABLE held(segment TEXT, path TEXT);
 """
 
 
@@ -413,7 +415,14 @@ class LedgerIndex:
         new_facts: list[str],
     ) -> None:
         """Note a segment of a bucket being rescanned: its entries are present, those the cache lacks are to
-        be read; a segment that cannot be read is a malformed file (lookups refuse it until it is fixed)."""
+        be read; a segment that cannot be read is a malformed file (lookups refuse it until it is fixed).
+        A segment the cache has read before is never read again: a segment never changes, and the cache
+        keeps the paths it holds."""
+        if rel in stamps:
+            row = self._db.execute("SELECT error FROM files WHERE path=?", (rel,)).fetchone()
+            if row is not None and row[0] is None:
+                present.update(r for (r,) in self._db.execute("SELECT path FROM held WHERE segment=?", (rel,)))
+                return
         error = None
         try:
             entries = read_segment(self.root, rel)
@@ -432,6 +441,8 @@ class LedgerIndex:
         self._db.execute(
             "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", (rel, _bucket(rel), -1, -1, error, 0, None)
         )
+        self._db.execute("DELETE FROM held WHERE segment=?", (rel,))
+        self._db.executemany("INSERT INTO held VALUES (?, ?)", [(rel, entry) for entry in entries])
 
     def _build(self, parsed: Mapping[str, Record | Fact]) -> None:
         """Fill the cache from every file: a fresh clone's first command, or `verify`."""
@@ -468,7 +479,7 @@ class LedgerIndex:
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute("PRAGMA cache_size=-65536")
         with _transaction(self._db):
-            for table in ("dirs", "files", "records", "facts", "refs"):
+            for table in ("dirs", "files", "records", "facts", "refs", "held"):
                 self._db.execute(f"DELETE FROM {table}")
             for name in _INDEX_NAMES:
                 self._db.execute(f"DROP INDEX IF EXISTS {name}")
@@ -476,6 +487,10 @@ class LedgerIndex:
             self._db.executemany(
                 "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(rel, _bucket(rel), -1, -1, files.problems.get(rel), 0, None) for rel in files.segments],
+            )
+            self._db.executemany(
+                "INSERT INTO held VALUES (?, ?)",
+                [(seg, entry) for seg, entries in files.held.items() for entry in entries],
             )
             self._db.executemany("INSERT INTO dirs VALUES (?, ?)", dirs.items())
             for stmt in _INDEXES.strip().split(";"):
@@ -518,13 +533,14 @@ class LedgerIndex:
 
     def _forget_prefix(self, prefix: str) -> None:
         lo, hi = prefix + "/", prefix + "0"
-        for table in ("refs", "records", "facts", "files"):
-            col = "source" if table == "refs" else "path"
+        for table in ("refs", "records", "facts", "files", "held"):
+            col = {"refs": "source", "held": "segment"}.get(table, "path")
             self._db.execute(f"DELETE FROM {table} WHERE {col}>? AND {col}<?", (lo, hi))
         self._db.execute("DELETE FROM dirs WHERE path=? OR (path>? AND path<?)", (prefix, lo, hi))
 
     def _delete(self, rel: str) -> None:
         self._db.execute("DELETE FROM refs WHERE source=?", (rel,))
+        self._db.execute("DELETE FROM held WHERE segment=?", (rel,))
         for table in ("records", "facts", "files"):
             self._db.execute(f"DELETE FROM {table} WHERE path=?", (rel,))
 

@@ -254,6 +254,7 @@ class LedgerFiles:
     schema1: list[str]
     segments: list[str] = field(default_factory=list)
     problems: dict[str, str] = field(default_factory=dict)  # a segment -> what is wrong with it (verify)
+    held: dict[str, list[str]] = field(default_factory=dict)  # a segment -> the paths of its entries
 
 
 @dataclass
@@ -456,6 +457,7 @@ class Store:
         schema1: list[str] = []
         segments: list[str] = []
         problems: dict[str, str] = {}
+        by_segment: dict[str, list[str]] = {}
         if not self.root.is_dir():
             return LedgerFiles(records, facts, strays, schema1)
         for image in sorted(os.scandir(self.root), key=lambda e: e.name):
@@ -486,7 +488,7 @@ class Store:
                                     loose.add(f"{rel}/{name}")
                     elif classify(rel) == "segment":
                         segments.append(rel)
-                        self._scan_segment(rel, held, problems)
+                        by_segment[rel] = self._scan_segment(rel, held, problems)
                     else:
                         is_record = classify(rel) == "record"
                         (records if is_record else strays).append(rel)
@@ -502,20 +504,21 @@ class Store:
                         )
         records.sort()
         facts.sort()
-        return LedgerFiles(records, facts, strays, schema1, segments, problems)
+        return LedgerFiles(records, facts, strays, schema1, segments, problems, by_segment)
 
-    def _scan_segment(self, rel: str, held: dict[str, bytes], problems: dict[str, str]) -> None:
-        """Add a segment's entries to `held`, noting in `problems` what verify reports of it."""
+    def _scan_segment(self, rel: str, held: dict[str, bytes], problems: dict[str, str]) -> list[str]:
+        """Add a segment's entries to `held`, noting in `problems` what verify reports of it; the paths of
+        its entries."""
         path = self.root / rel
         try:
             raw = _read_limited(path, MAX_SEGMENT_BYTES)
             entries = read_segment(self.root, rel)
         except LedgerError as exc:
             problems[rel] = str(exc)
-            return
+            return []
         except OSError as exc:
             problems[rel] = f"{path}: cannot be read ({exc.strerror}); check its permissions"
-            return
+            return []
         if segment_name(raw) != rel.rsplit("/", 1)[1]:
             problems[rel] = (
                 f"{path}: the digest in the name does not match the segment's bytes; it was changed after it "
@@ -527,3 +530,4 @@ class Store:
                     entry,
                     f"{self.root / entry}: two segments of its bucket hold different bytes for it; restore them from git",
                 )
+        return list(entries)

@@ -3,7 +3,8 @@
 
     python3 bench/million.py [--records 1000000] [--images 1] [--runs 5]
 
-Generates the records as files in a git repository, commits them (for the tree sizes), and times
+Generates the records as files in a git repository, commits them with `imgtrack ledger commit` as CI
+does, into segments of each bucket (`--loose`: with `git add`, a file a record), and times
 imgtrack installed with pip, each command its own process. No clone is made: checking out a million
 files takes longer here than everything else together; the first lookups are timed with no cache,
 which is what a fresh clone's first command has, and `log` then builds the cache for the warm rows.
@@ -22,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout: testkit, and imgtrack for helpers
 
-from testkit.bench import generate, make_repo, sh, timed  # noqa: E402
+from testkit.bench import IMGTRACK, generate, make_repo, sh, timed  # noqa: E402
 from testkit.layouts import build_layout  # noqa: E402
 
 
@@ -31,6 +32,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--images", type=int, default=1)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--loose", action="store_true", help="commit the generated records with git add, not in segments"
+    )
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="imgtrack-million-") as tmp:
         repo = Path(tmp) / "repo"
@@ -39,8 +43,11 @@ def main() -> None:
         digest, platform, version = generate(repo, commits, opts.records, images=opts.images)
         gen = time.perf_counter() - t0
         t0 = time.perf_counter()
-        sh("git", "add", "-A", cwd=repo)
-        sh("git", "commit", "-q", "-m", "records", cwd=repo)
+        if opts.loose:
+            sh("git", "add", "-A", cwd=repo)
+            sh("git", "commit", "-q", "-m", "records", cwd=repo)
+        else:
+            sh(IMGTRACK, "ledger", "commit", "-m", "records", cwd=repo)
         add = time.perf_counter() - t0
         out = sh("git", "ls-tree", "-r", "-t", "-l", "HEAD", ".imgtrack/ledger", cwd=repo)
         trees = [line.split()[2] for line in out.splitlines() if line.split()[1] == "tree"]
@@ -67,7 +74,8 @@ def main() -> None:
             results["record"].append(timed(["record", str(layout), "--image", "api", "--version", f"9.0.{r}"], repo))
         verify = timed(["verify"], repo, check=False)
         print(f"imgtrack ledger at {opts.records} records, {opts.images} image(s): medians of {opts.runs} runs")
-        print(f"  generate files {gen:.0f} s, git add+commit {add:.0f} s (set-up, not imgtrack)")
+        how = "git add+commit" if opts.loose else "imgtrack ledger commit"
+        print(f"  generate files {gen:.0f} s, {how} {add:.0f} s (set-up)")
         print(f"  largest ledger tree: {max(int(s) for s in sizes)} bytes ({len(sizes)} trees)")
         print(
             f"  first show <platform digest> / <version> / record (no cache): {first:.2f} / {first_version:.2f} / {first_record:.2f} s"

@@ -233,7 +233,7 @@ class Mirror:
             return self.repo.changed_paths(old_tree, new_tree)
         except GitError:
             base = self.root / CONFIG_DIR / LEDGER_DIR
-            return [p.relative_to(base).as_posix() for p in base.rglob("*.toml")]
+            return [p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file()]
 
     def restore(self, held: tuple[str, str] | None) -> None:
         """Put back the tree held before a refused push, while its objects are still readable (git drops

@@ -1017,11 +1017,12 @@ def _read_chunk(root: Path, rels: list[str], kind: str) -> list[tuple[object, st
 
     Each bucket's segments are read once for the chunk; an entry they hold is taken from them (a loose
     copy of it, left by a `ledger commit` killed part way, holds the same bytes, or verify says so)."""
-    held: dict[str, dict[str, bytes]] = {}
+    held: dict[str, dict[str, bytes]] = {}  # the bucket being read (paths come sorted, a bucket at a time)
 
     def data_of(rel: str) -> bytes | None:
         bucket = bucket_of_rel(rel)
         if bucket not in held:
+            held.clear()
             held[bucket] = bucket_entries(root, bucket)
         return held[bucket].get(rel)
 

@@ -91,8 +91,10 @@ def bucket_of_rel(rel: str) -> str:
     return "/".join(rel.split("/", 2)[:2])
 
 
-# Decoded segments of this process, by path and the file's identity: a segment is never changed in place.
+# The segments this process read last, by path and the file's identity (a segment never changes in place):
+# a few, since a command reads a few buckets, or reads them all one after the other (bulk reads).
 _DECODED: dict[str, tuple[tuple[int, int, int], dict[str, bytes]]] = {}
+_DECODED_KEPT = 64
 
 
 def read_segment(root: Path, rel: str) -> dict[str, bytes]:
@@ -104,7 +106,7 @@ def read_segment(root: Path, rel: str) -> dict[str, bytes]:
     if held is not None and held[0] == key:
         return held[1]
     with open(path, "rb") as f:
-        data = f.read(st.st_size + 1)
+        data = f.read(MAX_SEGMENT_BYTES + 1)  # decode refuses more
     entries = decode(data, str(path))
     bucket = bucket_of_rel(rel)
     for entry in entries:
@@ -112,6 +114,8 @@ def read_segment(root: Path, rel: str) -> dict[str, bytes]:
             raise LedgerError(
                 f"{path}: holds {entry!r}, which is not a record or fact of its bucket {bucket}; restore it from git"
             )
+    if len(_DECODED) >= _DECODED_KEPT:
+        del _DECODED[next(iter(_DECODED))]
     _DECODED[str(path)] = (key, entries)
     return entries
 

@@ -413,11 +413,8 @@ def committed(result: CommitResult, as_json: bool) -> None:
             }
         )
         return
-    emit(
-        f"committed {result.commit[:12]}: " + "; ".join(result.summary)
-        if result.commit
-        else "nothing to commit in .imgtrack/"
-    )
+    shown = result.summary[:5] + ([f"… {len(result.summary)} changes in all"] if len(result.summary) > 5 else [])
+    emit(f"committed {result.commit[:12]}: " + "; ".join(shown) if result.commit else "nothing to commit in .imgtrack/")
     if result.pushed_to:
         emit(f"pushed to {result.pushed_to}" + (f" after {result.attempts} attempts" if result.attempts > 1 else ""))
 

@@ -53,6 +53,7 @@ PROBE_INDEX_BYTES = 1024 * 1024
 PROBE_MAX_FILES = 2000  # a text in more files than this is looked up by building the cache
 RACY_NS = 100_000_000  # Linux file times tick every 10 ms at most
 PARALLEL_MIN = 4000
+SEARCH_PARALLEL_BYTES = 32 * 1024 * 1024  # segments searched on every core past this (~250,000 records)
 
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS records_version ON records(version, image);
@@ -905,7 +906,9 @@ def probe(root: Path, git: GitView | None, texts: tuple[str, ...], image: str | 
     if hits is None:
         return None
     refuse_schema1(root)
-    found = _search_segments(root, [rel for rel, _ in segments], [t.encode() for t in texts])
+    found = _search_segments(
+        root, [rel for rel, _ in segments], [t.encode() for t in texts], sum(s for _, s in segments)
+    )
     if found is None:
         return None  # a segment that cannot be read: the build reads everything, and refuses what it must
     hits += found
@@ -933,31 +936,35 @@ def probe(root: Path, git: GitView | None, texts: tuple[str, ...], image: str | 
     return ProbeIndex(root, present, sorted({f for f in facts if classify(f) == "fact"}))
 
 
-def _search_segments(root: Path, rels: list[str], needles: list[bytes]) -> list[str] | None:
-    """The entries of these segments that hold one of `needles`, or None if one cannot be read. A segment
-    is unpacked and searched whole, and split into entries only when it holds a needle; zlib lets go of
-    the interpreter while it unpacks, so two threads unpack at once."""
+def _search_segments(root: Path, rels: list[str], needles: list[bytes], size: int) -> list[str] | None:
+    """The entries of these segments (`size` bytes in all) that hold one of `needles`, or None if one cannot
+    be read. A segment is unpacked and searched whole, and split into entries only when it holds a needle.
+    A large ledger's segments are searched on every core, this process taking a share."""
+    workers = min(os.cpu_count() or 1, 8)
+    if size < SEARCH_PARALLEL_BYTES or workers < 2 or len(rels) < 2 * workers:
+        return _search_chunk(root, rels, needles)
+    from concurrent.futures import ProcessPoolExecutor
 
-    def search(rel: str) -> list[str] | None:
-        try:
-            with open(root / rel, "rb") as f:
-                text = unpack(f.read(MAX_SEGMENT_BYTES + 1), str(root / rel))
-            if not any(n in text for n in needles):
-                return []
-            return [entry for entry, data in split(text, str(root / rel)).items() if any(n in data for n in needles)]
-        except (LedgerError, OSError):
-            return None
-
-    if len(rels) < 8:
-        results = [search(rel) for rel in rels]
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 4)) as pool:
-            results = list(pool.map(search, rels))
+    chunks = [rels[i::workers] for i in range(workers)]
+    with ProcessPoolExecutor(max_workers=workers - 1) as pool:
+        futures = [pool.submit(_search_chunk, root, chunk, needles) for chunk in chunks[1:]]
+        results = [_search_chunk(root, chunks[0], needles), *(f.result() for f in futures)]
     if any(r is None for r in results):
         return None
     return [entry for r in results if r for entry in r]
+
+
+def _search_chunk(root: Path, rels: list[str], needles: list[bytes]) -> list[str] | None:
+    found: list[str] = []
+    for rel in rels:
+        try:
+            with open(root / rel, "rb") as f:
+                text = unpack(f.read(MAX_SEGMENT_BYTES + 1), str(root / rel))
+            if any(n in text for n in needles):
+                found += [e for e, data in split(text, str(root / rel)).items() if any(n in data for n in needles)]
+        except (LedgerError, OSError):
+            return None
+    return found
 
 
 def _segments(root: Path, image: str | None) -> list[tuple[str, int]]:

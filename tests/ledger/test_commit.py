@@ -168,3 +168,37 @@ def test_a_config_change_and_a_removed_file_are_committed_with_the_records(
     assert run(["show", first["digest"]], project).code == 1, "the removal was committed"
     assert run(["show", second["digest"], "--json"], project).json()["version"] == "2.0.0-rc.1"
     assert git(project, "status", "--porcelain", "--untracked-files=all") == ""
+
+
+def test_a_commit_of_many_changes_lists_the_first_two_hundred(project: Path) -> None:
+    """git reads a commit's whole message whenever it reads the commit: a ledger commit of a million
+    records once made `git rev-parse HEAD^{commit}` take 0.25 s."""
+    import random
+    from datetime import UTC, datetime
+
+    from imgtrack.ledger.schema import Record
+    from imgtrack.ledger.store import record_rel
+
+    commit = git(project, "rev-parse", "HEAD")
+    rng = random.Random(3)
+    for i in range(250):
+        digest = f"sha256:{rng.getrandbits(256):064x}"
+        rec = Record(
+            "api",
+            digest,
+            "application/vnd.oci.image.manifest.v1+json",
+            f"1.0.{i}",
+            commit,
+            "clean",
+            (f"1.0.{i}",),
+            datetime(2026, 1, 1, tzinfo=UTC),
+            "Dev <dev@example.com>",
+        )
+        target = project / ".imgtrack" / "ledger" / record_rel("api", digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(rec.to_toml())
+    result = run(["ledger", "commit"], project)
+    assert result.code == 0 and "250 changes in all" in result.out and len(result.out) < 500
+    body = git(project, "log", "-1", "--format=%b").splitlines()
+    assert len(body) == 201 and body[-1] == "* … and 50 more (imgtrack log)"
+    assert len(run(["log", "--json"], project).json()) == 250

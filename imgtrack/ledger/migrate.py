@@ -19,7 +19,7 @@ from typing import Any
 import tomli_w
 
 from imgtrack.errors import LedgerError
-from imgtrack.fsutil import sweep_if_stale
+from imgtrack.fsutil import fsync_dir, sweep_if_stale
 from imgtrack.ledger.schema import MAX_FILE_BYTES, SCHEMA, Fact, parse_record
 from imgtrack.ledger.store import Store, is_schema1_name, record_rel
 
@@ -61,7 +61,7 @@ def migrate(store: Store) -> MigrateResult:
             for fact in new_facts:
                 facts += store.write_fact(fact) is not None
             os.unlink(store.root / rel)
-            _fsync_dir(store.root / rel.split("/", 1)[0])
+            fsync_dir(store.root / rel.split("/", 1)[0])
     return MigrateResult(records=len(converted), facts=facts)
 
 
@@ -133,11 +133,3 @@ def _sweep(root: Path) -> None:
     for folder, _dirs, names in os.walk(root):
         for entry in os.scandir(folder) if any(n.endswith(".tmp") for n in names) else ():
             sweep_if_stale(entry)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgtrack.errors import LedgerError
-from imgtrack.fsutil import write_atomic
+from imgtrack.fsutil import fsync_dir, write_atomic
 from imgtrack.ledger.schema import (
     FACT_NAME_RE,
     Build,
@@ -281,14 +281,6 @@ def _unlink_entry(root: Path, rel: str) -> None:
             pass  # other facts are still in it
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Store:
     """The files of one work tree's ledger, and the lock its writers hold."""
 
@@ -416,7 +408,7 @@ class Store:
                 result.written.append(self._write_segment(bucket, fresh))
             for rel in entries:
                 _unlink_entry(self.root, rel)
-            _fsync_dir(self.root / bucket)
+            fsync_dir(self.root / bucket)
             result.entries += sorted(fresh)
             self._merge_small(bucket, result)
         return result
@@ -448,7 +440,7 @@ class Store:
             for rel in plan:
                 if rel != merged:
                     (self.root / rel).unlink(missing_ok=True)
-            _fsync_dir(self.root / bucket)
+            fsync_dir(self.root / bucket)
             written_now = set(result.written)
             result.written = [r for r in result.written if r not in plan] + [merged]
             result.removed += [r for r in plan if r not in written_now]

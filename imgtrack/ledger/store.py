@@ -24,6 +24,7 @@ from imgtrack.errors import LedgerError
 from imgtrack.fsutil import fsync_dir, write_atomic
 from imgtrack.ledger.schema import (
     FACT_NAME_RE,
+    MAX_FILE_BYTES,
     Build,
     Fact,
     Record,
@@ -235,8 +236,6 @@ def read_fact_file(
 
 
 def _read_limited(path: Path, limit: int | None = None) -> bytes:
-    from imgtrack.ledger.schema import MAX_FILE_BYTES
-
     with open(path, "rb") as f:
         return f.read((MAX_FILE_BYTES if limit is None else limit) + 1)
 
@@ -394,7 +393,12 @@ class Store:
         by_bucket: dict[str, dict[str, bytes]] = {}
         for rel in sorted(set(loose)):
             if classify(rel) in ("record", "fact"):
-                by_bucket.setdefault(bucket_of_rel(rel), {})[rel] = _read_limited(self.root / rel)
+                data = _read_limited(self.root / rel)
+                if len(data) > MAX_FILE_BYTES:
+                    raise LedgerError(
+                        f"{self.root / rel}: over {MAX_FILE_BYTES} bytes, not a file imgtrack wrote; remove it"
+                    )
+                by_bucket.setdefault(bucket_of_rel(rel), {})[rel] = data
         result = PackResult([], [], [])
         for bucket, entries in by_bucket.items():
             held = bucket_entries(self.root, bucket)

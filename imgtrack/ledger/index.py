@@ -890,7 +890,7 @@ def probe(root: Path, git: GitView | None, texts: tuple[str, ...], image: str | 
     """A ProbeIndex of the files holding any of `texts`, for a cache of `root` not built yet in a repository
     large enough for building it to take a while; None when the cache should be built instead.
 
-    Loose files are found by `git grep`; segments, being compressed, are searched here, entry by entry."""
+    Loose files are found by `git grep`; segments, being compressed, are unpacked and searched here."""
     if git is None or git.containing is None:
         return None
     try:
@@ -929,10 +929,7 @@ def probe(root: Path, git: GitView | None, texts: tuple[str, ...], image: str | 
             facts += [f"{folder}/{e.name}" for e in os.scandir(root / folder)]
         except (FileNotFoundError, NotADirectoryError):
             pass
-        try:
-            facts += [e for e in bucket_entries(root, bucket_of_rel(rel)) if e.startswith(folder + "/")]
-        except LedgerError:
-            return None
+        facts += [e for e in bucket_entries(root, bucket_of_rel(rel)) if e.startswith(folder + "/")]
     return ProbeIndex(root, present, sorted({f for f in facts if classify(f) == "fact"}))
 
 
@@ -955,6 +952,7 @@ def _search_segments(root: Path, rels: list[str], needles: list[bytes], size: in
 
 
 def _search_chunk(root: Path, rels: list[str], needles: list[bytes]) -> list[str] | None:
+    """`_search_segments` for some of the segments, in this process or another."""
     found: list[str] = []
     for rel in rels:
         try:

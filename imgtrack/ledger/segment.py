@@ -55,7 +55,7 @@ def decode(data: bytes, where: str) -> dict[str, bytes]:
 def unpack(data: bytes, where: str) -> bytes:
     """A segment's text (its entries, not yet split); a malformed segment is one LedgerError line."""
     if len(data) > MAX_SEGMENT_BYTES:
-        raise LedgerError(f"{where}: a segment of {len(data)} bytes is over the {MAX_SEGMENT_BYTES} imgtrack reads")
+        raise LedgerError(f"{where}: a segment over the {MAX_SEGMENT_BYTES} bytes imgtrack reads; restore it from git")
     inflater = zlib.decompressobj()
     try:
         text = inflater.decompress(data, MAX_SEGMENT_TEXT + 1)

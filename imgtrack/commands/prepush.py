@@ -17,13 +17,13 @@ from imgtrack.errors import ImgtrackError, InvalidTag
 from imgtrack.gitrepo import GitRepo
 from imgtrack.ledger.index import LedgerIndex
 from imgtrack.ledger.schema import Build, Fact, Record, parse_fact, parse_record
-from imgtrack.ledger.segment import decode, segment_name
 from imgtrack.ledger.store import (
-    bucket_of_rel,
     check_fact_placement,
     check_record_placement,
     classify,
     record_rel,
+    segment_entries,
+    segment_name_problem,
 )
 from imgtrack.policy import check_tags, check_version_unique
 from imgtrack.project import Project
@@ -237,18 +237,15 @@ def _expand_segments(files: dict[str, bytes | None]) -> tuple[dict[str, bytes | 
             out.setdefault(path, data)
             continue
         try:
-            entries = decode(data, path)
+            entries = segment_entries(rel, data, path)
         except ImgtrackError as exc:
             problems.append(str(exc))
             continue
-        if segment_name(data) != rel.rsplit("/", 1)[1]:
-            problems.append(f"{path}: the digest in the name does not match the segment's bytes; restore it from git")
-        bucket = bucket_of_rel(rel)
+        named_wrong = segment_name_problem(rel, data, path)
+        if named_wrong:
+            problems.append(named_wrong)
         for entry, entry_data in entries.items():
-            if bucket_of_rel(entry) != bucket or classify(entry) not in ("record", "fact"):
-                problems.append(f"{path}: holds {entry!r}, which is not a record or fact of its bucket {bucket}")
-            else:
-                out.setdefault(f"{LEDGER_PATH}/{entry}", entry_data)
+            out.setdefault(f"{LEDGER_PATH}/{entry}", entry_data)
     return out, problems
 
 

@@ -106,19 +106,34 @@ def read_segment(root: Path, rel: str) -> dict[str, bytes]:
     held = _DECODED.get(str(path))
     if held is not None and held[0] == key:
         return held[1]
-    with open(path, "rb") as f:
-        data = f.read(MAX_SEGMENT_BYTES + 1)  # decode refuses more
-    entries = decode(data, str(path))
-    bucket = bucket_of_rel(rel)
-    for entry in entries:
-        if bucket_of_rel(entry) != bucket or classify(entry) not in ("record", "fact"):
-            raise LedgerError(
-                f"{path}: holds {entry!r}, which is not a record or fact of its bucket {bucket}; restore it from git"
-            )
+    entries = segment_entries(rel, _read_limited(path, MAX_SEGMENT_BYTES), str(path))
     if len(_DECODED) >= _DECODED_KEPT:
         del _DECODED[next(iter(_DECODED))]
     _DECODED[str(path)] = (key, entries)
     return entries
+
+
+def segment_entries(rel: str, data: bytes, where: str) -> dict[str, bytes]:
+    """The entries of the segment `rel` from its bytes, each a record or fact of the segment's own bucket;
+    anything else is one LedgerError line naming `where`."""
+    entries = decode(data, where)
+    bucket = bucket_of_rel(rel)
+    for entry in entries:
+        if bucket_of_rel(entry) != bucket or classify(entry) not in ("record", "fact"):
+            raise LedgerError(
+                f"{where}: holds {entry!r}, which is not a record or fact of its bucket {bucket}; restore it from git"
+            )
+    return entries
+
+
+def segment_name_problem(rel: str, data: bytes, where: str) -> str | None:
+    """What is wrong with a segment whose name is not the digest of its bytes (edited after it was written)."""
+    if segment_name(data) == rel.rsplit("/", 1)[1]:
+        return None
+    return (
+        f"{where}: the digest in the name does not match the segment's bytes; it was changed after it was "
+        "written: restore it from git"
+    )
 
 
 def bucket_segments(root: Path, bucket: str) -> list[str]:
@@ -512,18 +527,16 @@ class Store:
         path = self.root / rel
         try:
             raw = _read_limited(path, MAX_SEGMENT_BYTES)
-            entries = read_segment(self.root, rel)
+            entries = segment_entries(rel, raw, str(path))
         except LedgerError as exc:
             problems[rel] = str(exc)
             return []
         except OSError as exc:
             problems[rel] = f"{path}: cannot be read ({exc.strerror}); check its permissions"
             return []
-        if segment_name(raw) != rel.rsplit("/", 1)[1]:
-            problems[rel] = (
-                f"{path}: the digest in the name does not match the segment's bytes; it was changed after it "
-                "was written: restore it from git"
-            )
+        named_wrong = segment_name_problem(rel, raw, str(path))
+        if named_wrong:
+            problems[rel] = named_wrong
         for entry, data in entries.items():
             if held.setdefault(entry, data) != data:
                 problems.setdefault(
